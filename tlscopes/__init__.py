@@ -1,0 +1,30 @@
+"""tlscopes: Jacobian Scopes (arXiv 2601.16407) for TransformerLens models."""
+
+from tlscopes.attribute import attribute, prepare_inputs
+from tlscopes.fisher import fisher_directions, fisher_matrix
+from tlscopes.models import load_model, weight_processing
+from tlscopes.results import Attribution
+from tlscopes.scopes import (
+    DirectionScope,
+    FisherScope,
+    Scope,
+    SemanticScope,
+    TemperatureScope,
+    contrast_direction,
+)
+
+__all__ = [
+    "Attribution",
+    "DirectionScope",
+    "FisherScope",
+    "Scope",
+    "SemanticScope",
+    "TemperatureScope",
+    "attribute",
+    "contrast_direction",
+    "fisher_directions",
+    "fisher_matrix",
+    "load_model",
+    "prepare_inputs",
+    "weight_processing",
+]

@@ -1,0 +1,293 @@
+"""The engine: one forward pass, one (batched) backward pass, every method goes through here.
+
+For a batch of prompts, right-padded, the forward pass runs with two hooks (see
+:mod:`tlscopes.hooks`): the token embeddings become a leaf that requires grad, and y is taken
+at each prompt's explained position. Right padding is exact for causal models: pads come after
+every real token, so they never reach an explained position, and positions are unchanged.
+The directions of a scope are then pulled back to the embeddings in one call to
+``torch.autograd.grad`` (batched over directions with ``is_grads_batched``), with parameter
+gradients off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tlscopes._types import DirectionWeights, Embeddings, HiddenStates, Logits, TokenScores
+from tlscopes.hooks import Capture, EmbeddingTransform, frozen_parameters, run_hooked
+from tlscopes.models import context_length, logit_softcap, unembedding, weight_processing
+from tlscopes.results import Attribution
+from tlscopes.scopes import Scope, ScopeInputs
+
+Inputs = str | Sequence[str] | Tensor
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """Token ids of a right-padded batch, each prompt's length and its explained position."""
+
+    tokens: Tensor
+    lengths: Tensor
+    positions: Tensor
+
+
+def prepare_inputs(model: Any, inputs: Inputs, position: int = -1) -> PreparedInputs:
+    """Tokenizes (with the model's BOS convention) and right-pads; resolves `position` per prompt.
+
+    Args:
+        inputs: a string, a list of strings, or token ids [pos] or [batch, pos] (used as given).
+        position: the position whose next-token prediction is explained. Negative counts from
+            each prompt's last real token (-1: the last); non-negative is an absolute index.
+    """
+    if isinstance(inputs, Tensor):
+        tokens = _token_tensor(inputs)
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
+    else:
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not texts:
+            raise ValueError("inputs is an empty list; pass at least one prompt")
+        rows = []
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"prompt {index} is {type(text).__name__}, expected str")
+            if not text.strip():
+                raise ValueError(f"prompt {index} is empty text; there is nothing to attribute")
+            rows.append(model.to_tokens(text)[0].cpu())
+        tokens, lengths = _right_pad(rows, _pad_id(model))
+    n_ctx = context_length(model)
+    if tokens.shape[1] > n_ctx:
+        longest = int(lengths.argmax())
+        raise ValueError(
+            f"prompt {longest} is {int(lengths[longest])} tokens, longer than the model's "
+            f"context of {n_ctx} tokens; shorten it"
+        )
+    positions = _resolve_positions(position, lengths)
+    return PreparedInputs(tokens, lengths, positions)
+
+
+def _token_tensor(tokens: Tensor) -> Tensor:
+    if tokens.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.bool):
+        raise TypeError(f"token ids must be an integer tensor, got dtype {tokens.dtype}")
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    if tokens.ndim != 2 or tokens.shape[1] == 0 or tokens.shape[0] == 0:
+        raise ValueError(
+            f"token ids must be [pos] or [batch, pos] and non-empty, got {tuple(tokens.shape)}"
+        )
+    return tokens.long().cpu()
+
+
+def _pad_id(model: Any) -> int:
+    tokenizer = getattr(model, "tokenizer", None)
+    for attribute_name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attribute_name, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _right_pad(rows: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+    tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
+    for index, row in enumerate(rows):
+        tokens[index, : len(row)] = row
+    return tokens, lengths
+
+
+def _resolve_positions(position: int, lengths: Tensor) -> Tensor:
+    if isinstance(position, bool) or not isinstance(position, int):
+        raise TypeError(f"position must be an int, got {type(position).__name__}")
+    resolved = lengths + position if position < 0 else torch.full_like(lengths, position)
+    bad = ((resolved < 0) | (resolved >= lengths)).nonzero().flatten().tolist()
+    if bad:
+        index = bad[0]
+        raise IndexError(
+            f"position {position} is out of range for prompt {index} of {int(lengths[index])} "
+            f"tokens (valid: {-int(lengths[index])} to {int(lengths[index]) - 1})"
+        )
+    return resolved
+
+
+@dataclass
+class ForwardState:
+    """What one hooked forward pass leaves behind.
+
+    Attributes:
+        embeddings: the leaf token embeddings [batch, pos, d_model] (after any transform).
+        final_state: y at the explained positions [batch, d_model], attached to the graph.
+        logits: y W_U + b_U at those positions [batch, d_vocab], detached.
+    """
+
+    embeddings: Embeddings
+    final_state: HiddenStates
+    logits: Logits
+
+
+def final_logits(model: Any, final_state: HiddenStates) -> Logits:
+    """Logits at the explained positions from y: y W_U + b_U, soft-capped where the model caps."""
+    W_U, b_U = unembedding(model)
+    logits = final_state @ W_U + b_U
+    cap = logit_softcap(model)
+    if cap is not None:
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
+def forward_state(
+    model: Any,
+    tokens: Tensor,
+    positions: Tensor,
+    *,
+    transform: EmbeddingTransform | None = None,
+    hooks_for: Callable[[Capture], list] | None = None,
+) -> ForwardState:
+    """Runs one hooked forward pass up to y (call inside `frozen_parameters` to skip param grads).
+
+    Args:
+        tokens: [batch, pos] token ids.
+        positions: the explained position of each prompt [batch].
+        transform: applied to the token embeddings before they become the differentiated leaf.
+        hooks_for: builds the hook list from the capture (a scope's `hooks`); default: the
+            capture's own two hooks.
+    """
+    device = model.W_U.device
+    capture = Capture(positions, transform)
+    hooks = capture.hooks() if hooks_for is None else hooks_for(capture)
+    run_hooked(model, tokens.to(device), hooks)
+    if capture.embeddings is None or capture.final_state is None:
+        raise RuntimeError(
+            "the forward pass did not reach hook_embed and unembed.hook_in; tlscopes needs a "
+            "TransformerLens HookedTransformer or TransformerBridge"
+        )
+    with torch.no_grad():
+        logits = final_logits(model, capture.final_state.detach())
+    return ForwardState(capture.embeddings, capture.final_state, logits)
+
+
+def pull_back(state: ForwardState, vectors: Tensor) -> Tensor:
+    """v^T J_t for every direction and position, in one backward pass.
+
+    Args:
+        vectors: [batch, rank, d_model] directions, constants in the backward pass.
+
+    Returns:
+        [batch, rank, pos, d_model]: the gradient of v_r^T y_b with respect to x_{b,t}. Prompts
+        in a batch are independent, so one backward pass of the summed outputs serves them all.
+    """
+    grad_outputs = vectors.detach().transpose(0, 1).to(state.final_state.dtype)
+    rank = grad_outputs.shape[0]
+    if rank == 1:
+        (grads,) = torch.autograd.grad(state.final_state, state.embeddings, grad_outputs[0])
+        grads = grads[None]
+    else:
+        (grads,) = torch.autograd.grad(
+            state.final_state, state.embeddings, grad_outputs, is_grads_batched=True
+        )
+    grads = grads.transpose(0, 1)
+    check_finite(grads)
+    return grads
+
+
+def check_finite(grads: Tensor) -> None:
+    finite = torch.isfinite(grads).flatten(start_dim=-1).all(dim=-1)  # [..., pos]
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[:5].tolist()
+        raise FloatingPointError(
+            f"non-finite embedding gradients at (batch, [direction,] position) {bad}; the model "
+            "produced NaN/inf in the backward pass (try float32/float64 instead of half precision)"
+        )
+
+
+def combine(grads: Tensor, weights: DirectionWeights) -> TokenScores:
+    """sqrt(sum_r w_r ||g_{r,t}||^2) per token: one direction with weight 1 gives ||g_t||."""
+    squared = grads.pow(2).sum(dim=-1)  # [batch, rank, pos]
+    return (squared * weights.to(squared.dtype)[:, :, None]).sum(dim=1).sqrt()
+
+
+def attribute(
+    model: Any, inputs: Inputs, scope: Scope, *, position: int = -1, top_k: int = 10
+) -> Attribution:
+    """Scores every input token by ||v^T J_t||_2 for the scope's direction(s) v (paper eq. 1-2).
+
+    Args:
+        model: a HookedTransformer or TransformerBridge with unprocessed weights.
+        inputs: a string, a list of strings (right-padded into one batch; each prompt's result
+            equals its unbatched result), or token ids [pos] or [batch, pos].
+        scope: a SemanticScope, FisherScope, TemperatureScope or DirectionScope.
+        position: the position whose next-token prediction is explained (-1: the last token of
+            each prompt).
+        top_k: how many of the predicted next tokens to keep in the result.
+
+    Returns:
+        An Attribution with scores [batch, pos]; positions after the explained one (and pads)
+        score 0 because a causal model cannot be influenced by them.
+    """
+    if not isinstance(scope, Scope):
+        raise TypeError(f"scope must be a tlscopes Scope, got {type(scope).__name__}")
+    prepared = prepare_inputs(model, inputs, position)
+    scope.check_model(weight_processing(model))
+    with frozen_parameters(model):
+        state = forward_state(model, prepared.tokens, prepared.positions, hooks_for=scope.hooks)
+        W_U, _ = unembedding(model)
+        directions = scope.directions(
+            ScopeInputs(state.final_state.detach(), state.logits, W_U.detach(), model)
+        )
+        grads = pull_back(state, directions.vectors)
+    scores = combine(grads, directions.weights).detach()
+    return build_attribution(
+        model,
+        prepared,
+        scores,
+        method=scope.name,
+        logits=state.logits,
+        target_ids=scope.target_ids(model, prepared.tokens.shape[0]),
+        details=directions.details,
+        top_k=top_k,
+    )
+
+
+def build_attribution(
+    model: Any,
+    prepared: PreparedInputs,
+    scores: Tensor,
+    *,
+    method: str,
+    logits: Logits,
+    target_ids: Tensor | None,
+    details: dict[str, Any],
+    top_k: int = 10,
+) -> Attribution:
+    """Packs scores with tokens and the prediction being explained into an Attribution."""
+    scores = scores.cpu().clone()
+    for index, length in enumerate(prepared.lengths.tolist()):
+        scores[index, length:] = 0.0
+    probs = torch.softmax(logits.double(), dim=-1).cpu()
+    k = min(top_k, probs.shape[-1])
+    top_probs, top_ids = probs.topk(k, dim=-1)
+    tokens = [
+        [str(t) for t in model.to_str_tokens(prepared.tokens[index, :length])]
+        for index, length in enumerate(prepared.lengths.tolist())
+    ]
+    top_tokens = [[model.to_single_str_token(int(i)) for i in row] for row in top_ids]
+    target_probs = None
+    if target_ids is not None:
+        target_probs = probs.gather(1, target_ids.cpu()[:, None])[:, 0]
+    return Attribution(
+        scores=scores,
+        tokens=tokens,
+        token_ids=prepared.tokens.cpu(),
+        positions=prepared.positions.cpu(),
+        method=method,
+        top_token_ids=top_ids,
+        top_tokens=top_tokens,
+        top_probs=top_probs.float(),
+        target_ids=None if target_ids is None else target_ids.cpu(),
+        target_probs=None if target_probs is None else target_probs.float(),
+        details=details,
+        model_name=str(getattr(model.cfg, "model_name", "")),
+    )

@@ -1,0 +1,102 @@
+"""The two hooks every attribution needs, and a guard that freezes parameters for its duration.
+
+* At ``hook_embed`` the token embeddings are replaced by a leaf tensor that requires grad, so
+  the backward pass ends at x_t (optionally after transforming them: zeroing for ablation,
+  scaling along an Integrated Gradients path).
+* At ``unembed.hook_in`` y is taken at the explained position of each prompt, and the forward
+  pass is stopped: the unembedding over every position is never needed, only at the explained
+  one, which the engine computes itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tlscopes._types import Embeddings
+from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
+
+EmbeddingTransform = Callable[[Embeddings], Embeddings]
+
+
+class StopForward(Exception):
+    """Raised by the final-state hook once y is captured; the engine catches it."""
+
+
+class Capture:
+    """Holds what the hooks capture during one forward pass.
+
+    Args:
+        positions: the explained position of each prompt [batch].
+        transform: applied to the (detached) token embeddings before they become the leaf, e.g.
+            to ablate or scale them; None keeps them as they are.
+        stop: stop the forward pass at the unembedding once y is captured.
+    """
+
+    def __init__(
+        self,
+        positions: Tensor,
+        transform: EmbeddingTransform | None = None,
+        *,
+        stop: bool = True,
+    ) -> None:
+        self.positions = positions
+        self.transform = transform
+        self.stop = stop
+        self.embeddings: Embeddings | None = None
+        self.final_state: Tensor | None = None
+
+    def embed_hook(self, tensor: Tensor, *, hook: Any) -> Tensor:
+        leaf = tensor.detach()
+        if self.transform is not None:
+            leaf = self.transform(leaf)
+        leaf.requires_grad_(True)
+        self.embeddings = leaf
+        return leaf
+
+    def final_state_hook(self, tensor: Tensor, *, hook: Any) -> Tensor:
+        rows = torch.arange(tensor.shape[0], device=tensor.device)
+        self.final_state = tensor[rows, self.positions.to(tensor.device)]
+        if self.stop:
+            raise StopForward
+        return tensor
+
+    def hooks(self) -> list[tuple[str, Callable[..., Any]]]:
+        return [(EMBED_HOOK, self.embed_hook), (FINAL_STATE_HOOK, self.final_state_hook)]
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: Any) -> Iterator[None]:
+    """Turns parameter gradients off and restores every requires_grad flag afterwards."""
+    # A TransformerBridge lists TransformerLens-style parameters; the wrapped Hugging Face
+    # model's own parameters are what its forward pass uses, so take both, once each.
+    found: dict[int, torch.nn.Parameter] = {}
+    for module in (model, getattr(model, "original_model", None)):
+        if module is not None:
+            found.update((id(p), p) for p in module.parameters())
+    parameters = list(found.values())
+    flags = [p.requires_grad for p in parameters]
+    try:
+        for p in parameters:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(parameters, flags):
+            p.requires_grad_(flag)
+
+
+def run_hooked(model: Any, tokens: Tensor, hooks: list[tuple[str, Callable[..., Any]]]) -> None:
+    """Runs the model with temporary hooks, until a hook stops it or the forward pass ends.
+
+    Hooks are attached only inside ``model.hooks``, which removes them on every exit, so none
+    stays attached after an error.
+    """
+    with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
+        try:
+            model(tokens)
+        except StopForward:
+            pass

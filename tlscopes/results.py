@@ -1,0 +1,161 @@
+"""The Attribution result: scores with their tokens and the prediction they explain."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Token scores for a batch of prompts, with the prediction each explains.
+
+    Attributes:
+        scores: [batch, pos] non-negative influence scores; 0 after the explained position and
+            on padding.
+        tokens: one list of token strings per prompt (without padding).
+        token_ids: [batch, pos] token ids, right-padded.
+        positions: [batch] the position whose next-token prediction is explained.
+        method: the method's registry name ("fisher", "semantic", ...).
+        top_token_ids, top_tokens, top_probs: the model's most likely next tokens at the
+            explained position and their probabilities [batch, k].
+        target_ids, target_probs: the target token and its probability [batch], for methods that
+            attribute a target (None otherwise).
+        details: method-specific record (eigenvalues, beta_eff, n_steps, ...).
+        model_name: the model's TransformerLens name.
+    """
+
+    scores: Tensor
+    tokens: list[list[str]]
+    token_ids: Tensor
+    positions: Tensor
+    method: str
+    top_token_ids: Tensor
+    top_tokens: list[list[str]]
+    top_probs: Tensor
+    target_ids: Tensor | None = None
+    target_probs: Tensor | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    model_name: str = ""
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
+
+    def __getitem__(self, index: int) -> Attribution:
+        """The result for one prompt, as a batch of one, without its padding."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} prompts")
+        index = index % len(self)
+        length = len(self.tokens[index])
+        row = slice(index, index + 1)
+
+        def pick(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor[row]
+
+        details = {
+            key: [value[index]] if isinstance(value, list) and len(value) == len(self) else value
+            for key, value in self.details.items()
+        }
+        return Attribution(
+            scores=self.scores[row, :length],
+            tokens=[self.tokens[index]],
+            token_ids=self.token_ids[row, :length],
+            positions=self.positions[row],
+            method=self.method,
+            top_token_ids=self.top_token_ids[row],
+            top_tokens=[self.top_tokens[index]],
+            top_probs=self.top_probs[row],
+            target_ids=pick(self.target_ids),
+            target_probs=pick(self.target_probs),
+            details=details,
+            model_name=self.model_name,
+        )
+
+    def context_scores(self, index: int = 0) -> Tensor:
+        """Scores of prompt `index` up to and including its explained position."""
+        return self.scores[index, : int(self.positions[index]) + 1]
+
+    def to_pandas(self) -> pd.DataFrame:
+        """A row per token: prompt, position, token, score, normalised score and rank."""
+        rows = []
+        for index, tokens in enumerate(self.tokens):
+            scores = self.scores[index, : len(tokens)].double()
+            peak = float(scores.max()) if len(tokens) else 0.0
+            order = torch.argsort(scores, descending=True, stable=True)
+            ranks = torch.empty_like(order)
+            ranks[order] = torch.arange(1, len(order) + 1)
+            for position, token in enumerate(tokens):
+                score = float(scores[position])
+                rows.append(
+                    {
+                        "prompt": index,
+                        "position": position,
+                        "token": token,
+                        "score": score,
+                        "normalized": score / peak if peak > 0 else 0.0,
+                        "rank": int(ranks[position]),
+                        "explained": position == int(self.positions[index]),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def top(self, k: int = 10, index: int = 0) -> pd.DataFrame:
+        """The k most influential tokens of prompt `index`, highest first."""
+        frame = self.to_pandas()
+        frame = frame[frame["prompt"] == index]
+        return frame.sort_values("score", ascending=False, kind="stable").head(k)
+
+    def prediction(self, index: int = 0) -> pd.DataFrame:
+        """The predicted next tokens of prompt `index` with their probabilities."""
+        return pd.DataFrame(
+            {
+                "token": self.top_tokens[index],
+                "token_id": self.top_token_ids[index].tolist(),
+                "probability": self.top_probs[index].tolist(),
+            }
+        )
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        """A self-contained HTML report (circuitsvis colored tokens, JS inlined: opens offline)."""
+        from tlscopes.viz import attribution_html
+
+        html = attribution_html(self)
+        if path is not None:
+            Path(path).write_text(html, encoding="utf-8")
+        return html
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def save(self, path: str | Path) -> None:
+        """Writes the result as JSON (tensors as lists with their dtypes)."""
+        payload: dict[str, Any] = {"format_version": FORMAT_VERSION}
+        for name, value in self.__dict__.items():
+            if isinstance(value, Tensor):
+                payload[name] = {"tensor": value.tolist(), "dtype": str(value.dtype)}
+            else:
+                payload[name] = value
+        Path(path).write_text(json.dumps(payload), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Attribution:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        version = payload.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path} is not a tlscopes Attribution file (format {version!r})")
+        values = {}
+        for name, value in payload.items():
+            if isinstance(value, dict) and set(value) == {"tensor", "dtype"}:
+                dtype = getattr(torch, value["dtype"].removeprefix("torch."))
+                values[name] = torch.tensor(value["tensor"], dtype=dtype)
+            else:
+                values[name] = value
+        return cls(**values)

@@ -1,0 +1,62 @@
+"""HTML views of attributions; the only module that imports circuitsvis.
+
+circuitsvis renders each view twice: with its JavaScript bundle inlined (``local_src``) and
+with a CDN link. Only the inlined form is used, so reports open offline and displaying one in
+a notebook never touches the network.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tlscopes.results import Attribution
+
+
+def colored_tokens_html(tokens: list[str], values: list[float]) -> str:
+    """circuitsvis colored tokens with the JavaScript inlined."""
+    import circuitsvis.tokens
+
+    rendered = circuitsvis.tokens.colored_tokens(
+        tokens=tokens, values=values, min_value=0.0, max_value=1.0, positive_color="#1f5fbf"
+    )
+    return rendered.local_src
+
+
+def _prediction_table(attribution: Attribution, index: int) -> str:
+    rows = "".join(
+        f"<tr><td><code>{html.escape(repr(token))}</code></td><td>{prob:.4f}</td></tr>"
+        for token, prob in zip(attribution.top_tokens[index], attribution.top_probs[index].tolist())
+    )
+    return f"<table><tr><th>next token</th><th>probability</th></tr>{rows}</table>"
+
+
+def attribution_html(attribution: Attribution) -> str:
+    """One self-contained page: per prompt, the tokens colored by normalised score and the
+    prediction being explained."""
+    sections = []
+    for index, tokens in enumerate(attribution.tokens):
+        scores = attribution.scores[index, : len(tokens)].double()
+        peak = float(scores.max())
+        values = (scores / peak if peak > 0 else scores).tolist()
+        position = int(attribution.positions[index])
+        target = ""
+        if attribution.target_ids is not None:
+            target_id = int(attribution.target_ids[index])
+            probability = float(attribution.target_probs[index])
+            target = f"; target id {target_id} (p = {probability:.4f})"
+        sections.append(
+            f"<section><h3>prompt {index}: {html.escape(attribution.method)} scores, explaining "
+            f"the prediction after position {position} "
+            f"(<code>{html.escape(repr(tokens[position]))}</code>){target}</h3>"
+            f"{colored_tokens_html(tokens, values)}{_prediction_table(attribution, index)}"
+            "</section>"
+        )
+    title = f"tlscopes: {html.escape(attribution.method)} on {html.escape(attribution.model_name)}"
+    body = "".join(sections)
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+        f"<body><h2>{title}</h2><p>Scores are normalised to the largest in each prompt.</p>"
+        f"{body}</body></html>"
+    )
