@@ -85,7 +85,7 @@ def frozen_parameters(model: Any) -> Iterator[None]:
             p.requires_grad_(False)
         yield
     finally:
-        for p, flag in zip(parameters, flags):
+        for p, flag in zip(parameters, flags, strict=True):
             p.requires_grad_(flag)
 
 

@@ -27,7 +27,9 @@ def colored_tokens_html(tokens: list[str], values: list[float]) -> str:
 def _prediction_table(attribution: Attribution, index: int) -> str:
     rows = "".join(
         f"<tr><td><code>{html.escape(repr(token))}</code></td><td>{prob:.4f}</td></tr>"
-        for token, prob in zip(attribution.top_tokens[index], attribution.top_probs[index].tolist())
+        for token, prob in zip(
+            attribution.top_tokens[index], attribution.top_probs[index].tolist(), strict=True
+        )
     )
     return f"<table><tr><th>next token</th><th>probability</th></tr>{rows}</table>"
 
