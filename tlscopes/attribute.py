@@ -57,7 +57,7 @@ def prepare_inputs(model: Any, inputs: Inputs, position: int = -1) -> PreparedIn
                 raise TypeError(f"prompt {index} is {type(text).__name__}, expected str")
             if not text.strip():
                 raise ValueError(f"prompt {index} is empty text; there is nothing to attribute")
-            rows.append(model.to_tokens(text)[0].cpu())
+            rows.append(model.to_tokens(text, truncate=False)[0].cpu())
         tokens, lengths = _right_pad(rows, _pad_id(model))
     n_ctx = context_length(model)
     if tokens.shape[1] > n_ctx:

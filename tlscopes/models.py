@@ -259,7 +259,14 @@ def unembedding(model: Any) -> tuple[Tensor, Tensor]:
 
 
 def context_length(model: Any) -> int:
-    return int(model.cfg.n_ctx)
+    """The longest input the model takes: its n_ctx, or the wrapped model's position limit."""
+    limits = [int(model.cfg.n_ctx)]
+    hf_config = getattr(getattr(model, "original_model", None), "config", None)
+    for field_name in ("n_positions", "max_position_embeddings"):
+        value = getattr(hf_config, field_name, None)
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+    return min(limits)
 
 
 def logit_softcap(model: Any) -> float | None:
