@@ -245,7 +245,7 @@ def attribute(
         scores,
         method=scope.name,
         logits=state.logits,
-        target_ids=scope.target_ids(model, prepared.tokens.shape[0]),
+        target_ids=directions.target_ids,
         details=directions.details,
         top_k=top_k,
     )

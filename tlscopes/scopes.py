@@ -53,11 +53,13 @@ class ScopeDirections:
     Attributes:
         vectors: [batch, rank, d_model].
         weights: [batch, rank], non-negative.
-        details: per-scope record kept in the result (target ids, eigenvalues, ...).
+        target_ids: the target token per prompt [batch], for scopes that attribute one.
+        details: per-scope record kept in the result (eigenvalues, beta_eff, ...).
     """
 
     vectors: Directions
     weights: DirectionWeights
+    target_ids: Tensor | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,10 +77,6 @@ class Scope:
 
     def directions(self, inputs: ScopeInputs) -> ScopeDirections:
         raise NotImplementedError
-
-    def target_ids(self, model: Any, batch_size: int) -> Tensor | None:
-        """The target token per prompt, for scopes that have one; None otherwise."""
-        return None
 
     def check_model(self, processing: WeightProcessing) -> None:
         """Refuses models whose weight processing would silently change this scope's scores."""
@@ -149,21 +147,22 @@ class SemanticScope(Scope):
 
     Args:
         target: a token id, a string that is exactly one token, or a sequence with one of those
-            per prompt.
+            per prompt; None attributes each prompt's top predicted token.
     """
 
-    target: int | str | tuple[int | str, ...]
+    target: int | str | tuple[int | str, ...] | None = None
     name: ClassVar[str] = "semantic"
     invariant_to_folded_norm: ClassVar[bool] = True  # w'^T y' = w^T (y - b): same gradient
     invariant_to_centered_unembed: ClassVar[bool] = False
 
-    def target_ids(self, model: Any, batch_size: int) -> Tensor:
-        return resolve_targets(model, self.target, batch_size)
-
     def directions(self, inputs: ScopeInputs) -> ScopeDirections:
-        ids = self.target_ids(inputs.model, inputs.final_state.shape[0]).to(inputs.W_U.device)
+        if self.target is None:
+            ids = inputs.logits.argmax(dim=-1)
+        else:
+            ids = resolve_targets(inputs.model, self.target, inputs.final_state.shape[0])
+        ids = ids.to(inputs.W_U.device)
         vectors = inputs.W_U[:, ids].T[:, None, :].to(inputs.final_state.dtype)
-        return ScopeDirections(vectors, _unit_weights(vectors), {"target_ids": ids.tolist()})
+        return ScopeDirections(vectors, _unit_weights(vectors), target_ids=ids.cpu())
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,7 @@ class FisherScope(Scope):
         stacked = torch.stack(vectors).to(inputs.final_state.dtype)
         # Rank 1 drops lambda_1, as the paper does: it is constant across positions.
         weights = _unit_weights(stacked) if self.rank == 1 else values.clamp_min(0)
-        return ScopeDirections(stacked, weights, {"eigenvalues": values.tolist()})
+        return ScopeDirections(stacked, weights, details={"eigenvalues": values.tolist()})
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,9 @@ class TemperatureScope(Scope):
         if bool((norms == 0).any()):
             raise ValueError("TemperatureScope needs y != 0, but the final state is exactly zero")
         vectors = (y / norms)[:, None, :]
-        return ScopeDirections(vectors, _unit_weights(vectors), {"beta_eff": norms[:, 0].tolist()})
+        return ScopeDirections(
+            vectors, _unit_weights(vectors), details={"beta_eff": norms[:, 0].tolist()}
+        )
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ class DirectionScope(Scope):
                 f"DirectionScope has {vector.shape[0]} vectors for {y.shape[0]} prompts"
             )
         vectors = vector[:, None, :]
-        return ScopeDirections(vectors, _unit_weights(vectors), {"label": self.label})
+        return ScopeDirections(vectors, _unit_weights(vectors), details={"label": self.label})
 
 
 def contrast_direction(model: Any, token_a: int | str, token_b: int | str) -> Tensor:

@@ -34,9 +34,7 @@ def _prediction_table(attribution: Attribution, index: int) -> str:
     return f"<table><tr><th>next token</th><th>probability</th></tr>{rows}</table>"
 
 
-def attribution_html(attribution: Attribution) -> str:
-    """One self-contained page: per prompt, the tokens colored by normalised score and the
-    prediction being explained."""
+def _sections(attribution: Attribution) -> list[str]:
     sections = []
     for index, tokens in enumerate(attribution.tokens):
         scores = attribution.scores[index, : len(tokens)].double()
@@ -55,10 +53,26 @@ def attribution_html(attribution: Attribution) -> str:
             f"{colored_tokens_html(tokens, values)}{_prediction_table(attribution, index)}"
             "</section>"
         )
-    title = f"tlscopes: {html.escape(attribution.method)} on {html.escape(attribution.model_name)}"
-    body = "".join(sections)
+    return sections
+
+
+def _page(title: str, sections: list[str]) -> str:
+    title = html.escape(title)
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
         f"<body><h2>{title}</h2><p>Scores are normalised to the largest in each prompt.</p>"
-        f"{body}</body></html>"
+        f"{''.join(sections)}</body></html>"
     )
+
+
+def attribution_html(attribution: Attribution) -> str:
+    """One self-contained page: per prompt, the tokens colored by normalised score and the
+    prediction being explained."""
+    return _page(
+        f"tlscopes: {attribution.method} on {attribution.model_name}", _sections(attribution)
+    )
+
+
+def combined_html(attributions: list[Attribution], title: str = "tlscopes report") -> str:
+    """Several results (e.g. the three scopes on one prompt) on one self-contained page."""
+    return _page(title, [section for item in attributions for section in _sections(item)])
