@@ -1,6 +1,6 @@
 """tlscopes: Jacobian Scopes (arXiv 2601.16407) for TransformerLens models."""
 
-from tlscopes.attribute import attribute, prepare_inputs
+from tlscopes.attribute import attribute, attribute_many, prepare_inputs
 from tlscopes.fisher import fisher_directions, fisher_matrix
 from tlscopes.models import load_model, weight_processing
 from tlscopes.results import Attribution
@@ -21,6 +21,7 @@ __all__ = [
     "SemanticScope",
     "TemperatureScope",
     "attribute",
+    "attribute_many",
     "contrast_direction",
     "fisher_directions",
     "fisher_matrix",

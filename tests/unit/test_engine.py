@@ -185,3 +185,19 @@ def test_hooked_and_bridge_agree_on_the_same_weights(scope):
         rtol=1e-5,
         atol=1e-9,
     )
+
+
+def test_attribute_many_equals_one_call_per_scope(model):
+    scopes = [
+        ts.SemanticScope(" cat"),
+        ts.FisherScope(rank=2),
+        ts.TemperatureScope(),
+        ts.FisherScope(),
+    ]
+    together = ts.attribute_many(model, PROMPTS, scopes)
+    for scope, result in zip(scopes, together, strict=True):
+        alone = ts.attribute(model, PROMPTS, scope)
+        assert result.method == scope.name
+        torch.testing.assert_close(result.scores, alone.scores, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="scopes is empty"):
+        ts.attribute_many(model, PROMPTS, [])
