@@ -1,0 +1,312 @@
+"""Side-by-side speed benchmark of tlscopes on the default model (issue: performance).
+
+Everything is measured in one run, as medians over repeats after a warm-up, and reported as
+ratios next to their references:
+
+* each scope's attribution time over a plain no-grad forward pass, at 128 and 1,024 tokens;
+* Fisher directions, matrix-free against forming F and taking eigh, at the default model's
+  shapes and at LLaMA-3.2-1B shapes (random W_U, a peaked distribution);
+* a translation matrix of 32 target rows, batched against one attribution per row;
+* Integrated Gradients with 32 path points, batched against sequential;
+* Input x Gradient and Integrated Gradients through captum and inseq (optional; installed
+  with `pip install captum` and `pip install --no-deps inseq rich treescope "typeguard<=2.13.3"`)
+  on the same weights and input, against tlscopes;
+* peak resident memory of attribution over 2,048 tokens (in a fresh subprocess).
+
+Usage: python scripts/benchmark.py [--repeats 7] [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import tlscopes as ts
+
+warnings.filterwarnings("ignore")
+engine = importlib.import_module("tlscopes.attribute")
+
+TEXT = (
+    "The old lighthouse keeper climbed the spiral stairs every evening, counting the steps "
+    "as his father had taught him, and when the lamp was lit he wrote the weather, the ships "
+    "and the birds into a leather book that nobody else would ever read. "
+)
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def tokens_of_length(model: Any, length: int) -> torch.Tensor:
+    ids = model.to_tokens(TEXT * (length // 40 + 2))[:, :length]
+    assert ids.shape[1] == length
+    return ids
+
+
+def bench_scopes(model: Any, lengths: list[int], repeats: int) -> list[dict]:
+    rows = []
+    scopes = {
+        "semantic": ts.SemanticScope(" the"),
+        "temperature": ts.TemperatureScope(),
+        "fisher": ts.FisherScope(),
+        "fisher_rank4": ts.FisherScope(rank=4),
+    }
+    for length in lengths:
+        tokens = tokens_of_length(model, length)
+
+        def forward() -> None:
+            with torch.no_grad():
+                model(tokens)
+
+        base = median_time(forward, repeats)
+        row = {"tokens": length, "forward_s": base}
+        for name, scope in scopes.items():
+            seconds = median_time(lambda scope=scope: ts.attribute(model, tokens, scope), repeats)
+            row[f"{name}_s"] = seconds
+            row[f"{name}_ratio"] = seconds / base
+        three = median_time(
+            lambda: ts.attribute_many(model, tokens, list(scopes.values())[:3]), repeats
+        )
+        row["all_three_one_pass_ratio"] = three / base
+        rows.append(row)
+    return rows
+
+
+def bench_fisher(repeats: int) -> list[dict]:
+    rows = []
+    generator = torch.Generator().manual_seed(0)
+    for label, d_model, d_vocab in (("SmolLM2-135M", 576, 49152), ("LLaMA-3.2-1B", 2048, 128256)):
+        W_U = torch.randn(d_model, d_vocab, generator=generator) * 0.02
+        logits = torch.randn(d_vocab, generator=generator) * 4.0
+        logits[:5] += 12.0  # a peaked distribution, as at most real positions
+        probs = torch.softmax(logits, dim=0)
+        fast = median_time(lambda: ts.fisher_directions(W_U, probs), repeats)
+        formed = median_time(
+            lambda: importlib.import_module("tlscopes.fisher").fisher_directions_exact(W_U, probs),
+            max(1, repeats // 3),
+        )
+        _, u_fast = ts.fisher_directions(W_U, probs)
+        _, u_exact = importlib.import_module("tlscopes.fisher").fisher_directions_exact(W_U, probs)
+        cosine = float((u_fast[:, 0].double() @ u_exact[:, 0].double()).abs())
+        rows.append(
+            {
+                "shapes": f"{label} (d {d_model}, V {d_vocab})",
+                "entropy_nats": float(-(probs * probs.clamp_min(1e-30).log()).sum()),
+                "matrix_free_s": fast,
+                "formed_eigh_s": formed,
+                "speedup": formed / fast,
+                "abs_cos": cosine,
+            }
+        )
+    return rows
+
+
+def bench_translation(model: Any, repeats: int) -> dict | None:
+    try:
+        matrix = importlib.import_module("tlscopes.matrix")
+    except ModuleNotFoundError:
+        return None
+    text = (
+        "German: Die Katze sitzt auf der Matte und schaut aus dem Fenster, während draußen "
+        "der Regen fällt. English: The cat sits on the mat and looks out of the window while "
+        "the rain falls outside, and the whole house is quiet."
+    )
+    length = model.to_tokens(text).shape[1]
+    positions = list(range(length - 32, length))
+    scope = ts.FisherScope()
+    batched = median_time(
+        lambda: matrix.attribution_matrix(model, text, scope, positions), repeats
+    )
+    rowwise = median_time(
+        lambda: [ts.attribute(model, text, scope, position=p) for p in positions],
+        max(1, repeats // 3),
+    )
+    return {"rows": 32, "batched_s": batched, "row_by_row_s": rowwise, "speedup": rowwise / batched}
+
+
+def bench_integrated_gradients(model: Any, repeats: int) -> dict | None:
+    try:
+        baselines = importlib.import_module("tlscopes.baselines")
+    except ModuleNotFoundError:
+        return None
+    tokens = tokens_of_length(model, 128)
+    batched = median_time(
+        lambda: baselines.integrated_gradients(model, tokens, " the", n_steps=32), repeats
+    )
+    sequential = median_time(
+        lambda: baselines.integrated_gradients(model, tokens, " the", n_steps=32, batch_size=1),
+        max(1, repeats // 3),
+    )
+    return {"n_steps": 32, "batched_s": batched, "sequential_s": sequential, "speedup": sequential / batched}
+
+
+def bench_peers(model: Any, repeats: int) -> list[dict]:
+    """captum and inseq on the Hugging Face model that the bridge wraps (same weights)."""
+    rows: list[dict] = []
+    try:
+        baselines = importlib.import_module("tlscopes.baselines")
+    except ModuleNotFoundError:
+        return rows
+    hf_model = getattr(model, "original_model", None)
+    if hf_model is None:
+        return rows
+    tokens = tokens_of_length(model, 128)
+    target = ts.scopes.resolve_token(model, " the")
+    ours_ixg = median_time(
+        lambda: baselines.input_x_gradient(model, tokens, target), repeats
+    )
+    ours_ig = median_time(
+        lambda: baselines.integrated_gradients(model, tokens, target, n_steps=32), repeats
+    )
+    embed = hf_model.get_input_embeddings()
+
+    def logit_of(embeds: torch.Tensor) -> torch.Tensor:
+        return hf_model(inputs_embeds=embeds).logits[:, -1, target]
+
+    try:
+        from captum.attr import InputXGradient, IntegratedGradients
+    except ImportError:
+        rows.append({"peer": "captum", "skipped": "not installed"})
+    else:
+        with torch.no_grad():
+            embeds = embed(tokens)
+        ixg = InputXGradient(logit_of)
+        ig = IntegratedGradients(logit_of)
+        peer_ixg = median_time(lambda: ixg.attribute(embeds.clone()), repeats)
+        peer_ig = median_time(
+            lambda: ig.attribute(
+                embeds.clone(), baselines=embeds * 0, n_steps=32, internal_batch_size=32
+            ),
+            repeats,
+        )
+        rows.append(
+            {"peer": "captum", "input_x_gradient_ratio": ours_ixg / peer_ixg,
+             "integrated_gradients_ratio": ours_ig / peer_ig,
+             "peer_ixg_s": peer_ixg, "peer_ig_s": peer_ig, "ours_ixg_s": ours_ixg, "ours_ig_s": ours_ig}
+        )
+    try:
+        import inseq
+    except ImportError:
+        rows.append({"peer": "inseq", "skipped": "not installed"})
+    else:
+        text = model.to_string(tokens[0, 1:])
+        full = text + model.to_single_str_token(target)
+        timings = {}
+        for method, kwargs in (("input_x_gradient", {}), ("integrated_gradients", {"n_steps": 32, "internal_batch_size": 32})):
+            wrapped = inseq.load_model(hf_model, method, tokenizer=model.tokenizer)
+            timings[method] = median_time(
+                lambda wrapped=wrapped, kwargs=kwargs: wrapped.attribute(
+                    text, full, show_progress=False, **kwargs
+                ),
+                repeats,
+            )
+        rows.append(
+            {"peer": "inseq", "input_x_gradient_ratio": ours_ixg / timings["input_x_gradient"],
+             "integrated_gradients_ratio": ours_ig / timings["integrated_gradients"],
+             "peer_ixg_s": timings["input_x_gradient"], "peer_ig_s": timings["integrated_gradients"],
+             "ours_ixg_s": ours_ixg, "ours_ig_s": ours_ig}
+        )
+    return rows
+
+
+MEMORY_PROBE = """
+import resource, warnings, torch, tlscopes as ts
+warnings.filterwarnings("ignore")
+model = ts.load_model(kind="{kind}")
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tokens = model.to_tokens("{text}" * 120)[:, :2048]
+for scope in (ts.SemanticScope(" the"), ts.TemperatureScope(), ts.FisherScope()):
+    ts.attribute(model, tokens, scope)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(loaded / 1024, peak / 1024)
+"""
+
+
+def bench_memory(kind: str) -> dict:
+    probe = MEMORY_PROBE.format(kind=kind, text=TEXT.replace('"', ""))
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    loaded, peak = float(output[-2]), float(output[-1])
+    return {"tokens": 2048, "rss_after_load_mib": loaded, "peak_rss_mib": peak}
+
+
+def print_table(title: str, rows: list[dict] | dict | None) -> None:
+    print(f"\n== {title}")
+    if not rows:
+        print("(not available)")
+        return
+    rows = rows if isinstance(rows, list) else [rows]
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    print(" | ".join(keys))
+    for row in rows:
+        print(" | ".join(_fmt(row.get(key, "")) for key in keys))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, 128 tokens only")
+    parser.add_argument("--kind", default="auto", choices=["auto", "hooked", "bridge"])
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else args.repeats
+    lengths = [128] if args.quick else [128, 1024]
+
+    model = ts.load_model(kind=args.kind)
+    report: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.processor() or platform.platform()}",
+        "torch": torch.__version__,
+        "model_kind": type(model).__name__,
+        "repeats": repeats,
+    }
+    sections = [
+        ("scopes over a no-grad forward pass", "scopes", lambda: bench_scopes(model, lengths, repeats)),
+        ("Fisher directions: matrix-free vs formed F + eigh", "fisher", lambda: bench_fisher(repeats)),
+        ("translation matrix, 32 rows: batched vs row by row", "translation", lambda: bench_translation(model, repeats)),
+        ("Integrated Gradients, 32 points: batched vs sequential", "integrated_gradients", lambda: bench_integrated_gradients(model, repeats)),
+    ]
+    for title, key, run in sections:
+        report[key] = run()
+        print_table(title, report[key])
+    bridge = model if ts.models.is_bridge(model) else ts.load_model(kind="bridge")
+    report["peers"] = bench_peers(bridge, repeats)
+    print_table("tlscopes time over peers' (same weights, same input, 128 tokens)", report["peers"])
+    if not args.skip_memory:
+        report["memory"] = bench_memory(args.kind)
+        print_table("memory, attribution over 2,048 tokens", report["memory"])
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
