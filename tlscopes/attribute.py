@@ -311,9 +311,10 @@ def build_attribution(
         for index, length in enumerate(prepared.lengths.tolist())
     ]
     top_tokens = [[model.to_single_str_token(int(i)) for i in row] for row in top_ids]
-    target_probs = None
+    target_probs = target_tokens = None
     if target_ids is not None:
         target_probs = probs.gather(1, target_ids.cpu()[:, None])[:, 0]
+        target_tokens = [model.to_single_str_token(int(i)) for i in target_ids]
     return Attribution(
         scores=scores,
         tokens=tokens,
@@ -325,6 +326,7 @@ def build_attribution(
         top_probs=top_probs.float(),
         target_ids=None if target_ids is None else target_ids.cpu(),
         target_probs=None if target_probs is None else target_probs.float(),
+        target_tokens=target_tokens,
         details=details,
         model_name=str(getattr(model.cfg, "model_name", "")),
     )

@@ -61,7 +61,7 @@ def _describe(attribution, top: int) -> str:
     ]
     if attribution.target_ids is not None:
         lines.append(
-            f"target: id {int(attribution.target_ids[index])} "
+            f"target: {attribution.target_tokens[index]!r} id {int(attribution.target_ids[index])} "
             f"(p = {float(attribution.target_probs[index]):.4f})"
         )
     lines.append(format_table(attribution.top(top)))

@@ -27,8 +27,8 @@ class Attribution:
         method: the method's registry name ("fisher", "semantic", ...).
         top_token_ids, top_tokens, top_probs: the model's most likely next tokens at the
             explained position and their probabilities [batch, k].
-        target_ids, target_probs: the target token and its probability [batch], for methods that
-            attribute a target (None otherwise).
+        target_ids, target_probs, target_tokens: the target token, its probability [batch] and
+            its string, for methods that attribute a target (None otherwise).
         details: method-specific record (eigenvalues, beta_eff, n_steps, ...).
         model_name: the model's TransformerLens name.
     """
@@ -43,6 +43,7 @@ class Attribution:
     top_probs: Tensor
     target_ids: Tensor | None = None
     target_probs: Tensor | None = None
+    target_tokens: list[str] | None = None
     details: dict[str, Any] = field(default_factory=dict)
     model_name: str = ""
 
@@ -75,6 +76,7 @@ class Attribution:
             top_probs=self.top_probs[row],
             target_ids=pick(self.target_ids),
             target_probs=pick(self.target_probs),
+            target_tokens=None if self.target_tokens is None else [self.target_tokens[index]],
             details=details,
             model_name=self.model_name,
         )

@@ -21,7 +21,9 @@ def colored_tokens_html(tokens: list[str], values: list[float]) -> str:
     rendered = circuitsvis.tokens.colored_tokens(
         tokens=tokens, values=values, min_value=0.0, max_value=1.0, positive_color="#1f5fbf"
     )
-    return rendered.local_src
+    # circuitsvis writes its mount point as `<div .../>`, which HTML parses as an open tag; a
+    # wrapper closes it, so whatever follows is not swallowed (and replaced) by the render.
+    return f"<div>{rendered.local_src}</div>"
 
 
 def _prediction_table(attribution: Attribution, index: int) -> str:
@@ -45,7 +47,8 @@ def _sections(attribution: Attribution) -> list[str]:
         if attribution.target_ids is not None:
             target_id = int(attribution.target_ids[index])
             probability = float(attribution.target_probs[index])
-            target = f"; target id {target_id} (p = {probability:.4f})"
+            token = html.escape(repr(attribution.target_tokens[index]))
+            target = f"; target <code>{token}</code> (id {target_id}, p = {probability:.4f})"
         sections.append(
             f"<section><h3>prompt {index}: {html.escape(attribution.method)} scores, explaining "
             f"the prediction after position {position} "
