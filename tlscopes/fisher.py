@@ -1,21 +1,86 @@
 """Fisher information of the next-token distribution in hidden space (paper eq. 5, appendix A.8-A.9).
 
-F = W_U^T (diag p - p p^T) W_U in the paper's [d_vocab, d_model] orientation. Here W_U is in
-TransformerLens' [d_model, d_vocab] orientation, so F = W_U (diag p - p p^T) W_U^T, and, with
-w_i the i-th column of W_U and w_bar = W_U p,
+Jacobian Scopes (arXiv 2601.16407) define F = W^T (diag p - p p^T) W in the paper's
+[d_vocab, d_model] orientation. Here W_U is in TransformerLens' [d_model, d_vocab] orientation, so
+F = W_U (diag p - p p^T) W_U^T, and, with w_i the i-th column of W_U and w_bar = W_U p,
 
-    F = sum_i p_i (w_i - w_bar)(w_i - w_bar)^T,
+    F = sum_i p_i (w_i - w_bar)(w_i - w_bar)^T = B B^T,   B = (W_U - w_bar 1^T) diag(sqrt(p)),
 
-a p-weighted covariance of the unembedding columns.
+a p-weighted covariance of the unembedding columns. Fisher Scope needs its leading eigenvectors.
+
+Why not form F. Forming F costs d_vocab * d_model^2 flops and its eigendecomposition d_model^3:
+seconds per explained prompt at LLaMA-3.2-1B shapes, far more than the forward pass it serves.
+Plain Lanczos on the product F u = W_U (p * W_U^T u) - w_bar (w_bar^T u) is no cure on a CPU: every
+product streams all of W_U from memory for a handful of flops per byte.
+
+What `fisher_directions` does instead exploits two facts.
+
+1. Concentration. Next-token distributions put most of their mass on a few tokens, and a
+   column's share of F is p_i ||w_i - w_bar||^2. Splitting the vocabulary into a head H (the
+   highest-p tokens) and the tail T gives F = F_H + F_T with both parts positive semi-definite,
+   and ||F_T|| <= trace(F_T) = t = sum_T p_i ||w_i - w_bar||^2, which costs one pass over W_U
+   (column norms, fused with w_bar = W_U p) and no product with F. The head's eigenpairs
+   (mu_j, v_j) come from the small k x k Gram matrix B_H^T B_H (k << d_model), in float64.
+   Weyl's inequality gives mu_j <= lambda_j <= mu_j + t, the residual of v_j is
+   ||F v_j - mu_j v_j|| = ||F_T v_j|| <= t, and Davis-Kahan gives
+   sin angle(v_j, u_j) <= t / (gap_j - t). When t is below the tolerance the head answer is
+   returned after a single pass over W_U, and it is provably exact to that tolerance.
+
+2. Warm-started block Krylov. When the tail is too heavy for that bound (most real
+   distributions carry a few percent of their mass in a long tail), the head's leading vectors
+   plus one random vector seed a block Krylov method with full Rayleigh-Ritz: each step applies
+   F to a block of residual vectors with one streaming pass over W_U, in chunks of columns so
+   both matrix products on a chunk reuse it from cache, which turns the memory-bound matvecs
+   into matrix-matrix work. The head already holds the dominant directions, so a few steps
+   suffice. It stops when every wanted Ritz pair (theta_j, x_j) has residual
+   ||F x_j - theta_j x_j|| <= tol * theta_1. That is the same certificate as in 1: some
+   eigenvalue lies within the residual of theta_j (and theta_j <= lambda_j by interlacing), and
+   sin angle(x_j, u_j) <= residual / gap_j. Where the spectrum is nearly degenerate (a flat p),
+   a single eigenvector is ill-defined; the residual bound still pins the Rayleigh quotient
+   and the invariant subspace of the cluster, which is what the scores then depend on. The
+   random start vector guards against a head that misses a direction entirely.
+
+A run that has not met the strict tolerance after many steps is accepted if its residuals meet
+a loose one (1e-3 relative: eigenvalues good to that, vectors as good as the gap allows) and
+otherwise falls back to forming F on the support of p. Columns with p_i = 0 do not contribute
+to F and are dropped first, so a p supported on at most a few hundred tokens is solved exactly
+by the Gram matrix alone.
+
+Tolerances are relative to the top eigenvalue: 1e-5 for float32 inputs, 1e-10 for float64.
+Work on W_U is done in its own dtype; small matrices (Gram, Rayleigh-Ritz, bases) are float64.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from tlscopes._types import Probabilities, Unembedding
+
+EigenPairs = tuple[Float[Tensor, "rank"], Float[Tensor, "d_model rank"]]
+
+# How far sum(probs) may stray from 1: softmax in float32 over 10^5 tokens is off by ~1e-5;
+# larger deviations mean the caller passed logits or an unnormalised vector.
+_PROBABILITY_SUM_TOLERANCE = 1e-3
+# Columns of W_U per chunk of a streaming pass: 2048 columns of a 2048-row float32 W_U are
+# 16 MiB, small enough to stay in a server CPU's last-level cache between the two products.
+_CHUNK_COLUMNS = 2048
+# The head starts at this many tokens and may grow to the maximum when the tail bound says a
+# larger head would be certified; the Gram matrix's eigendecomposition is k^3, so k stays small.
+_HEAD_SIZE = 128
+_MAX_HEAD_SIZE = 512
+# Extra Ritz vectors carried beyond `rank`: they widen the block so a product costs one
+# matrix-matrix pass, and separate the wanted eigenvalues from the rest of the spectrum.
+_OVERSAMPLE = 4
+_MAX_STEPS = 60
+_LOOSE_TOLERANCE = 1e-4
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    return 1e-10 if dtype == torch.float64 else 1e-5
 
 
 def _check(W_U: Tensor, probs: Tensor, rank: int) -> None:
@@ -24,23 +89,48 @@ def _check(W_U: Tensor, probs: Tensor, rank: int) -> None:
     if probs.ndim != 1 or probs.shape[0] != W_U.shape[1]:
         raise ValueError(
             f"probs must be [d_vocab] = [{W_U.shape[1]}] to match W_U {tuple(W_U.shape)}, "
-            f"got shape {tuple(probs.shape)}"
+            f"got shape {tuple(probs.shape)}; W_U is [d_model, d_vocab] (TransformerLens "
+            "orientation), transpose a [d_vocab, d_model] lm_head weight"
         )
-    if not 1 <= rank <= W_U.shape[0]:
-        raise ValueError(f"rank must be between 1 and d_model={W_U.shape[0]}, got {rank}")
+    if not W_U.is_floating_point() or not probs.is_floating_point():
+        raise TypeError(f"W_U and probs must be floating point, got {W_U.dtype} and {probs.dtype}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= W_U.shape[0]:
+        raise ValueError(f"rank must be an int between 1 and d_model={W_U.shape[0]}, got {rank!r}")
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError("probs contains NaN or infinite values; pass softmax(logits)")
+    if bool((probs < 0).any()):
+        raise ValueError(
+            f"probs has negative entries (min {float(probs.min()):.3g}); pass softmax(logits), "
+            "not logits or log-probabilities"
+        )
+    total = float(probs.sum(dtype=torch.float64))
+    if abs(total - 1.0) > _PROBABILITY_SUM_TOLERANCE:
+        raise ValueError(
+            f"probs must sum to 1 (within {_PROBABILITY_SUM_TOLERANCE}), got {total:.6g}; "
+            "pass softmax(logits) over the whole vocabulary"
+        )
 
 
 def fisher_matrix(W_U: Unembedding, probs: Probabilities) -> Float[Tensor, "d_model d_model"]:
-    """Forms F = W_U (diag p - p p^T) W_U^T explicitly (paper eq. 5). Costs d_vocab * d_model^2."""
+    """Forms F = W_U (diag p - p p^T) W_U^T explicitly (paper eq. 5). Costs d_vocab * d_model^2.
+
+    p is renormalised to sum to 1 first (as (1/s) W diag(p) W^T - w_bar w_bar^T with s = sum p
+    and w_bar = W p / s): a softmax that sums to 1 - 1e-7 would otherwise add the indefinite
+    term 1e-7 * w_bar w_bar^T, which swamps F when p is peaked.
+    """
     _check(W_U, probs, 1)
-    probs = probs.to(W_U.dtype)
-    w_bar = W_U @ probs
-    return (W_U * probs) @ W_U.T - torch.outer(w_bar, w_bar)
+    probs, total = _normalised(probs, W_U.dtype)
+    w_bar = (W_U @ probs) / total
+    return (W_U * probs) @ W_U.T / total - torch.outer(w_bar, w_bar)
 
 
-def fisher_directions_exact(
-    W_U: Unembedding, probs: Probabilities, rank: int = 1
-) -> tuple[Float[Tensor, "rank"], Float[Tensor, "d_model rank"]]:
+def _normalised(probs: Tensor, dtype: torch.dtype) -> tuple[Tensor, float]:
+    """probs / sum(probs) in `dtype`, and the float64 sum of that, which rounding keeps from 1."""
+    probs = (probs.double() / probs.sum(dtype=torch.float64)).to(dtype)
+    return probs, float(probs.sum(dtype=torch.float64))
+
+
+def fisher_directions_exact(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> EigenPairs:
     """Top eigenpairs of F by forming it and taking a dense symmetric eigendecomposition.
 
     The reference the matrix-free path is checked against. Eigenvalues descending; each
@@ -62,14 +152,267 @@ def _fix_signs(vectors: Float[Tensor, "d_model rank"]) -> Float[Tensor, "d_model
     return vectors * signs
 
 
-def fisher_directions(
-    W_U: Unembedding, probs: Probabilities, rank: int = 1
-) -> tuple[Float[Tensor, "rank"], Float[Tensor, "d_model rank"]]:
+def fisher_directions(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> EigenPairs:
     """Top-`rank` eigenvalues (descending) and eigenvectors [d_model, rank] of the Fisher matrix.
+
+    Matrix-free: F (paper eq. 5) is never formed; see the module docstring for the algorithm.
+    Each returned pair (lambda, u) satisfies ||F u - lambda u|| <= 1e-5 * lambda_1 (1e-10 for
+    float64 inputs), so eigenvalues are within that of the exact ones and a vector is within
+    angle ~ 1e-5 * lambda_1 / gap of the exact eigenvector, where gap separates its eigenvalue
+    from the rest of the spectrum. The sign convention matches `fisher_directions_exact`.
 
     Args:
         W_U: unembedding in TransformerLens orientation [d_model, d_vocab].
-        probs: next-token probabilities [d_vocab] (softmax of the logits at the explained position).
-        rank: how many leading eigenpairs to return.
+        probs: next-token probabilities [d_vocab] (softmax of the logits at the explained
+            position); must be non-negative, finite and sum to 1.
+        rank: how many leading eigenpairs to return, 1 <= rank <= d_model.
+
+    Returns:
+        Eigenvalues [rank], descending, and unit eigenvectors [d_model, rank] in W_U's dtype.
+
+    Raises:
+        ValueError: on mismatched shapes, an out-of-range rank, invalid probabilities, or
+            non-finite W_U columns where probs > 0.
     """
-    return fisher_directions_exact(W_U, probs, rank)
+    _check(W_U, probs, rank)
+    return _fisher_directions_fast(W_U, probs, rank, _tolerance(W_U.dtype))
+
+
+def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: float) -> EigenPairs:
+    """The algorithm of the module docstring, for validated inputs."""
+    problem = _Problem.build(W_U, probs)
+    count = min(rank + _OVERSAMPLE, problem.W.shape[0])
+    head_size = min(problem.p.numel(), _HEAD_SIZE)
+    while True:
+        head = problem.order[:head_size]
+        values, vectors = _head_eigenpairs(problem, head, count)
+        if _tail_trace(problem, head) <= tolerance * float(values[0]):
+            # Weyl: mu_j <= lambda_j <= mu_j + t, and every head vector's residual is <= t.
+            return _finish(values[:rank], vectors[:, :rank], W_U.dtype)
+        grown = _grown_head_size(problem, tolerance * float(values[0]) / 2)
+        if grown <= head_size or grown > _MAX_HEAD_SIZE:
+            break
+        head_size = grown
+    result = _block_krylov(problem, vectors, rank, tolerance)
+    if result is None:
+        # As slow as the reference, and as exact: reached only when Krylov has spent about
+        # what forming F costs without converging.
+        second_moment = (problem.W * problem.p) @ problem.W.T / problem.total
+        w_bar = problem.w_bar.to(problem.W.dtype)
+        values, vectors = torch.linalg.eigh(second_moment - torch.outer(w_bar, w_bar))
+        result = values.flip(0)[:rank], vectors.flip(1)[:, :rank]
+    return _finish(*result, W_U.dtype)
+
+
+def _finish(values: Tensor, vectors: Tensor, dtype: torch.dtype) -> EigenPairs:
+    return values.to(dtype), _fix_signs(vectors).to(dtype)
+
+
+def _chunks(length: int) -> list[slice]:
+    starts = range(0, length, _CHUNK_COLUMNS)
+    return [slice(start, min(start + _CHUNK_COLUMNS, length)) for start in starts]
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """F = (1/s) W diag(p) W^T - w_bar w_bar^T on the support of p (zero columns add nothing)."""
+
+    W: Float[Tensor, "d_model support"]  # W_U's columns with p_i > 0, W_U's dtype
+    p: Float[Tensor, "support"]  # normalised probabilities in W_U's dtype, for the products
+    total: float  # s = sum(p) in float64; rounding keeps it from exactly 1
+    weights: Float[Tensor, "support"]  # p / s in float64: the weights F is defined with
+    w_bar: Float[Tensor, "d_model"]  # W p / s in float64
+    column_norms: Float[Tensor, "support"]  # ||w_i||^2 in float64
+    order: Tensor  # support indices by descending p
+    second_moment_trace: float  # sum_i p_i ||w_i||^2 / s = trace(W diag(p) W^T) / s
+
+    @staticmethod
+    def build(W_U: Tensor, probs: Tensor) -> _Problem:
+        probs, total = _normalised(probs, W_U.dtype)
+        W, p = _restrict_to_support(W_U, probs)
+        order = torch.argsort(p, descending=True)
+        w_bar, column_norms = _mean_and_column_norms(W, p, order[:_MAX_HEAD_SIZE])
+        if not bool(torch.isfinite(w_bar).all() and torch.isfinite(column_norms).all()):
+            raise ValueError("W_U has NaN or infinite entries in columns where probs > 0")
+        weights = p.double() / total
+        second_moment_trace = float(weights @ column_norms)
+        return _Problem(
+            W, p, total, weights, w_bar / total, column_norms, order, second_moment_trace
+        )
+
+
+def _restrict_to_support(W_U: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
+    """Drops the columns with p_i = 0; a view, not a copy, when the rest are contiguous."""
+    support = torch.nonzero(probs > 0).squeeze(1)
+    count = support.numel()
+    if count == probs.numel():
+        return W_U, probs
+    first, last = int(support[0]), int(support[-1])
+    if last - first + 1 == count:
+        return W_U[:, first : last + 1], probs[first : last + 1]
+    if 4 * count > 3 * probs.numel():
+        # Copying nearly all of W_U costs more than multiplying its few zero-weight columns.
+        return W_U, probs
+    return W_U.index_select(1, support), probs[support]
+
+
+def _mean_and_column_norms(
+    W: Tensor, p: Tensor, leading: Tensor
+) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "support"]]:
+    """W p (float64) and ||w_i||^2 for every column, in one pass over W.
+
+    The `leading` columns (largest p_i) are summed in float64: for a peaked p, w_bar is close
+    to the top token's column and F is a small difference, so their rounding would dominate.
+    """
+    rest = p.clone()
+    rest[leading] = 0
+    weighted_sum = W.index_select(1, leading).double() @ p[leading].double()
+    column_norms = torch.empty(W.shape[1], dtype=torch.float64, device=W.device)
+    for chunk in _chunks(W.shape[1]):
+        block = W[:, chunk]
+        weighted_sum += (block @ rest[chunk]).double()
+        column_norms[chunk] = block.square().sum(dim=0).double()
+    return weighted_sum, column_norms
+
+
+def _head_eigenpairs(
+    problem: _Problem, head: Tensor, count: int
+) -> tuple[Float[Tensor, "count"], Float[Tensor, "d_model count"]]:
+    """Leading `count` eigenpairs of F_H = B_H B_H^T, B_H = (W_H - w_bar) diag(sqrt(p_H)), float64.
+
+    Eigenvalues descending, zero past the rank of F_H; vectors orthonormal (arbitrary where
+    the eigenvalue is zero).
+    """
+    d_model = problem.W.shape[0]
+    centred = problem.W.index_select(1, head).double() - problem.w_bar[:, None]
+    B = centred * problem.weights[head].sqrt()
+    if B.shape[1] < d_model:
+        # Eigenvectors of B B^T are B s / sqrt(mu) for the Gram matrix's eigenpairs (mu, s).
+        gram_values, gram_vectors = torch.linalg.eigh(B.T @ B)
+        values = gram_values.flip(0)[:count].clamp_min(0)
+        vectors = B @ gram_vectors.flip(1)[:, :count]
+        vectors = vectors / vectors.norm(dim=0).clamp_min(torch.finfo(B.dtype).tiny)
+    else:
+        values, vectors = torch.linalg.eigh(B @ B.T)
+        values, vectors = values.flip(0)[:count].clamp_min(0), vectors.flip(1)[:, :count]
+    missing = count - values.numel()
+    values = torch.cat([values, values.new_zeros(missing)])
+    vectors = torch.cat([vectors, vectors.new_zeros(d_model, missing)], dim=1)
+    # Directions with (near-)zero eigenvalue are noise; QR keeps the leading columns and
+    # completes the rest to an orthonormal set.
+    vectors, _ = torch.linalg.qr(vectors)
+    return values, vectors
+
+
+def _tail_trace(problem: _Problem, head: Tensor) -> float:
+    """t = trace(F_T) = sum over the tail of p_i ||w_i - w_bar||^2 >= ||F_T||.
+
+    Expanded as sum_T p_i ||w_i||^2 - 2 w_bar^T (sum_T p_i w_i) + (sum_T p_i) ||w_bar||^2, with
+    sum_T p_i w_i = w_bar - W_H p_H, it needs the column norms but no pass over W.
+    """
+    in_tail = torch.ones_like(problem.weights, dtype=torch.bool)
+    in_tail[head] = False
+    tail_norms = float((problem.weights * problem.column_norms)[in_tail].sum())
+    tail_mass = float(problem.weights[in_tail].sum())
+    head_sum = problem.W.index_select(1, head).double() @ problem.weights[head]
+    w_bar = problem.w_bar
+    mean_norm = float(w_bar @ w_bar)
+    trace = tail_norms - 2 * float(w_bar @ (w_bar - head_sum)) + tail_mass * mean_norm
+    # Pad by the rounding of the inputs so the bound stays an upper bound: a column norm is a
+    # sum of d_model squares in W's dtype (relative error <= (d_model + 1) eps); w_bar's
+    # float32 part has error delta with ||delta||^2 <= (chunk eps)^2 * tail_norms, and F
+    # differs from F_H + F_T by -delta delta^T.
+    eps = torch.finfo(problem.W.dtype).eps
+    rounding = (problem.W.shape[0] + 1) * eps + (_CHUNK_COLUMNS * eps) ** 2
+    slack = rounding * tail_norms + 1e-12 * (abs(trace) + tail_mass * mean_norm)
+    return max(trace, 0.0) + slack
+
+
+def _grown_head_size(problem: _Problem, target: float) -> int:
+    """Smallest head whose tail trace, estimated by p_i (||w_i||^2 + ||w_bar||^2), is <= target.
+
+    Returns a size past _MAX_HEAD_SIZE when no head that small would do.
+    """
+    limit = min(problem.weights.numel(), _MAX_HEAD_SIZE)
+    share = problem.weights * (problem.column_norms + float(problem.w_bar @ problem.w_bar))
+    remaining = float(share.sum()) - torch.cumsum(share[problem.order[:limit]], 0)
+    small_enough = torch.nonzero(remaining <= target).squeeze(1)
+    return int(small_enough[0]) + 1 if small_enough.numel() else _MAX_HEAD_SIZE + 1
+
+
+def _apply_fisher(problem: _Problem, U: Tensor) -> Tensor:
+    """F U = W (p * (W^T U)) / s - w_bar (w_bar^T U) for a float64 block U [d_model, b].
+
+    One pass over W: both products run chunk by chunk, so each chunk is read from memory once
+    and reused from cache; the small dimension b leads (U^T W), the shape BLAS handles best.
+    """
+    W, p = problem.W, problem.p
+    U_t = U.T.to(W.dtype).contiguous()
+    result = torch.zeros(U.shape[1], W.shape[0], dtype=torch.float64, device=W.device)
+    for chunk in _chunks(W.shape[1]):
+        block = W[:, chunk]
+        weighted = (U_t @ block).mul_(p[chunk])
+        result += (weighted @ block.T).double()
+    return result.T / problem.total - torch.outer(problem.w_bar, problem.w_bar @ U)
+
+
+def _orthonormal_complement(vectors: Tensor, basis: Tensor | None) -> Tensor:
+    """An orthonormal basis of span(vectors) with span(basis) projected out (float64).
+
+    Two rounds of projection and Gram-matrix orthonormalisation; directions that vanish in the
+    projection (already in the basis, or dependent) are dropped, so it may return fewer columns.
+    """
+    scale = float(vectors.norm(dim=0).max()) if vectors.numel() else 0.0
+    for threshold in (1e-20 * scale**2, 0.25):
+        if basis is not None:
+            vectors = vectors - basis @ (basis.T @ vectors)
+        gram_values, gram_vectors = torch.linalg.eigh(vectors.T @ vectors)
+        keep = gram_values > threshold
+        vectors = vectors @ (gram_vectors[:, keep] / gram_values[keep].sqrt())
+    return vectors
+
+
+def _block_krylov(
+    problem: _Problem, start: Tensor, rank: int, tolerance: float
+) -> tuple[Tensor, Tensor] | None:
+    """Leading `rank` eigenpairs of F by block Krylov with Rayleigh-Ritz, from `start` [d, b].
+
+    Each step adds the residuals of the current top-b Ritz pairs to the basis (their span is
+    one more block-Krylov power) and keeps F times the basis, so Ritz vectors, their images and
+    residuals cost no extra product. Returns None if it does not converge within about the
+    flops of forming F.
+    """
+    d_model, block = problem.W.shape[0], start.shape[1]
+    generator = torch.Generator(device=start.device).manual_seed(0)
+    guard = torch.randn(d_model, 1, generator=generator, dtype=torch.float64, device=start.device)
+    basis = _orthonormal_complement(torch.cat([start, guard], dim=1), None)
+    images = _apply_fisher(problem, basis)
+    max_basis = max(8 * block, 64)
+    # A step costs 4 * support * d_model * block flops, forming F support * d_model^2.
+    max_steps = max(16, min(_MAX_STEPS, d_model // (4 * block)))
+    # Products in W's dtype cannot resolve residuals much below eps * trace(W diag(p) W^T).
+    floor = 4 * torch.finfo(problem.W.dtype).eps * problem.second_moment_trace
+    for step in range(max_steps + 1):
+        projected = basis.T @ images
+        ritz_values, coordinates = torch.linalg.eigh((projected + projected.T) / 2)
+        ritz_values, coordinates = ritz_values.flip(0), coordinates.flip(1)
+        wanted = coordinates[:, :block]
+        ritz_vectors, ritz_images = basis @ wanted, images @ wanted
+        residuals = ritz_images - ritz_vectors * ritz_values[:block]
+        largest_residual = float(residuals[:, :rank].norm(dim=0).max())
+        top = max(float(ritz_values[0]), torch.finfo(torch.float64).tiny)
+        converged = largest_residual <= max(tolerance * top, floor)
+        if converged or basis.shape[1] >= d_model or step == max_steps:
+            break
+        if basis.shape[1] + block > max_basis and max_basis < d_model:
+            # Thick restart on the leading Ritz vectors; their images come for free.
+            keep = coordinates[:, : 2 * block]
+            basis, images = basis @ keep, images @ keep
+        new = _orthonormal_complement(residuals, basis)[:, : d_model - basis.shape[1]]
+        if new.shape[1] == 0:
+            break  # the basis spans an invariant subspace: Ritz pairs are exact
+        basis = torch.cat([basis, new], dim=1)
+        images = torch.cat([images, _apply_fisher(problem, new)], dim=1)
+    if step == max_steps and largest_residual > _LOOSE_TOLERANCE * top:
+        return None
+    return ritz_values[:rank], ritz_vectors[:, :rank]
