@@ -1,0 +1,121 @@
+"""Static figures of token scores (matplotlib, no pyplot state) and small offline HTML pages.
+
+:func:`draw_tokens` lays tokens out as text, each on a box coloured by its score, the way the
+paper's figures show attributions; :func:`tokens_page` puts several rows of coloured tokens
+(circuitsvis, JavaScript inlined) on one page that opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
+
+from tlscopes.viz import colored_tokens_html
+
+# Axis units are monospace character widths; a line of text is this many of them high.
+_LINE_HEIGHT = 1.6
+# A monospace glyph is about 0.6 em wide (DejaVu Sans Mono, matplotlib's default).
+_GLYPH_WIDTH_EM = 0.6
+
+
+def display_token(token: str) -> str:
+    """A token as it reads in a figure: newlines and tabs made visible, nothing else changed."""
+    return token.replace("\n", "↵").replace("\t", "⇥")
+
+
+def token_lines(tokens: Sequence[str], width: int) -> list[list[tuple[int, int]]]:
+    """Greedy line breaking: (token index, x offset in characters) per line, `width` per line."""
+    lines: list[list[tuple[int, int]]] = [[]]
+    cursor = 0
+    for index, token in enumerate(tokens):
+        length = max(1, len(display_token(token)))
+        if cursor > 0 and cursor + length > width:
+            lines.append([])
+            cursor = 0
+        lines[-1].append((index, cursor))
+        cursor += length
+    return lines
+
+
+def draw_tokens(
+    axes: Axes,
+    tokens: Sequence[str],
+    values: Sequence[float],
+    *,
+    width: int = 72,
+    cmap: str = "Blues",
+    highlight: Sequence[int] = (),
+) -> None:
+    """Draws tokens as wrapped monospace text on boxes coloured by value (0 to 1).
+
+    The font size is set so that `width` characters fill the axes' current width; lay the
+    figure out (fixed axes or ``layout="constrained"`` sized beforehand) before calling.
+
+    Args:
+        values: one value per token in [0, 1] (normalise first); NaN leaves a token uncoloured.
+        highlight: token indices outlined in red (e.g. the explained position).
+    """
+    if len(tokens) != len(values):
+        raise ValueError(f"{len(tokens)} tokens but {len(values)} values")
+    colour_map = colormaps[cmap]
+    figure = axes.get_figure()
+    axes_inches = axes.get_position().width * figure.get_figwidth()
+    fontsize = axes_inches * 72 / ((width + 1) * _GLYPH_WIDTH_EM)
+    lines = token_lines(tokens, width)
+    for row, line in enumerate(lines):
+        y = -row * _LINE_HEIGHT
+        for index, x in line:
+            text = display_token(tokens[index])
+            value = float(values[index])
+            face = "white" if value != value else colour_map(0.05 + 0.85 * min(max(value, 0), 1))
+            edge = "red" if index in highlight else "none"
+            axes.add_patch(
+                Rectangle((x, y - 0.55), max(1, len(text)), 1.1, facecolor=face, edgecolor=edge)
+            )
+            dark = value == value and value > 0.6
+            axes.text(
+                x,
+                y,
+                text,
+                family="monospace",
+                fontsize=fontsize,
+                va="center",
+                ha="left",
+                color="white" if dark else "black",
+            )
+    axes.set_xlim(-0.5, width + 0.5)
+    axes.set_ylim(-(len(lines) - 1) * _LINE_HEIGHT - 0.9, 0.9)
+    axes.axis("off")
+
+
+def text_rows(tokens: Sequence[str], width: int = 72) -> int:
+    """How many lines :func:`draw_tokens` needs, to size a figure."""
+    return len(token_lines(tokens, width))
+
+
+def tokens_page(title: str, rows: Sequence[tuple[str, Sequence[str], Sequence[float]]]) -> str:
+    """One self-contained HTML page: per row a heading and its tokens coloured by value (0-1)."""
+    sections = "".join(
+        f"<section><h3>{html.escape(heading)}</h3>"
+        f"{colored_tokens_html(list(tokens), [float(v) for v in values])}</section>"
+        for heading, tokens, values in rows
+    )
+    title = html.escape(title)
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+        f"<body><h2>{title}</h2>{sections}</body></html>"
+    )
+
+
+def write_page(path: str | Path, page: str) -> Path:
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+__all__ = ["display_token", "draw_tokens", "text_rows", "token_lines", "tokens_page", "write_page"]
