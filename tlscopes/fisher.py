@@ -7,51 +7,61 @@ F = W_U (diag p - p p^T) W_U^T, and, with w_i the i-th column of W_U and w_bar =
     F = sum_i p_i (w_i - w_bar)(w_i - w_bar)^T = B B^T,   B = (W_U - w_bar 1^T) diag(sqrt(p)),
 
 a p-weighted covariance of the unembedding columns. Fisher Scope needs its leading eigenvectors.
+p is renormalised to sum to exactly 1 first, so F stays positive semi-definite under rounding.
 
 Why not form F. Forming F costs d_vocab * d_model^2 flops and its eigendecomposition d_model^3:
 seconds per explained prompt at LLaMA-3.2-1B shapes, far more than the forward pass it serves.
-Plain Lanczos on the product F u = W_U (p * W_U^T u) - w_bar (w_bar^T u) is no cure on a CPU: every
-product streams all of W_U from memory for a handful of flops per byte.
+Plain Lanczos on the product F u = W_U (p * W_U^T u) - w_bar (w_bar^T u) is little better on a
+CPU: every product streams all of W_U from memory for a handful of flops per byte, and it needs
+dozens of products from a random start.
 
-What `fisher_directions` does instead exploits two facts.
+`fisher_directions` instead uses the structure of F.
 
 1. Concentration. Next-token distributions put most of their mass on a few tokens, and a
    column's share of F is p_i ||w_i - w_bar||^2. Splitting the vocabulary into a head H (the
    highest-p tokens) and the tail T gives F = F_H + F_T with both parts positive semi-definite,
-   and ||F_T|| <= trace(F_T) = t = sum_T p_i ||w_i - w_bar||^2, which costs one pass over W_U
-   (column norms, fused with w_bar = W_U p) and no product with F. The head's eigenpairs
-   (mu_j, v_j) come from the small k x k Gram matrix B_H^T B_H (k << d_model), in float64.
-   Weyl's inequality gives mu_j <= lambda_j <= mu_j + t, the residual of v_j is
+   and ||F_T|| <= trace(F_T) = t = sum_T p_i ||w_i - w_bar||^2, which needs the column norms
+   (one pass over W_U, fused with w_bar = W_U p) and no product with F. The head's eigenpairs
+   (mu_j, v_j) come from the small k x k Gram matrix B_H^T B_H (k <= 512 << d_vocab), in
+   float64. Weyl's inequality gives mu_j <= lambda_j <= mu_j + t, the residual of v_j is
    ||F v_j - mu_j v_j|| = ||F_T v_j|| <= t, and Davis-Kahan gives
-   sin angle(v_j, u_j) <= t / (gap_j - t). When t is below the tolerance the head answer is
-   returned after a single pass over W_U, and it is provably exact to that tolerance.
+   sin angle(v_j, u_j) <= t / (gap_j - t). When t <= tol * mu_1 (growing the head if the tail
+   estimate says a larger one would do) the head answer is returned after that single pass,
+   provably exact to the tolerance: t is padded by the rounding of its inputs so that it stays
+   an upper bound. This decides peaked distributions; a tail holding more than 1% of the mass
+   beyond the 512 largest p_i would need its columns within a few percent of w_bar to pass, so
+   then the pass for the column norms is skipped.
 
-2. Warm-started block Krylov. When the tail is too heavy for that bound (most real
-   distributions carry a few percent of their mass in a long tail), the head's leading vectors
-   plus one random vector seed a block Krylov method with full Rayleigh-Ritz: each step applies
-   F to a block of residual vectors with one streaming pass over W_U, in chunks of columns so
-   both matrix products on a chunk reuse it from cache, which turns the memory-bound matvecs
-   into matrix-matrix work. The head already holds the dominant directions, so a few steps
-   suffice. It stops when every wanted Ritz pair (theta_j, x_j) has residual
-   ||F x_j - theta_j x_j|| <= tol * theta_1. That is the same certificate as in 1: some
-   eigenvalue lies within the residual of theta_j (and theta_j <= lambda_j by interlacing), and
-   sin angle(x_j, u_j) <= residual / gap_j. Where the spectrum is nearly degenerate (a flat p),
-   a single eigenvector is ill-defined; the residual bound still pins the Rayleigh quotient
-   and the invariant subspace of the cluster, which is what the scores then depend on. The
-   random start vector guards against a head that misses a direction entirely.
+2. Warm-started block Krylov. Real distributions mostly carry a few percent of their mass in a
+   long tail, too much for that bound but little enough that the head's leading vectors are
+   close to F's. They, plus one fixed pseudo-random vector (so that no direction the head misses
+   can hide from the search), start a block Krylov method with full Rayleigh-Ritz. Each step
+   applies F to a block of b = rank + 4 vectors (the residuals of the top Ritz pairs) in one
+   streaming pass over W_U, chunk by chunk so that both products on a chunk reuse it from
+   cache: matrix-matrix work instead of 2b matrix-vector passes. From the head's start the
+   residual falls 20-50x per step, so real distributions take 2-4 steps; the first step's pass
+   also yields w_bar. It stops when every wanted Ritz pair (theta_j, x_j) has
+   ||F x_j - theta_j x_j|| <= max(tol * theta_1, 8 eps (theta_1 + ||w_bar||^2)), the second
+   term being what products in W_U's dtype can resolve. That is the same certificate as in 1:
+   an eigenvalue lies within the residual of theta_j (and theta_j <= lambda_j by interlacing),
+   and sin angle(x_j, u_j) <= residual / gap_j. Unlike 1 it cannot prove that this eigenvalue
+   is the j-th (a direction orthogonal to the whole search space would go unseen); the start
+   vectors make that practically impossible, as in any Krylov eigensolver.
 
-A run that has not met the strict tolerance after many steps is accepted if its residuals meet
-a loose one (1e-3 relative: eigenvalues good to that, vectors as good as the gap allows) and
-otherwise falls back to forming F on the support of p. Columns with p_i = 0 do not contribute
-to F and are dropped first, so a p supported on at most a few hundred tokens is solved exactly
-by the Gram matrix alone.
+Nearly degenerate spectra (a flat p over many tokens: the top eigenvalues of F crowd at the
+Marchenko-Pastur edge) converge slowly, and a single eigenvector is ill-defined there anyway;
+the residual still pins the Rayleigh quotient and the cluster's invariant subspace. So after
+about the flops of forming F the search stops and accepts a residual of 1e-4 * theta_1, and
+only past that falls back to forming F on the support of p. Columns with p_i = 0 add nothing
+to F and are dropped first, so a p on a few hundred tokens is solved exactly by the Gram matrix.
 
-Tolerances are relative to the top eigenvalue: 1e-5 for float32 inputs, 1e-10 for float64.
-Work on W_U is done in its own dtype; small matrices (Gram, Rayleigh-Ritz, bases) are float64.
+tol is 1e-5 for float32 inputs and 1e-10 for float64. Products with W_U run in its dtype; the
+small matrices (Gram, Rayleigh-Ritz, bases) and all accumulations across chunks are float64.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +86,9 @@ _MAX_HEAD_SIZE = 512
 # matrix-matrix pass, and separate the wanted eigenvalues from the rest of the spectrum.
 _OVERSAMPLE = 4
 _MAX_STEPS = 60
+# Tail mass beyond the largest head above which the head certificate is not tried (see the
+# module docstring), sparing its pass over W_U for the column norms.
+_LIGHT_TAIL = 1e-2
 _LOOSE_TOLERANCE = 1e-4
 
 
@@ -156,10 +169,13 @@ def fisher_directions(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> 
     """Top-`rank` eigenvalues (descending) and eigenvectors [d_model, rank] of the Fisher matrix.
 
     Matrix-free: F (paper eq. 5) is never formed; see the module docstring for the algorithm.
-    Each returned pair (lambda, u) satisfies ||F u - lambda u|| <= 1e-5 * lambda_1 (1e-10 for
-    float64 inputs), so eigenvalues are within that of the exact ones and a vector is within
-    angle ~ 1e-5 * lambda_1 / gap of the exact eigenvector, where gap separates its eigenvalue
-    from the rest of the spectrum. The sign convention matches `fisher_directions_exact`.
+    Each returned pair (lambda, u) has residual ||F u - lambda u|| <= tol * lambda_1, with
+    tol = 1e-5 for float32 inputs and 1e-10 for float64 (or the dtype's rounding floor, if
+    larger). So each eigenvalue is within tol * lambda_1 of an exact one, and u is within angle
+    tol * lambda_1 / gap of its exact eigenvector, gap being the distance from lambda to the
+    rest of the spectrum; inside a near-degenerate cluster only the Rayleigh quotient and the
+    cluster's subspace are defined (a flat p may only reach 1e-4, and is slower). Signs follow
+    `fisher_directions_exact` (largest-magnitude entry positive). Costs a few passes over W_U: tens of ms for SmolLM2's on two CPU cores.
 
     Args:
         W_U: unembedding in TransformerLens orientation [d_model, d_vocab].
@@ -180,25 +196,57 @@ def fisher_directions(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> 
 
 def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: float) -> EigenPairs:
     """The algorithm of the module docstring, for validated inputs."""
-    problem = _Problem.build(W_U, probs)
-    count = min(rank + _OVERSAMPLE, problem.W.shape[0])
-    head_size = min(problem.p.numel(), _HEAD_SIZE)
-    while True:
-        head = problem.order[:head_size]
-        values, vectors = _head_eigenpairs(problem, head, count)
-        if _tail_trace(problem, head) <= tolerance * float(values[0]):
-            # Weyl: mu_j <= lambda_j <= mu_j + t, and every head vector's residual is <= t.
-            return _finish(values[:rank], vectors[:, :rank], W_U.dtype)
-        grown = _grown_head_size(problem, tolerance * float(values[0]) / 2)
-        if grown <= head_size or grown > _MAX_HEAD_SIZE:
-            break
-        head_size = grown
-    result = _block_krylov(problem, vectors, rank, tolerance)
+    probs, total = _normalised(probs, W_U.dtype)
+    W, p = _restrict_to_support(W_U, probs)
+    order = torch.argsort(p, descending=True)
+    leading = order[:_MAX_HEAD_SIZE]
+    weights = p.double() / total
+    # The largest p_i are summed in float64: for a peaked p, w_bar is close to the top token's
+    # column and F is a small difference, so their rounding would dominate the tail bound.
+    leading_sum = _columns(W, leading).double() @ weights[leading]
+    rest = p.clone()
+    rest[leading] = 0
+    count = min(rank + _OVERSAMPLE, W.shape[0])
+
+    if 1 - float(weights[leading].sum()) <= _LIGHT_TAIL:
+        # Only a light tail can pass the certificate; it needs w_bar and the column norms first.
+        rest_sum, column_norms = _weighted_sum_and_column_norms(W, rest)
+        rest_sum = rest_sum / total
+        problem = _Problem(W, p, total, weights, order, leading_sum + rest_sum, rest_sum)
+        _check_finite(problem.w_bar, column_norms)
+        head_size = min(p.numel(), _HEAD_SIZE)
+        while True:
+            head = order[:head_size]
+            values, vectors = _head_eigenpairs(problem, problem.w_bar, head, count)
+            if _tail_trace(problem, column_norms, head_size) <= tolerance * float(values[0]):
+                # Weyl: mu_j <= lambda_j <= mu_j + t; every head vector's residual is <= t.
+                return _finish(values[:rank], vectors[:, :rank], W_U.dtype)
+            target = tolerance * float(values[0]) / 2
+            grown = _grown_head_size(problem, column_norms, target)
+            if grown <= head_size or grown > _MAX_HEAD_SIZE:
+                break
+            head_size = grown
+        basis = _starting_basis(vectors)
+        images = _apply_fisher(problem, basis)
+    else:
+        # A heavy tail: skip that pass. The warm start is centred on the head's own mean, and
+        # w_bar comes out of the first product's pass over W.
+        head_problem = _Problem(W, p, total, weights, order, leading_sum, leading_sum)
+        centre = leading_sum / weights[leading].sum()
+        _, vectors = _head_eigenpairs(head_problem, centre, order[:_HEAD_SIZE], count)
+        basis = _starting_basis(vectors)
+        second_moment, rest_sum = _second_moment_times(W, p, basis, rest)
+        rest_sum = rest_sum / total
+        problem = _Problem(W, p, total, weights, order, leading_sum + rest_sum, rest_sum)
+        _check_finite(problem.w_bar, second_moment)
+        images = second_moment / total - torch.outer(problem.w_bar, problem.w_bar @ basis)
+
+    result = _block_krylov(problem, basis, images, rank, tolerance)
     if result is None:
         # As slow as the reference, and as exact: reached only when Krylov has spent about
         # what forming F costs without converging.
-        second_moment = (problem.W * problem.p) @ problem.W.T / problem.total
-        w_bar = problem.w_bar.to(problem.W.dtype)
+        second_moment = (W * p) @ W.T / total
+        w_bar = problem.w_bar.to(W.dtype)
         values, vectors = torch.linalg.eigh(second_moment - torch.outer(w_bar, w_bar))
         result = values.flip(0)[:rank], vectors.flip(1)[:, :rank]
     return _finish(*result, W_U.dtype)
@@ -206,6 +254,11 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
 
 def _finish(values: Tensor, vectors: Tensor, dtype: torch.dtype) -> EigenPairs:
     return values.to(dtype), _fix_signs(vectors).to(dtype)
+
+
+def _check_finite(*tensors: Tensor) -> None:
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in tensors):
+        raise ValueError("W_U has NaN or infinite entries in columns where probs > 0")
 
 
 def _chunks(length: int) -> list[slice]:
@@ -221,24 +274,19 @@ class _Problem:
     p: Float[Tensor, "support"]  # normalised probabilities in W_U's dtype, for the products
     total: float  # s = sum(p) in float64; rounding keeps it from exactly 1
     weights: Float[Tensor, "support"]  # p / s in float64: the weights F is defined with
-    w_bar: Float[Tensor, "d_model"]  # W p / s in float64
-    column_norms: Float[Tensor, "support"]  # ||w_i||^2 in float64
     order: Tensor  # support indices by descending p
-    second_moment_trace: float  # sum_i p_i ||w_i||^2 / s = trace(W diag(p) W^T) / s
+    w_bar: Float[Tensor, "d_model"]  # W p / s in float64
+    # The part of w_bar from all but the _MAX_HEAD_SIZE largest p_i, summed directly (not as
+    # w_bar minus the head) so that a light tail's sum keeps its relative precision.
+    rest_sum: Float[Tensor, "d_model"]
 
-    @staticmethod
-    def build(W_U: Tensor, probs: Tensor) -> _Problem:
-        probs, total = _normalised(probs, W_U.dtype)
-        W, p = _restrict_to_support(W_U, probs)
-        order = torch.argsort(p, descending=True)
-        w_bar, column_norms = _mean_and_column_norms(W, p, order[:_MAX_HEAD_SIZE])
-        if not bool(torch.isfinite(w_bar).all() and torch.isfinite(column_norms).all()):
-            raise ValueError("W_U has NaN or infinite entries in columns where probs > 0")
-        weights = p.double() / total
-        second_moment_trace = float(weights @ column_norms)
-        return _Problem(
-            W, p, total, weights, w_bar / total, column_norms, order, second_moment_trace
-        )
+
+def _columns(W: Tensor, index: Tensor) -> Tensor:
+    """W[:, index] as a new tensor. `index_select` on dim 1 of a strided view is ~30x slower
+    than a row gather on W^T (columns contiguous, an lm_head weight transposed) or `gather`."""
+    if W.stride(0) == 1:
+        return W.T.index_select(0, index).T
+    return torch.gather(W, 1, index.expand(W.shape[0], -1))
 
 
 def _restrict_to_support(W_U: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -253,38 +301,32 @@ def _restrict_to_support(W_U: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
     if 4 * count > 3 * probs.numel():
         # Copying nearly all of W_U costs more than multiplying its few zero-weight columns.
         return W_U, probs
-    return W_U.index_select(1, support), probs[support]
+    return _columns(W_U, support), probs[support]
 
 
-def _mean_and_column_norms(
-    W: Tensor, p: Tensor, leading: Tensor
+def _weighted_sum_and_column_norms(
+    W: Tensor, weights: Tensor
 ) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "support"]]:
-    """W p (float64) and ||w_i||^2 for every column, in one pass over W.
-
-    The `leading` columns (largest p_i) are summed in float64: for a peaked p, w_bar is close
-    to the top token's column and F is a small difference, so their rounding would dominate.
-    """
-    rest = p.clone()
-    rest[leading] = 0
-    weighted_sum = W.index_select(1, leading).double() @ p[leading].double()
+    """W weights and ||w_i||^2 for every column (float64 results), in one pass over W."""
+    weighted_sum = torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
     column_norms = torch.empty(W.shape[1], dtype=torch.float64, device=W.device)
     for chunk in _chunks(W.shape[1]):
         block = W[:, chunk]
-        weighted_sum += (block @ rest[chunk]).double()
+        weighted_sum += (block @ weights[chunk]).double()
         column_norms[chunk] = block.square().sum(dim=0).double()
     return weighted_sum, column_norms
 
 
 def _head_eigenpairs(
-    problem: _Problem, head: Tensor, count: int
+    problem: _Problem, centre: Tensor, head: Tensor, count: int
 ) -> tuple[Float[Tensor, "count"], Float[Tensor, "d_model count"]]:
-    """Leading `count` eigenpairs of F_H = B_H B_H^T, B_H = (W_H - w_bar) diag(sqrt(p_H)), float64.
+    """Leading `count` eigenpairs of B_H B_H^T, B_H = (W_H - centre) diag(sqrt(p_H)), float64.
 
-    Eigenvalues descending, zero past the rank of F_H; vectors orthonormal (arbitrary where
-    the eigenvalue is zero).
+    With centre = w_bar this is F_H. Eigenvalues descending, zero past the rank of F_H;
+    vectors orthonormal (arbitrary where the eigenvalue is zero).
     """
     d_model = problem.W.shape[0]
-    centred = problem.W.index_select(1, head).double() - problem.w_bar[:, None]
+    centred = _columns(problem.W, head).double() - centre[:, None]
     B = centred * problem.weights[head].sqrt()
     if B.shape[1] < d_model:
         # Eigenvectors of B B^T are B s / sqrt(mu) for the Gram matrix's eigenpairs (mu, s).
@@ -304,56 +346,87 @@ def _head_eigenpairs(
     return values, vectors
 
 
-def _tail_trace(problem: _Problem, head: Tensor) -> float:
-    """t = trace(F_T) = sum over the tail of p_i ||w_i - w_bar||^2 >= ||F_T||.
+def _tail_trace(problem: _Problem, column_norms: Tensor, head_size: int) -> float:
+    """t = trace(F_T) = sum over the tail of p_i ||w_i - w_bar||^2 >= ||F_T||, for the head of
+    the `head_size` largest p_i (at most _MAX_HEAD_SIZE).
 
-    Expanded as sum_T p_i ||w_i||^2 - 2 w_bar^T (sum_T p_i w_i) + (sum_T p_i) ||w_bar||^2, with
-    sum_T p_i w_i = w_bar - W_H p_H, it needs the column norms but no pass over W.
+    Expanded as sum_T p_i ||w_i||^2 - 2 w_bar^T (sum_T p_i w_i) + (sum_T p_i) ||w_bar||^2, it
+    needs the column norms but no pass over W.
     """
-    in_tail = torch.ones_like(problem.weights, dtype=torch.bool)
-    in_tail[head] = False
-    tail_norms = float((problem.weights * problem.column_norms)[in_tail].sum())
-    tail_mass = float(problem.weights[in_tail].sum())
-    head_sum = problem.W.index_select(1, head).double() @ problem.weights[head]
+    weights, order = problem.weights, problem.order
+    in_tail = torch.ones_like(weights, dtype=torch.bool)
+    in_tail[order[:head_size]] = False
+    tail_norms = float((weights * column_norms)[in_tail].sum())
+    tail_mass = float(weights[in_tail].sum())
+    between = order[head_size:_MAX_HEAD_SIZE]
+    tail_sum = problem.rest_sum + _columns(problem.W, between).double() @ weights[between]
     w_bar = problem.w_bar
-    mean_norm = float(w_bar @ w_bar)
-    trace = tail_norms - 2 * float(w_bar @ (w_bar - head_sum)) + tail_mass * mean_norm
-    # Pad by the rounding of the inputs so the bound stays an upper bound: a column norm is a
-    # sum of d_model squares in W's dtype (relative error <= (d_model + 1) eps); w_bar's
-    # float32 part has error delta with ||delta||^2 <= (chunk eps)^2 * tail_norms, and F
-    # differs from F_H + F_T by -delta delta^T.
+    mean_norm, cross = float(w_bar @ w_bar), float(w_bar @ tail_sum)
+    trace = tail_norms - 2 * cross + tail_mass * mean_norm
+    # Pad by the rounding of the inputs so that the bound stays an upper bound. A column norm
+    # is a sum of d_model squares in W's dtype: relative error <= (d_model + 1) eps. The rest
+    # of w_bar is a chunked product in W's dtype: error delta <= chunk eps sum_T p_i ||w_i||,
+    # which is <= chunk eps sqrt(tail_mass tail_norms); it enters the cross term, and F
+    # differs from F_H + F_T by -delta delta^T. The float64 sums add 4 eps64 of their terms.
     eps = torch.finfo(problem.W.dtype).eps
-    rounding = (problem.W.shape[0] + 1) * eps + (_CHUNK_COLUMNS * eps) ** 2
-    slack = rounding * tail_norms + 1e-12 * (abs(trace) + tail_mass * mean_norm)
+    delta = _CHUNK_COLUMNS * eps * math.sqrt(max(tail_mass * tail_norms, 0.0))
+    slack = (
+        (problem.W.shape[0] + 1) * eps * tail_norms
+        + 2 * math.sqrt(mean_norm) * delta
+        + delta**2
+        + 4 * torch.finfo(torch.float64).eps * (tail_norms + 2 * abs(cross) + tail_mass * mean_norm)
+    )
     return max(trace, 0.0) + slack
 
 
-def _grown_head_size(problem: _Problem, target: float) -> int:
+def _grown_head_size(problem: _Problem, column_norms: Tensor, target: float) -> int:
     """Smallest head whose tail trace, estimated by p_i (||w_i||^2 + ||w_bar||^2), is <= target.
 
     Returns a size past _MAX_HEAD_SIZE when no head that small would do.
     """
     limit = min(problem.weights.numel(), _MAX_HEAD_SIZE)
-    share = problem.weights * (problem.column_norms + float(problem.w_bar @ problem.w_bar))
+    share = problem.weights * (column_norms + float(problem.w_bar @ problem.w_bar))
     remaining = float(share.sum()) - torch.cumsum(share[problem.order[:limit]], 0)
     small_enough = torch.nonzero(remaining <= target).squeeze(1)
     return int(small_enough[0]) + 1 if small_enough.numel() else _MAX_HEAD_SIZE + 1
 
 
-def _apply_fisher(problem: _Problem, U: Tensor) -> Tensor:
-    """F U = W (p * (W^T U)) / s - w_bar (w_bar^T U) for a float64 block U [d_model, b].
+def _second_moment_times(
+    W: Tensor, p: Tensor, U: Tensor, extra: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """W (p * (W^T U)) for a float64 block U [d_model, b], and W extra if given, in one pass.
 
-    One pass over W: both products run chunk by chunk, so each chunk is read from memory once
-    and reused from cache; the small dimension b leads (U^T W), the shape BLAS handles best.
+    Both products run chunk by chunk, so each chunk of W is read from memory once and reused
+    from cache; the small dimension b leads (U^T W), the shape BLAS handles best. Products are
+    in W's dtype, accumulated over chunks in float64.
     """
-    W, p = problem.W, problem.p
     U_t = U.T.to(W.dtype).contiguous()
-    result = torch.zeros(U.shape[1], W.shape[0], dtype=torch.float64, device=W.device)
+    rows = U.shape[1] + (extra is not None)
+    result = torch.zeros(rows, W.shape[0], dtype=torch.float64, device=W.device)
     for chunk in _chunks(W.shape[1]):
         block = W[:, chunk]
         weighted = (U_t @ block).mul_(p[chunk])
+        if extra is not None:
+            weighted = torch.cat([weighted, extra[None, chunk]])
         result += (weighted @ block.T).double()
-    return result.T / problem.total - torch.outer(problem.w_bar, problem.w_bar @ U)
+    if extra is None:
+        return result.T, None
+    return result[:-1].T, result[-1]
+
+
+def _apply_fisher(problem: _Problem, U: Tensor) -> Tensor:
+    """F U = W (p * (W^T U)) / s - w_bar (w_bar^T U), one pass over W."""
+    second_moment, _ = _second_moment_times(problem.W, problem.p, U)
+    return second_moment / problem.total - torch.outer(problem.w_bar, problem.w_bar @ U)
+
+
+def _starting_basis(vectors: Tensor) -> Tensor:
+    # One fixed pseudo-random vector joins the head's: a head blind to some direction of F
+    # cannot then hide it from the Krylov space. Seeded, so results are reproducible.
+    generator = torch.Generator(device=vectors.device).manual_seed(0)
+    shape = (vectors.shape[0], 1)
+    guard = torch.randn(shape, generator=generator, dtype=torch.float64, device=vectors.device)
+    return _orthonormal_complement(torch.cat([vectors, guard], dim=1), None)
 
 
 def _orthonormal_complement(vectors: Tensor, basis: Tensor | None) -> Tensor:
@@ -373,25 +446,24 @@ def _orthonormal_complement(vectors: Tensor, basis: Tensor | None) -> Tensor:
 
 
 def _block_krylov(
-    problem: _Problem, start: Tensor, rank: int, tolerance: float
+    problem: _Problem, basis: Tensor, images: Tensor, rank: int, tolerance: float
 ) -> tuple[Tensor, Tensor] | None:
-    """Leading `rank` eigenpairs of F by block Krylov with Rayleigh-Ritz, from `start` [d, b].
+    """Leading `rank` eigenpairs of F by block Krylov with Rayleigh-Ritz.
 
-    Each step adds the residuals of the current top-b Ritz pairs to the basis (their span is
-    one more block-Krylov power) and keeps F times the basis, so Ritz vectors, their images and
+    Starts from an orthonormal `basis` [d_model, b + 1] and `images` = F basis. Each step adds
+    the residuals of the current top-b Ritz pairs to the basis (their span is one more
+    block-Krylov power) and keeps F times the basis, so Ritz vectors, their images and
     residuals cost no extra product. Returns None if it does not converge within about the
     flops of forming F.
     """
-    d_model, block = problem.W.shape[0], start.shape[1]
-    generator = torch.Generator(device=start.device).manual_seed(0)
-    guard = torch.randn(d_model, 1, generator=generator, dtype=torch.float64, device=start.device)
-    basis = _orthonormal_complement(torch.cat([start, guard], dim=1), None)
-    images = _apply_fisher(problem, basis)
+    d_model, block = basis.shape[0], basis.shape[1] - 1
     max_basis = max(8 * block, 64)
     # A step costs 4 * support * d_model * block flops, forming F support * d_model^2.
     max_steps = max(16, min(_MAX_STEPS, d_model // (4 * block)))
-    # Products in W's dtype cannot resolve residuals much below eps * trace(W diag(p) W^T).
-    floor = 4 * torch.finfo(problem.W.dtype).eps * problem.second_moment_trace
+    # Products in W's dtype cannot resolve residuals much below eps * ||W diag(p) W^T / s||,
+    # and that norm is at most lambda_1 + ||w_bar||^2.
+    eps = torch.finfo(problem.W.dtype).eps
+    mean_norm = float(problem.w_bar @ problem.w_bar)
     for step in range(max_steps + 1):
         projected = basis.T @ images
         ritz_values, coordinates = torch.linalg.eigh((projected + projected.T) / 2)
@@ -401,7 +473,8 @@ def _block_krylov(
         residuals = ritz_images - ritz_vectors * ritz_values[:block]
         largest_residual = float(residuals[:, :rank].norm(dim=0).max())
         top = max(float(ritz_values[0]), torch.finfo(torch.float64).tiny)
-        converged = largest_residual <= max(tolerance * top, floor)
+        threshold = max(tolerance * top, 8 * eps * (top + mean_norm))
+        converged = largest_residual <= threshold
         if converged or basis.shape[1] >= d_model or step == max_steps:
             break
         if basis.shape[1] + block > max_basis and max_basis < d_model:

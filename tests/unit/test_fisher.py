@@ -145,10 +145,13 @@ def test_point_mass_has_zero_fisher_information() -> None:
 @pytest.mark.parametrize("head_size", [1, 10, 200])
 def test_tail_trace_bounds_the_head_error(temperature: float, head_size: int) -> None:
     W_U, probs = build_unembedding(), build_probs(temperature=temperature)
-    problem = fisher._Problem.build(W_U, probs)
-    head = problem.order[:head_size]
-    head_values, head_vectors = fisher._head_eigenpairs(problem, head, 4)
-    bound = fisher._tail_trace(problem, head)
+    order = torch.argsort(probs, descending=True)
+    rest = order[fisher._MAX_HEAD_SIZE :]
+    rest_sum = W_U[:, rest] @ probs[rest]
+    problem = fisher._Problem(W_U, probs, 1.0, probs, order, W_U @ probs, rest_sum)
+    head = order[:head_size]
+    head_values, head_vectors = fisher._head_eigenpairs(problem, problem.w_bar, head, 4)
+    bound = fisher._tail_trace(problem, W_U.square().sum(0), head_size)
 
     in_tail = torch.ones_like(probs, dtype=torch.bool)
     in_tail[head] = False
