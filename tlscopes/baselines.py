@@ -1,0 +1,325 @@
+"""Baselines the paper compares the scopes against (section 5, appendix A.1 and A.6).
+
+* Saliency: ||dz_target/dx_t||_2, the plain gradient norm (equal to Semantic Scope, eq. 11).
+* Input x Gradient (Shrikumar et al. 2017; paper eq. 10): ||x_t * dz_target/dx_t||_2.
+* Integrated Gradients (Sundararajan et al. 2017; paper eq. 13-14): null baseline X' = 0,
+  straight path X(alpha) = alpha X, score ||IG_t||_2.
+* Random: seeded uniform scores, a ranking that knows nothing about the model.
+
+z_target is the target token's logit before any soft-cap, w_target^T y + b_target, the quantity
+Semantic Scope differentiates (its gradient with respect to x_t is w_target^T J_t). The target
+is a token id or a one-token string per prompt; None explains each prompt's top prediction.
+Every function returns the same :class:`~tlscopes.results.Attribution` as the scopes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tlscopes.attribute import (
+    ForwardState,
+    Inputs,
+    PreparedInputs,
+    build_attribution,
+    combine,
+    forward_state,
+    prepare_inputs,
+    pull_back,
+)
+from tlscopes.hooks import EmbeddingTransform, frozen_parameters
+from tlscopes.models import unembedding, weight_processing
+from tlscopes.results import Attribution
+from tlscopes.scopes import Scope, ScopeDirections, ScopeInputs, SemanticScope, resolve_targets
+
+Target = int | str | Sequence[int | str] | Tensor | None
+
+DEFAULT_N_STEPS = 100
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per batch of path points
+
+
+@dataclass
+class ScopeGradients:
+    """One forward pass and one batched backward pass for several scopes.
+
+    Attributes:
+        embeddings: the token embeddings x that were differentiated [batch, pos, d_model]
+            (after any transform), detached.
+        logits: y W_U + b_U at the explained positions [batch, d_vocab], detached.
+        directions: each scope's directions, in order.
+        gradients: each scope's v^T J_t [batch, rank, pos, d_model], in order.
+    """
+
+    embeddings: Tensor
+    logits: Tensor
+    directions: list[ScopeDirections]
+    gradients: list[Tensor]
+
+    def scores(self, index: int) -> Tensor:
+        """Scope `index`'s token scores [batch, pos] (see :func:`tlscopes.attribute.combine`)."""
+        return combine(self.gradients[index], self.directions[index].weights).detach()
+
+
+def scope_gradients(
+    model: Any,
+    prepared: PreparedInputs,
+    scopes: Sequence[Scope],
+    *,
+    transform: EmbeddingTransform | None = None,
+) -> ScopeGradients:
+    """The raw pulled-back gradients of several scopes, from one forward and one backward pass.
+
+    This is what :func:`tlscopes.attribute.attribute_many` computes, but it keeps the gradients
+    (Input x Gradient needs them, not just their norms) and accepts an embedding transform (the
+    Integrated Gradients path scales the embeddings).
+    """
+    processing = weight_processing(model)
+    for scope in scopes:
+        scope.check_model(processing)
+    with frozen_parameters(model):
+        state = forward_state(model, prepared.tokens, prepared.positions, transform=transform)
+        W_U, _ = unembedding(model)
+        scope_inputs = ScopeInputs(state.final_state.detach(), state.logits, W_U.detach(), model)
+        directions = [scope.directions(scope_inputs) for scope in scopes]
+        ranks = [d.vectors.shape[1] for d in directions]
+        grads = pull_back(state, torch.cat([d.vectors for d in directions], dim=1))
+    return ScopeGradients(
+        embeddings=state.embeddings.detach(),
+        logits=state.logits,
+        directions=directions,
+        gradients=[g.detach() for g in grads.split(ranks, dim=1)],
+    )
+
+
+def semantic_scope(target: Target) -> SemanticScope:
+    """A SemanticScope for a target given as an id, a string, a sequence or a tensor of ids."""
+    if isinstance(target, Tensor):
+        target = int(target) if target.ndim == 0 else tuple(int(t) for t in target.tolist())
+    elif isinstance(target, Sequence) and not isinstance(target, str):
+        target = tuple(target)
+    return SemanticScope(target)
+
+
+def saliency(
+    model: Any, inputs: Inputs, *, target: Target = None, position: int = -1, top_k: int = 10
+) -> Attribution:
+    """Plain gradient norm ||dz_target/dx_t||_2 (identical to Semantic Scope, paper eq. 11)."""
+    prepared = prepare_inputs(model, inputs, position)
+    result = scope_gradients(model, prepared, [semantic_scope(target)])
+    return build_attribution(
+        model,
+        prepared,
+        result.scores(0),
+        method="saliency",
+        logits=result.logits,
+        target_ids=result.directions[0].target_ids,
+        details={},
+        top_k=top_k,
+    )
+
+
+def input_x_gradient_scores(embeddings: Tensor, gradient: Tensor) -> Tensor:
+    """||x_t * g_t||_2 per token from embeddings and gradients [batch, pos, d_model]."""
+    return (embeddings * gradient).norm(dim=-1)
+
+
+def input_x_gradient(
+    model: Any, inputs: Inputs, *, target: Target = None, position: int = -1, top_k: int = 10
+) -> Attribution:
+    """Input x Gradient (paper eq. 10): ||x_t * dz_target/dx_t||_2, x_t the token embedding."""
+    prepared = prepare_inputs(model, inputs, position)
+    result = scope_gradients(model, prepared, [semantic_scope(target)])
+    scores = input_x_gradient_scores(result.embeddings, result.gradients[0][:, 0])
+    return build_attribution(
+        model,
+        prepared,
+        scores,
+        method="input_x_gradient",
+        logits=result.logits,
+        target_ids=result.directions[0].target_ids,
+        details={},
+        top_k=top_k,
+    )
+
+
+def path_alphas(n_steps: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The midpoint rule's path points alpha_k = (k - 1/2) / n_steps, k = 1..n_steps."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+    return (torch.arange(n_steps, dtype=dtype) + 0.5) / n_steps
+
+
+def bytes_per_path_point(model: Any, n_positions: int) -> int:
+    """A rough size of the activations one sequence keeps for its backward pass.
+
+    Per layer and token: the residual stream and its norms, q/k/v/output and the MLP's hidden
+    units (a few copies each for the nonlinearity and the norm), and the attention pattern.
+    """
+    cfg = model.cfg
+    d_model = int(cfg.d_model)
+    d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * d_model)
+    n_heads = int(getattr(cfg, "n_heads", 1))
+    per_token = 16 * d_model + 4 * d_mlp + 3 * n_heads * n_positions
+    element = torch.finfo(model.W_U.dtype).bits // 8
+    return int(cfg.n_layers) * n_positions * per_token * element
+
+
+def path_batch_size(model: Any, n_positions: int, memory_budget: int) -> int:
+    """How many path points fit in `memory_budget` bytes of activations (at least one)."""
+    return max(1, int(memory_budget) // bytes_per_path_point(model, n_positions))
+
+
+def scaled_forward(model: Any, prepared: PreparedInputs, scale: float = 1.0) -> ForwardState:
+    """One forward pass with the embeddings scaled by `scale` (for z(X) and z(0)), detached."""
+    with frozen_parameters(model):
+        state = forward_state(
+            model, prepared.tokens, prepared.positions, transform=lambda x: x * scale
+        )
+    return ForwardState(state.embeddings.detach(), state.final_state.detach(), state.logits)
+
+
+def target_logit(model: Any, state: ForwardState, target_ids: Tensor) -> Tensor:
+    """z_target = w_target^T y + b_target (before any soft-cap) per prompt [batch]."""
+    W_U, b_U = unembedding(model)
+    ids = target_ids.to(W_U.device)
+    values = (state.final_state * W_U[:, ids].T).sum(dim=-1) + b_U[ids]
+    return values.detach().cpu()
+
+
+def integrated_gradients(
+    model: Any,
+    inputs: Inputs,
+    *,
+    target: Target = None,
+    position: int = -1,
+    n_steps: int = DEFAULT_N_STEPS,
+    batch_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    top_k: int = 10,
+) -> Attribution:
+    """Integrated Gradients (paper eq. 13-14) with the null baseline and the straight path.
+
+    IG_t = x_t * (1/n) sum_k dz_target/dx_t evaluated at alpha_k X, alpha_k = (k - 1/2)/n: the
+    midpoint Riemann sum of the integral in eq. 13 (exact as n_steps -> infinity; its error
+    falls as 1/n_steps^2 for a smooth path). The score is ||IG_t||_2 (eq. 14). Every token,
+    BOS included, goes to zero along the path, as in the paper.
+
+    Path points of all prompts are run in batches of `batch_size` sequences; by default as many
+    as fit in `memory_budget` bytes of activations (:func:`path_batch_size`).
+
+    Args:
+        n_steps: path points (the paper's appendix uses 100; its AOPC table script used 5).
+
+    Returns:
+        An Attribution whose details hold n_steps, batch_size, and per prompt the completeness
+        check: ig_sum (sum of IG over tokens and dimensions), logit_difference
+        (z(X) - z(0)) and completeness_gap (their difference), which shrinks with n_steps.
+    """
+    prepared = prepare_inputs(model, inputs, position)
+    alphas = path_alphas(n_steps)
+    full = scaled_forward(model, prepared)
+    null = scaled_forward(model, prepared, scale=0.0)
+    if target is None:
+        target_ids = full.logits.argmax(dim=-1).cpu()
+    else:
+        target_ids = resolve_targets(model, semantic_scope(target).target, len(prepared.lengths))
+    n_prompts, n_positions = prepared.tokens.shape
+    if batch_size is None:
+        batch_size = path_batch_size(model, n_positions, memory_budget)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    # Every (prompt, path point) pair is one row; rows are run in chunks of batch_size.
+    pairs = [(b, a) for b in range(n_prompts) for a in range(n_steps)]
+    summed: Tensor | None = None
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        rows = torch.tensor([b for b, _ in chunk])
+        scale = alphas[[a for _, a in chunk]]
+        chunk_inputs = PreparedInputs(
+            prepared.tokens[rows], prepared.lengths[rows], prepared.positions[rows]
+        )
+
+        def along_path(x: Tensor, scale: Tensor = scale) -> Tensor:
+            return x * scale.to(device=x.device, dtype=x.dtype)[:, None, None]
+
+        chunk_targets = SemanticScope(tuple(target_ids[rows].tolist()))
+        result = scope_gradients(model, chunk_inputs, [chunk_targets], transform=along_path)
+        grads = result.gradients[0][:, 0].cpu()
+        if summed is None:
+            summed = torch.zeros((n_prompts, *grads.shape[1:]), dtype=grads.dtype)
+        summed.index_add_(0, rows, grads)
+    assert summed is not None
+    ig = full.embeddings.cpu().to(summed.dtype) * summed / n_steps
+    difference = target_logit(model, full, target_ids) - target_logit(model, null, target_ids)
+    difference = difference.double()
+    ig_sum = ig.double().sum(dim=(1, 2))
+    details = {
+        "n_steps": n_steps,
+        "batch_size": batch_size,
+        "ig_sum": ig_sum.tolist(),
+        "logit_difference": difference.tolist(),
+        "completeness_gap": (ig_sum - difference).tolist(),
+    }
+    return build_attribution(
+        model,
+        prepared,
+        ig.norm(dim=-1),
+        method="integrated_gradients",
+        logits=full.logits,
+        target_ids=target_ids,
+        details=details,
+        top_k=top_k,
+    )
+
+
+def random_scores(lengths: Sequence[int], positions: Sequence[int], generator: Any) -> Tensor:
+    """Uniform scores in (0, 1] up to each explained position, 0 after it [batch, max length]."""
+    scores = torch.zeros((len(lengths), max(lengths)), dtype=torch.float64)
+    for index, position in enumerate(positions):
+        values = torch.rand(int(position) + 1, generator=generator, dtype=torch.float64)
+        scores[index, : int(position) + 1] = 1.0 - values
+    return scores
+
+
+def random_attribution(
+    model: Any, inputs: Inputs, *, seed: int = 0, position: int = -1, top_k: int = 10
+) -> Attribution:
+    """A seeded random ranking (the paper's random-ablation baseline); same seed, same scores."""
+    prepared = prepare_inputs(model, inputs, position)
+    generator = torch.Generator().manual_seed(int(seed))
+    scores = random_scores(prepared.lengths.tolist(), prepared.positions.tolist(), generator)
+    logits = scaled_forward(model, prepared).logits
+    return build_attribution(
+        model,
+        prepared,
+        scores,
+        method="random",
+        logits=logits,
+        target_ids=None,
+        details={"seed": int(seed)},
+        top_k=top_k,
+    )
+
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "DEFAULT_N_STEPS",
+    "ScopeGradients",
+    "bytes_per_path_point",
+    "input_x_gradient",
+    "input_x_gradient_scores",
+    "integrated_gradients",
+    "path_alphas",
+    "path_batch_size",
+    "random_attribution",
+    "random_scores",
+    "saliency",
+    "scope_gradients",
+    "semantic_scope",
+    "scaled_forward",
+    "target_logit",
+]
