@@ -1,0 +1,46 @@
+"""AOPC evaluation on the real default model (offline) with one shipped passage per task."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import tlscopes as ts
+from tlscopes import datasets, evaluate, methods
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ts.load_model()
+
+
+def test_unablated_log_prob_is_the_plain_forward_pass(model):
+    text = datasets.load_passages("lambada", limit=1)[0]
+    passage = evaluate.prepare_passage(model, text)
+    keep = evaluate.keep_masks(passage.tokens.shape[1], [()])
+    (log_p,) = evaluate.ablated_log_probs(
+        model, passage.tokens, passage.position, passage.target_id, keep
+    )
+    with torch.no_grad():
+        logits = model(passage.tokens)[0, -1]
+    expected = torch.log_softmax(logits.double(), dim=-1)[passage.target_id]
+    assert float(log_p) == pytest.approx(float(expected), abs=1e-4)
+
+
+@pytest.mark.parametrize("task", datasets.task_names())
+def test_one_passage_every_method(model, task):
+    text = datasets.load_passages(task, limit=1)[0]
+    settings = evaluate.Settings(n_steps=2)
+    rows = evaluate.evaluate_passage(
+        model, text, methods.method_names(), task=task, index=0, settings=settings
+    )
+    assert [row["method"] for row in rows] == methods.method_names()
+    n_tokens = len(model.to_tokens(text)[0]) - 1
+    for row in rows:
+        assert row["n_tokens"] == n_tokens and row["n_context"] == n_tokens - 1  # BOS excluded
+        assert math.isfinite(row["aopc"]) and row["logp"] < 0
+        assert row["n_ablated_0.2"] == evaluate.ablation_count(0.2, n_tokens - 1)
