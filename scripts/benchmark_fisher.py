@@ -249,11 +249,19 @@ def main() -> None:
         "--no-truth", action="store_true", help="skip forming F in float64 at the default shape"
     )
     parser.add_argument("--json", type=Path, help="write the summary and all records here")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: torch's); 1 is steadier when other "
+        "processes load the machine, since a descheduled thread stalls every parallel region",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.passages, args.repeats = min(args.passages, 5), min(args.repeats, 3)
 
-    started = time.time()
+    started, load_at_start = time.time(), os.getloadavg()
     tokenizer, model = load_default_model()
     distributions = next_token_distributions(tokenizer, model, args.passages)
     W_default = model.lm_head.weight.detach().T  # [d_model, d_vocab] view of the Linear weight
@@ -284,6 +292,7 @@ def main() -> None:
             "passages": args.passages,
             "repeats": args.repeats,
             "rank": args.rank,
+            "load_average_start": load_at_start,
         }
         payload = {"meta": meta, "summary": rows, "records": records}
         args.json.write_text(json.dumps(payload, indent=2))

@@ -175,7 +175,8 @@ def fisher_directions(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> 
     tol * lambda_1 / gap of its exact eigenvector, gap being the distance from lambda to the
     rest of the spectrum; inside a near-degenerate cluster only the Rayleigh quotient and the
     cluster's subspace are defined (a flat p may only reach 1e-4, and is slower). Signs follow
-    `fisher_directions_exact` (largest-magnitude entry positive). Costs a few passes over W_U: tens of ms for SmolLM2's on two CPU cores.
+    `fisher_directions_exact` (largest-magnitude entry positive). Costs a few passes over W_U,
+    tens of milliseconds for SmolLM2's on two CPU cores.
 
     Args:
         W_U: unembedding in TransformerLens orientation [d_model, d_vocab].
@@ -217,7 +218,7 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
         head_size = min(p.numel(), _HEAD_SIZE)
         while True:
             head = order[:head_size]
-            values, vectors = _head_eigenpairs(problem, problem.w_bar, head, count)
+            values, vectors = _head_eigenpairs(W, weights, problem.w_bar, head, count)
             if _tail_trace(problem, column_norms, head_size) <= tolerance * float(values[0]):
                 # Weyl: mu_j <= lambda_j <= mu_j + t; every head vector's residual is <= t.
                 return _finish(values[:rank], vectors[:, :rank], W_U.dtype)
@@ -231,9 +232,8 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
     else:
         # A heavy tail: skip that pass. The warm start is centred on the head's own mean, and
         # w_bar comes out of the first product's pass over W.
-        head_problem = _Problem(W, p, total, weights, order, leading_sum, leading_sum)
         centre = leading_sum / weights[leading].sum()
-        _, vectors = _head_eigenpairs(head_problem, centre, order[:_HEAD_SIZE], count)
+        _, vectors = _head_eigenpairs(W, weights, centre, order[:_HEAD_SIZE], count)
         basis = _starting_basis(vectors)
         second_moment, rest_sum = _second_moment_times(W, p, basis, rest)
         rest_sum = rest_sum / total
@@ -318,16 +318,15 @@ def _weighted_sum_and_column_norms(
 
 
 def _head_eigenpairs(
-    problem: _Problem, centre: Tensor, head: Tensor, count: int
+    W: Tensor, weights: Tensor, centre: Tensor, head: Tensor, count: int
 ) -> tuple[Float[Tensor, "count"], Float[Tensor, "d_model count"]]:
     """Leading `count` eigenpairs of B_H B_H^T, B_H = (W_H - centre) diag(sqrt(p_H)), float64.
 
     With centre = w_bar this is F_H. Eigenvalues descending, zero past the rank of F_H;
     vectors orthonormal (arbitrary where the eigenvalue is zero).
     """
-    d_model = problem.W.shape[0]
-    centred = _columns(problem.W, head).double() - centre[:, None]
-    B = centred * problem.weights[head].sqrt()
+    d_model = W.shape[0]
+    B = (_columns(W, head).double() - centre[:, None]) * weights[head].sqrt()
     if B.shape[1] < d_model:
         # Eigenvectors of B B^T are B s / sqrt(mu) for the Gram matrix's eigenpairs (mu, s).
         gram_values, gram_vectors = torch.linalg.eigh(B.T @ B)

@@ -150,7 +150,7 @@ def test_tail_trace_bounds_the_head_error(temperature: float, head_size: int) ->
     rest_sum = W_U[:, rest] @ probs[rest]
     problem = fisher._Problem(W_U, probs, 1.0, probs, order, W_U @ probs, rest_sum)
     head = order[:head_size]
-    head_values, head_vectors = fisher._head_eigenpairs(problem, problem.w_bar, head, 4)
+    head_values, head_vectors = fisher._head_eigenpairs(W_U, probs, problem.w_bar, head, 4)
     bound = fisher._tail_trace(problem, W_U.square().sum(0), head_size)
 
     in_tail = torch.ones_like(probs, dtype=torch.bool)
