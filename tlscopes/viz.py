@@ -26,6 +26,24 @@ def colored_tokens_html(tokens: list[str], values: list[float]) -> str:
     return f"<div>{rendered.local_src}</div>"
 
 
+def colored_tokens_multi_html(
+    tokens: list[str], values: list[list[float]], labels: list[str]
+) -> str:
+    """One sequence of tokens with several rows of values (buttons switch between them), the
+    JavaScript inlined once for all rows.
+
+    Args:
+        values: one list of per-token values for each label, [n_labels][n_tokens].
+    """
+    import circuitsvis.tokens
+    import torch
+
+    rendered = circuitsvis.tokens.colored_tokens_multi(
+        tokens=tokens, values=torch.tensor(values, dtype=torch.float64).T, labels=labels
+    )
+    return rendered.local_src
+
+
 def _prediction_table(attribution: Attribution, index: int) -> str:
     rows = "".join(
         f"<tr><td><code>{html.escape(repr(token))}</code></td><td>{prob:.4f}</td></tr>"
