@@ -15,6 +15,7 @@ Usage: python scripts/case_translation.py --out DIR [--german TEXT --english TEX
 from __future__ import annotations
 
 import argparse
+import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,7 @@ from matplotlib.figure import Figure
 
 import tlscopes as ts
 from tlscopes.matrix import attribution_matrix
-from tlscopes.plotting import display_token
-from tlscopes.viz import combined_html
+from tlscopes.plotting import display_token, token_rows_page
 
 GERMAN = "Der alte Mann liest jeden Morgen die Zeitung im Garten."
 ENGLISH = "The old man reads the newspaper in the garden every morning."
@@ -108,16 +108,43 @@ def plot_translation(translation: Translation) -> Figure:
     return figure
 
 
+def translation_page(translation: Translation) -> str:
+    """The whole prompt coloured by each target position's scores (one button per position),
+    and the predictions at each position."""
+    result = translation.result
+    rows = []
+    for row, target in enumerate(translation.targets):
+        scores = result.scores[row].double()
+        rows.append((f"→ {target!r}", (scores / scores.max()).tolist()))
+    cells = "".join(
+        f"<tr><td><code>{html.escape(repr(target))}</code></td>"
+        + "".join(
+            f"<td><code>{html.escape(repr(token))}</code> {prob:.3f}</td>"
+            for token, prob in zip(
+                result.top_tokens[row], result.top_probs[row].tolist(), strict=True
+            )
+        )
+        + "</tr>"
+        for row, target in enumerate(translation.targets)
+    )
+    table = f"<h3>top {TOP_K} predictions at each position</h3><table><tr><th>next token</th>{'<th></th>' * TOP_K}</tr>{cells}</table>"
+    return token_rows_page(
+        "Fisher Scope on a teacher-forced translation",
+        result.tokens[0],
+        rows,
+        note="One button per target position: the prompt coloured by that position's Fisher "
+        "Scope scores, normalised to their largest.",
+        extra_html=table,
+    )
+
+
 def run(model: Any, out: Path, *, german: str = GERMAN, english: str = ENGLISH) -> list[Path]:
     """Writes translation.png and translation.html under `out`."""
     out.mkdir(parents=True, exist_ok=True)
     translation = translation_matrix(model, german, english)
     png, page = out / "translation.png", out / "translation.html"
     plot_translation(translation).savefig(png, dpi=110)
-    page.write_text(
-        combined_html([translation.result], title="Fisher Scope on a teacher-forced translation"),
-        encoding="utf-8",
-    )
+    page.write_text(translation_page(translation), encoding="utf-8")
     return [png, page]
 
 

@@ -37,7 +37,7 @@ import case_translation  # noqa: E402
 import tlscopes as ts  # noqa: E402
 from analyses import attention_sinks, fisher_spectrum, ig_path  # noqa: E402
 from tlscopes import datasets  # noqa: E402
-from tlscopes.plotting import tokens_page  # noqa: E402
+from tlscopes.plotting import token_rows_page  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,17 @@ def run_ig_and_sinks(model: Any, out: Path, sizes: Sizes) -> list[Path]:
     ig_png, ig_html = out / "ig_path.png", out / "ig_path.html"
     ig_path.plot_path_integrand(integrand).savefig(ig_png, dpi=110)
     n_tokens = integrand.position + 1
-    rows = []
-    for alpha, norms in zip(integrand.alphas.tolist(), integrand.norms, strict=True):
-        values = (norms[:n_tokens] / norms[:n_tokens].max()).tolist()
-        rows.append((f"alpha = {alpha:g}", integrand.tokens[:n_tokens], values))
+    rows = [
+        (f"α = {alpha:g}", (norms[:n_tokens] / norms[:n_tokens].max()).tolist())
+        for alpha, norms in zip(integrand.alphas.tolist(), integrand.norms, strict=True)
+    ]
     ig_html.write_text(
-        tokens_page(f"IG integrand norms toward {target!r}, each row normalised", rows),
+        token_rows_page(
+            f"IG integrand norms toward {target!r}",
+            integrand.tokens[:n_tokens],
+            rows,
+            note="One row per path point α (buttons); each row normalised to its largest norm.",
+        ),
         encoding="utf-8",
     )
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from pathlib import Path
 
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from tlscopes.viz import colored_tokens_html
+from tlscopes.viz import colored_tokens_html, colored_tokens_multi_html
 
 # Axis units are monospace character widths; a line of text is this many of them high.
 _LINE_HEIGHT = 1.6
@@ -98,24 +97,57 @@ def text_rows(tokens: Sequence[str], width: int = 72) -> int:
     return len(token_lines(tokens, width))
 
 
+def _page(title: str, body: str) -> str:
+    title = html.escape(title)
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+        f"<body><h2>{title}</h2>{body}</body></html>"
+    )
+
+
 def tokens_page(title: str, rows: Sequence[tuple[str, Sequence[str], Sequence[float]]]) -> str:
-    """One self-contained HTML page: per row a heading and its tokens coloured by value (0-1)."""
+    """One self-contained HTML page: per row a heading and its tokens coloured by value (0-1).
+
+    Each row inlines circuitsvis' JavaScript (about 1.3 MB); for many rows over the same
+    tokens use :func:`token_rows_page`.
+    """
     sections = "".join(
         f"<section><h3>{html.escape(heading)}</h3>"
         f"{colored_tokens_html(list(tokens), [float(v) for v in values])}</section>"
         for heading, tokens, values in rows
     )
-    title = html.escape(title)
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-        f"<body><h2>{title}</h2>{sections}</body></html>"
+    return _page(title, sections)
+
+
+def token_rows_page(
+    title: str,
+    tokens: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[float]]],
+    *,
+    note: str = "",
+    extra_html: str = "",
+) -> str:
+    """One self-contained HTML page: one token sequence with several labelled rows of values
+    (circuitsvis buttons switch rows; the JavaScript is inlined once).
+
+    Args:
+        rows: (label, one value per token) for each row.
+        note: a sentence shown above the tokens (escaped).
+        extra_html: markup appended as is (e.g. a table of predictions).
+    """
+    view = colored_tokens_multi_html(
+        list(tokens),
+        [[float(v) for v in values] for _, values in rows],
+        [label for label, _ in rows],
     )
+    return _page(title, f"<p>{html.escape(note)}</p>{view}{extra_html}")
 
 
-def write_page(path: str | Path, page: str) -> Path:
-    path = Path(path)
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
-__all__ = ["display_token", "draw_tokens", "text_rows", "token_lines", "tokens_page", "write_page"]
+__all__ = [
+    "display_token",
+    "draw_tokens",
+    "text_rows",
+    "token_lines",
+    "token_rows_page",
+    "tokens_page",
+]

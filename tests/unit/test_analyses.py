@@ -18,7 +18,7 @@ from tests import helpers
 from tests.models import VARIANTS
 from tlscopes import timeseries
 from tlscopes.matrix import attribution_matrix
-from tlscopes.plotting import draw_tokens, token_lines, tokens_page
+from tlscopes.plotting import draw_tokens, token_lines, token_rows_page, tokens_page
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -455,6 +455,17 @@ def test_tokens_page_opens_offline():
     page = tokens_page("t <b>", [("row", ["a", "b"], [0.0, 1.0])])
     assert page.startswith("<!DOCTYPE html>") and "t &lt;b&gt;" in page
     assert "<script" in page and "unpkg.com" not in page and "cdn." not in page
+
+
+def test_token_rows_page_inlines_the_javascript_once():
+    rows = [(f"row {i}", [0.1 * i, 1.0, 0.5]) for i in range(6)]
+    page = token_rows_page(
+        "rows", ["a", "b", "c"], rows, note="n < 1", extra_html="<table></table>"
+    )
+    single = tokens_page("one", [("row", ["a", "b", "c"], [0.0, 1.0, 0.5])])
+    assert "row 5" in page and "n &lt; 1" in page and page.endswith("<table></table></body></html>")
+    assert len(page) < 1.2 * len(single)
+    assert "unpkg.com" not in page
 
 
 def load_script(name: str):
