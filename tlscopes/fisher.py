@@ -175,8 +175,8 @@ def fisher_directions(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> 
     tol * lambda_1 / gap of its exact eigenvector, gap being the distance from lambda to the
     rest of the spectrum; inside a near-degenerate cluster only the Rayleigh quotient and the
     cluster's subspace are defined (a flat p may only reach 1e-4, and is slower). Signs follow
-    `fisher_directions_exact` (largest-magnitude entry positive). Costs a few passes over W_U,
-    tens of milliseconds for SmolLM2's on two CPU cores.
+    `fisher_directions_exact` (largest-magnitude entry positive). Costs 3-5 streaming passes
+    over W_U for real next-token distributions (scripts/benchmark_fisher.py measures it).
 
     Args:
         W_U: unembedding in TransformerLens orientation [d_model, d_vocab].

@@ -16,6 +16,16 @@ from tlscopes.fisher import fisher_directions, fisher_directions_exact, fisher_m
 PEAKED, MEDIUM, FLAT = 0.15, 1.0, 50.0
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # These matrices are tiny: threads only add OpenMP barriers, which stall for a whole
+    # scheduler slice when other processes load the machine (the tests then took minutes).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def build_unembedding(
     d_model: int = 48, d_vocab: int = 3000, seed: int = 0, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
