@@ -132,9 +132,7 @@ def bench_translation(model: Any, repeats: int) -> dict | None:
     length = model.to_tokens(text).shape[1]
     positions = list(range(length - 32, length))
     scope = ts.FisherScope()
-    batched = median_time(
-        lambda: matrix.attribution_matrix(model, text, scope, positions), repeats
-    )
+    batched = median_time(lambda: matrix.attribution_matrix(model, text, scope, positions), repeats)
     rowwise = median_time(
         lambda: [ts.attribute(model, text, scope, position=p) for p in positions],
         max(1, repeats // 3),
@@ -149,13 +147,20 @@ def bench_integrated_gradients(model: Any, repeats: int) -> dict | None:
         return None
     tokens = tokens_of_length(model, 128)
     batched = median_time(
-        lambda: baselines.integrated_gradients(model, tokens, " the", n_steps=32), repeats
+        lambda: baselines.integrated_gradients(model, tokens, target=" the", n_steps=32), repeats
     )
     sequential = median_time(
-        lambda: baselines.integrated_gradients(model, tokens, " the", n_steps=32, batch_size=1),
+        lambda: baselines.integrated_gradients(
+            model, tokens, target=" the", n_steps=32, batch_size=1
+        ),
         max(1, repeats // 3),
     )
-    return {"n_steps": 32, "batched_s": batched, "sequential_s": sequential, "speedup": sequential / batched}
+    return {
+        "n_steps": 32,
+        "batched_s": batched,
+        "sequential_s": sequential,
+        "speedup": sequential / batched,
+    }
 
 
 def bench_peers(model: Any, repeats: int) -> list[dict]:
@@ -171,10 +176,10 @@ def bench_peers(model: Any, repeats: int) -> list[dict]:
     tokens = tokens_of_length(model, 128)
     target = ts.scopes.resolve_token(model, " the")
     ours_ixg = median_time(
-        lambda: baselines.input_x_gradient(model, tokens, target), repeats
+        lambda: baselines.input_x_gradient(model, tokens, target=target), repeats
     )
     ours_ig = median_time(
-        lambda: baselines.integrated_gradients(model, tokens, target, n_steps=32), repeats
+        lambda: baselines.integrated_gradients(model, tokens, target=target, n_steps=32), repeats
     )
     embed = hf_model.get_input_embeddings()
 
@@ -198,9 +203,15 @@ def bench_peers(model: Any, repeats: int) -> list[dict]:
             repeats,
         )
         rows.append(
-            {"peer": "captum", "input_x_gradient_ratio": ours_ixg / peer_ixg,
-             "integrated_gradients_ratio": ours_ig / peer_ig,
-             "peer_ixg_s": peer_ixg, "peer_ig_s": peer_ig, "ours_ixg_s": ours_ixg, "ours_ig_s": ours_ig}
+            {
+                "peer": "captum",
+                "input_x_gradient_ratio": ours_ixg / peer_ixg,
+                "integrated_gradients_ratio": ours_ig / peer_ig,
+                "peer_ixg_s": peer_ixg,
+                "peer_ig_s": peer_ig,
+                "ours_ixg_s": ours_ixg,
+                "ours_ig_s": ours_ig,
+            }
         )
     try:
         import inseq
@@ -210,7 +221,10 @@ def bench_peers(model: Any, repeats: int) -> list[dict]:
         text = model.to_string(tokens[0, 1:])
         full = text + model.to_single_str_token(target)
         timings = {}
-        for method, kwargs in (("input_x_gradient", {}), ("integrated_gradients", {"n_steps": 32, "internal_batch_size": 32})):
+        for method, kwargs in (
+            ("input_x_gradient", {}),
+            ("integrated_gradients", {"n_steps": 32, "internal_batch_size": 32}),
+        ):
             wrapped = inseq.load_model(hf_model, method, tokenizer=model.tokenizer)
             timings[method] = median_time(
                 lambda wrapped=wrapped, kwargs=kwargs: wrapped.attribute(
@@ -219,10 +233,15 @@ def bench_peers(model: Any, repeats: int) -> list[dict]:
                 repeats,
             )
         rows.append(
-            {"peer": "inseq", "input_x_gradient_ratio": ours_ixg / timings["input_x_gradient"],
-             "integrated_gradients_ratio": ours_ig / timings["integrated_gradients"],
-             "peer_ixg_s": timings["input_x_gradient"], "peer_ig_s": timings["integrated_gradients"],
-             "ours_ixg_s": ours_ixg, "ours_ig_s": ours_ig}
+            {
+                "peer": "inseq",
+                "input_x_gradient_ratio": ours_ixg / timings["input_x_gradient"],
+                "integrated_gradients_ratio": ours_ig / timings["integrated_gradients"],
+                "peer_ixg_s": timings["input_x_gradient"],
+                "peer_ig_s": timings["integrated_gradients"],
+                "ours_ixg_s": ours_ixg,
+                "ours_ig_s": ours_ig,
+            }
         )
     return rows
 
@@ -287,10 +306,26 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": repeats,
     }
     sections = [
-        ("scopes over a no-grad forward pass", "scopes", lambda: bench_scopes(model, lengths, repeats)),
-        ("Fisher directions: matrix-free vs formed F + eigh", "fisher", lambda: bench_fisher(repeats)),
-        ("translation matrix, 32 rows: batched vs row by row", "translation", lambda: bench_translation(model, repeats)),
-        ("Integrated Gradients, 32 points: batched vs sequential", "integrated_gradients", lambda: bench_integrated_gradients(model, repeats)),
+        (
+            "scopes over a no-grad forward pass",
+            "scopes",
+            lambda: bench_scopes(model, lengths, repeats),
+        ),
+        (
+            "Fisher directions: matrix-free vs formed F + eigh",
+            "fisher",
+            lambda: bench_fisher(repeats),
+        ),
+        (
+            "translation matrix, 32 rows: batched vs row by row",
+            "translation",
+            lambda: bench_translation(model, repeats),
+        ),
+        (
+            "Integrated Gradients, 32 points: batched vs sequential",
+            "integrated_gradients",
+            lambda: bench_integrated_gradients(model, repeats),
+        ),
     ]
     for title, key, run in sections:
         report[key] = run()
