@@ -10,8 +10,8 @@ Writes, under --out:
     *.csv                   the numbers behind the analysis figures; timings.json
 
 --quick uses shorter series, fewer path points, passages and ranks, and finishes in a few
-minutes on 2 CPU cores; the full run takes about half an hour there (most of it is AOPC at
-rank 64).
+minutes on 2 CPU cores; the full run took 45 minutes on 2 shared cores (40 of them AOPC by
+rank, which pulls back 64 Fisher directions per passage).
 
 Usage: python scripts/reproduce_figures.py --out DIR [--quick] [--only bias,ig_path,...]
 """
