@@ -60,7 +60,7 @@ def test_cli_attribute_prints_table_and_writes_report(tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert "' capital'" in printed and "target: id" in printed
+    assert "' capital'" in printed and "target: ' Paris' id" in printed
     assert out.exists() and "Paris" in out.read_text()
 
 
