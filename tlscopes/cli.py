@@ -15,7 +15,7 @@ import pandas as pd
 DEMO_PROMPT = "The capital of France is"
 SCOPE_NAMES = ("fisher", "temperature", "semantic")
 
-# Subcommands: name -> (add its arguments, run it). Filled in one place, below.
+# A subcommand: (add its arguments, run it).
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -126,43 +126,47 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Command] = {
+BASE_COMMANDS: dict[str, Command] = {
     "attribute": (_add_attribute_arguments, _run_attribute),
     "demo": (_add_demo_arguments, _run_demo),
 }
+# Commands that other modules own; each exposes `COMMAND = (add_arguments, run)`.
+OPTIONAL_COMMANDS = {"evaluate": "tlscopes.evaluate"}
 
 
-def _register_optional_commands() -> None:
-    # Commands from modules that other parts of the toolkit own; each module exposes
-    # `COMMAND = (add_arguments, run)`.
+def available_commands() -> dict[str, Command]:
+    """The base commands plus those of the optional modules that are present (a new dict)."""
     import importlib
 
-    for name, module_name in (("evaluate", "tlscopes.evaluate"),):
+    commands = dict(BASE_COMMANDS)
+    for name, module_name in OPTIONAL_COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
             if error.name != module_name:
                 raise
             continue
-        if name in COMMANDS:
-            raise RuntimeError(f"command {name!r} registered twice")
-        COMMANDS[name] = module.COMMAND
+        if name in commands:
+            raise RuntimeError(f"command {name!r} is defined twice")
+        commands[name] = module.COMMAND
+    return commands
 
 
-def build_parser() -> argparse.ArgumentParser:
-    _register_optional_commands()
+def build_parser(commands: dict[str, Command] | None = None) -> argparse.ArgumentParser:
+    commands = available_commands() if commands is None else commands
     parser = argparse.ArgumentParser(
         prog="tlscopes", description="Jacobian Scopes for TransformerLens models"
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, (add_arguments, _) in COMMANDS.items():
+    for name, (add_arguments, _) in commands.items():
         add_arguments(subparsers.add_parser(name))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _, run = COMMANDS[args.command]
+    commands = available_commands()
+    args = build_parser(commands).parse_args(argv)
+    _, run = commands[args.command]
     return run(args)
 
 
