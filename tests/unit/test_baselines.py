@@ -8,19 +8,12 @@ from torch.func import jacrev
 
 import tlscopes as ts
 from tests import helpers
-from tests.models import VARIANTS
 from tests.reference import embeddings_of, final_state_fn
 from tlscopes import baselines
 from tlscopes.scopes import SemanticScope, resolve_token
 
 PROMPT = "the capital of france is paris and the capital of italy is"
 RTOL = 1e-6
-
-
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def model(request):
-    torch.manual_seed(0)
-    return VARIANTS[request.param]()
 
 
 def target_logit_fn(model, tokens, position, target):

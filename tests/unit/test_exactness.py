@@ -6,17 +6,10 @@ import pytest
 import torch
 
 import tlscopes as ts
-from tests.models import VARIANTS
 from tests.reference import exact_jacobian, fisher_eig, scores_for
 
 PROMPT = "the capital of france is paris and the capital of italy is"
 RTOL = 1e-6
-
-
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def model(request):
-    torch.manual_seed(0)
-    return VARIANTS[request.param]()
 
 
 def reference(model, position):
