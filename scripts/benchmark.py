@@ -55,6 +55,23 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, run in rounds (one call of each per round).
+
+    This machine's speed drifts by up to 2x over minutes (a shared host); running the things
+    compared in alternation keeps a drift from landing on one side of a ratio.
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def tokens_of_length(model: Any, length: int) -> torch.Tensor:
     ids = model.to_tokens(TEXT * (length // 40 + 2))[:, :length]
     assert ids.shape[1] == length
@@ -69,23 +86,35 @@ def bench_scopes(model: Any, lengths: list[int], repeats: int) -> list[dict]:
         "fisher": ts.FisherScope(),
         "fisher_rank4": ts.FisherScope(rank=4),
     }
+    three = list(scopes.values())[:3]
     for length in lengths:
         tokens = tokens_of_length(model, length)
 
-        def forward() -> None:
+        def forward(tokens: torch.Tensor = tokens) -> None:
             with torch.no_grad():
                 model(tokens)
 
-        base = median_time(forward, repeats)
-        row = {"tokens": length, "forward_s": base}
+        fns: dict[str, Callable[[], Any]] = {"forward": forward}
         for name, scope in scopes.items():
-            seconds = median_time(lambda scope=scope: ts.attribute(model, tokens, scope), repeats)
-            row[f"{name}_s"] = seconds
-            row[f"{name}_ratio"] = seconds / base
-        three = median_time(
-            lambda: ts.attribute_many(model, tokens, list(scopes.values())[:3]), repeats
+            fns[name] = lambda scope=scope, tokens=tokens: ts.attribute(model, tokens, scope)
+        # The default pulls Fisher's 4 directions back in plain passes at this length or in one
+        # vmapped pass (engine.directions_per_pass); the other way, for comparison.
+        per_pass = engine.resolve_directions_per_pass(length)
+        other = 4 if per_pass < 4 else 1
+        fns[f"fisher_rank4_per_pass_{other}"] = lambda tokens=tokens, other=other: ts.attribute(
+            model, tokens, ts.FisherScope(rank=4), directions_per_pass=other
         )
-        row["all_three_one_pass_ratio"] = three / base
+        fns["all_three_one_pass"] = lambda tokens=tokens: ts.attribute_many(model, tokens, three)
+        seconds = interleaved_medians(fns, repeats)
+        base = seconds.pop("forward")
+        row: dict[str, Any] = {
+            "tokens": length,
+            "forward_s": base,
+            "default_directions_per_pass": per_pass,
+        }
+        for name, value in seconds.items():
+            row[f"{name}_s"] = value
+            row[f"{name}_ratio"] = value / base
         rows.append(row)
     return rows
 
@@ -132,12 +161,24 @@ def bench_translation(model: Any, repeats: int) -> dict | None:
     length = model.to_tokens(text).shape[1]
     positions = list(range(length - 32, length))
     scope = ts.FisherScope()
-    batched = median_time(lambda: matrix.attribution_matrix(model, text, scope, positions), repeats)
-    rowwise = median_time(
-        lambda: [ts.attribute(model, text, scope, position=p) for p in positions],
-        max(1, repeats // 3),
+    seconds = interleaved_medians(
+        {
+            "batched": lambda: matrix.attribution_matrix(model, text, scope, positions),
+            "all_32_one_pass": lambda: matrix.attribution_matrix(
+                model, text, scope, positions, directions_per_pass=32
+            ),
+            "row_by_row": lambda: [ts.attribute(model, text, scope, position=p) for p in positions],
+        },
+        max(1, repeats // 2),
     )
-    return {"rows": 32, "batched_s": batched, "row_by_row_s": rowwise, "speedup": rowwise / batched}
+    return {
+        "rows": 32,
+        "tokens": length,
+        "default_directions_per_pass": engine.resolve_directions_per_pass(length),
+        **{f"{name}_s": value for name, value in seconds.items()},
+        "speedup": seconds["row_by_row"] / seconds["batched"],
+        "speedup_all_32_one_pass": seconds["row_by_row"] / seconds["all_32_one_pass"],
+    }
 
 
 def bench_integrated_gradients(model: Any, repeats: int) -> dict | None:
@@ -146,20 +187,24 @@ def bench_integrated_gradients(model: Any, repeats: int) -> dict | None:
     except ModuleNotFoundError:
         return None
     tokens = tokens_of_length(model, 128)
-    batched = median_time(
-        lambda: baselines.integrated_gradients(model, tokens, target=" the", n_steps=32), repeats
-    )
-    sequential = median_time(
-        lambda: baselines.integrated_gradients(
-            model, tokens, target=" the", n_steps=32, batch_size=1
-        ),
-        max(1, repeats // 3),
+    seconds = interleaved_medians(
+        {
+            "batched": lambda: baselines.integrated_gradients(
+                model, tokens, target=" the", n_steps=32
+            ),
+            "sequential": lambda: baselines.integrated_gradients(
+                model, tokens, target=" the", n_steps=32, batch_size=1
+            ),
+        },
+        max(1, repeats // 2),
     )
     return {
         "n_steps": 32,
-        "batched_s": batched,
-        "sequential_s": sequential,
-        "speedup": sequential / batched,
+        "tokens": 128,
+        "batch_size": baselines.path_batch_size(model, 128, baselines.DEFAULT_MEMORY_BUDGET),
+        "batched_s": seconds["batched"],
+        "sequential_s": seconds["sequential"],
+        "speedup": seconds["sequential"] / seconds["batched"],
     }
 
 

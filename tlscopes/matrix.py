@@ -2,8 +2,8 @@
 
 For a teacher-forced sequence (a translation, a time series) every target position has its own
 prediction to explain. y is captured at all those positions in one forward pass; then every
-position's directions are pulled back together in one batched backward pass
-(``torch.autograd.grad(..., is_grads_batched=True)``), each direction seeded only at its own
+position's directions are pulled back through that one graph, several per vmapped backward
+pass (:func:`tlscopes.attribute.pull_back_seeds`), each direction seeded only at its own
 position's y. Row i equals ``attribute(model, text, scope, position=positions[i])``.
 """
 
@@ -23,6 +23,8 @@ from tlscopes.attribute import (
     combine,
     final_logits,
     prepare_inputs,
+    pull_back_seeds,
+    resolve_directions_per_pass,
 )
 from tlscopes.hooks import Capture, StopForward, frozen_parameters, run_hooked
 from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK, unembedding, weight_processing
@@ -68,7 +70,8 @@ def attribution_matrix(
         positions: the positions whose next-token predictions are explained (negative: from
             the end).
         directions_per_pass: pull back at most this many directions per backward pass (the
-            graph is kept between passes); None pulls all back at once. Lower it to save memory.
+            graph is kept between passes); None: the measured default of
+            :func:`tlscopes.attribute.resolve_directions_per_pass`. Speed and memory only.
 
     Returns:
         An Attribution with one row per explained position: scores [n_positions, pos] (0 after
@@ -134,19 +137,9 @@ def _pull_back_per_row(
     eye = torch.eye(n_rows, dtype=final_state.dtype, device=final_state.device)
     seeds = torch.einsum("ij,ird->irjd", eye, vectors.detach().to(final_state.dtype))
     seeds = seeds.reshape(n_rows * rank, n_rows, d_model)
-    size = seeds.shape[0] if per_pass is None else max(1, int(per_pass))
-    chunks = seeds.split(size)
-    parts = []
-    for index, chunk in enumerate(chunks):
-        (grads,) = torch.autograd.grad(
-            final_state,
-            embeddings,
-            chunk,
-            is_grads_batched=True,
-            retain_graph=index < len(chunks) - 1,
-        )
-        parts.append(grads[:, 0])
-    grads = torch.cat(parts).reshape(n_rows, rank, *embeddings.shape[1:])
+    per_pass = resolve_directions_per_pass(embeddings.shape[:2].numel(), per_pass)
+    grads = pull_back_seeds(final_state, embeddings, seeds, per_pass)[:, 0]
+    grads = grads.reshape(n_rows, rank, *embeddings.shape[1:])
     check_finite(grads)
     return grads
 

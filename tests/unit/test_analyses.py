@@ -284,8 +284,11 @@ def test_matrix_teacher_forced_targets_and_chunked_passes(bridge):
     targets = tuple(int(t) for t in tokens[7:])
     scope = ts.SemanticScope(targets)
     whole = attribution_matrix(bridge, MATRIX_TEXT, scope, positions)
-    chunked = attribution_matrix(bridge, MATRIX_TEXT, scope, positions, directions_per_pass=2)
-    torch.testing.assert_close(whole.scores, chunked.scores, rtol=1e-9, atol=1e-12)
+    for per_pass in (1, 2):
+        chunked = attribution_matrix(
+            bridge, MATRIX_TEXT, scope, positions, directions_per_pass=per_pass
+        )
+        torch.testing.assert_close(whole.scores, chunked.scores, rtol=1e-9, atol=1e-12)
     assert whole.target_ids.tolist() == list(targets)
     for row, (position, target) in enumerate(zip(positions, targets, strict=True)):
         single = ts.attribute(bridge, MATRIX_TEXT, ts.SemanticScope(target), position=position)

@@ -201,3 +201,30 @@ def test_attribute_many_equals_one_call_per_scope(model):
         torch.testing.assert_close(result.scores, alone.scores, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="scopes is empty"):
         ts.attribute_many(model, PROMPTS, [])
+
+
+@pytest.mark.parametrize("per_pass", [1, 2, 3, 7])
+def test_directions_per_pass_changes_nothing_but_speed(model, per_pass):
+    # 1 + 3 + 1 + 2 = 7 directions: one plain backward pass each, chunks with a remainder
+    # (2 -> 2,2,2,1; 3 -> 3,3,1), and all seven in one vmapped pass.
+    scopes = [ts.SemanticScope(" cat"), ts.FisherScope(rank=3), ts.TemperatureScope()]
+    scopes.append(ts.FisherScope(rank=2))
+    reference = ts.attribute_many(model, PROMPTS, scopes, directions_per_pass=7)
+    chunked = ts.attribute_many(model, PROMPTS, scopes, directions_per_pass=per_pass)
+    for a, b in zip(reference, chunked, strict=True):
+        torch.testing.assert_close(a.scores, b.scores, rtol=1e-9, atol=1e-12)
+    single = ts.attribute(model, PROMPTS, ts.FisherScope(rank=3), directions_per_pass=per_pass)
+    torch.testing.assert_close(single.scores, reference[1].scores, rtol=1e-9, atol=1e-12)
+    assert attached_hooks(model) == 0
+
+
+def test_directions_per_pass_default_and_bad_values():
+    from tlscopes.attribute import DIRECTION_TOKENS_PER_PASS, resolve_directions_per_pass
+
+    assert resolve_directions_per_pass(1024) == 1
+    assert resolve_directions_per_pass(DIRECTION_TOKENS_PER_PASS) == 1
+    assert resolve_directions_per_pass(128) == DIRECTION_TOKENS_PER_PASS // 128
+    assert resolve_directions_per_pass(10, requested=4) == 4
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="directions_per_pass must be a positive int"):
+            resolve_directions_per_pass(10, requested=bad)
