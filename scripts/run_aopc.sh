@@ -3,8 +3,9 @@
 # default model, Integrated Gradients with 5 path points (as the authors' table script).
 #   scripts/run_aopc.sh          run (resumable: rerun after an interruption, finished passages
 #                                are kept); extra arguments go to `tlscopes evaluate`
-#   scripts/run_aopc.sh table    rewrite results/aopc/aopc.csv and table.md (with the paper's
-#                                LLaMA-3.2-1B column) from the passages finished so far
+#   scripts/run_aopc.sh table    rewrite results/aopc/aopc.csv, paired_vs_semantic.csv and
+#                                table.md (with the paper's LLaMA-3.2-1B column) from the
+#                                passages finished so far
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" != "table" ]]; then
@@ -48,6 +49,28 @@ note = (
     f"\nIntegrated Gradients: n_steps = {steps} (midpoint rule). AOPC: paper eq. 9 as printed, "
     "k in fractions (0.05, 0.10, 0.20), not normalised; mean ± standard error over passages.\n"
 )
+paired = evaluate.paired_differences(frame, reference="semantic")
+paired.to_csv(out / "paired_vs_semantic.csv", index=False)
+lines += [
+    "",
+    "Paired on the same passages: each method's AOPC minus Semantic Scope's (mean ± standard "
+    "error of the per-passage difference; negative: better than Semantic), and the share of "
+    "passages where it is lower.",
+    "",
+    "| Method | LMB difference | LMB lower on | IWS difference | IWS lower on |",
+    "| --- | --- | --- | --- | --- |",
+]
+for method in evaluate.TABLE_ORDER:
+    cells = []
+    for task in tasks:
+        match = paired[(paired.task == task) & (paired.method == method)]
+        if match.empty:
+            cells += ["—", "—"]
+            continue
+        row = match.iloc[0]
+        cells += [f"{row.diff_mean:+.3f} ± {row.diff_sem:.3f}", f"{row.wins:.0%}"]
+    if method != "semantic":
+        lines.append(f"| {evaluate.TABLE_LABELS[method]} | " + " | ".join(cells) + " |")
 (out / "table.md").write_text("\n".join(lines) + "\n" + note, encoding="utf-8")
 print("\n".join(lines) + "\n" + note)
 PY

@@ -181,6 +181,28 @@ def test_summarize_mean_and_standard_error():
     assert "Fisher Scope" in table and "-2.00 ± 0.58" in table and "LMB (n=3)" in table
 
 
+def test_paired_differences_by_hand():
+    # Passage 2 has no semantic row: it is left out of the pair, not treated as zero.
+    frame = pd.DataFrame(
+        {
+            "task": ["lambada"] * 7,
+            "passage": [0, 1, 2, 0, 1, 0, 1],
+            "method": ["fisher"] * 3 + ["semantic"] * 2 + ["random"] * 2,
+            "aopc": [-1.5, -1.0, -9.0, -1.0, -2.0, -0.2, -0.4],
+        }
+    )
+    paired = evaluate.paired_differences(frame).set_index("method")
+    assert list(paired.index) == ["random", "fisher"]
+    assert paired.loc["fisher", "n"] == 2
+    assert paired.loc["fisher", "diff_mean"] == pytest.approx(0.25)  # (-0.5 + 1.0) / 2
+    assert paired.loc["fisher", "diff_sem"] == pytest.approx(0.75)  # std 0.75 * 2**0.5, n 2
+    assert paired.loc["fisher", "wins"] == pytest.approx(0.5)
+    assert paired.loc["random", "diff_mean"] == pytest.approx(1.2)
+    assert paired.loc["random", "wins"] == 0.0
+    with pytest.raises(ValueError, match="no 'saliency' rows"):
+        evaluate.paired_differences(frame, reference="saliency")
+
+
 # --- datasets --------------------------------------------------------------------------------
 
 
