@@ -9,7 +9,7 @@ evaluation, :mod:`tlscopes.evaluate`):
   sum_i p_i ||w_i||^2 - ||sum_i p_i w_i||^2;
 * :meth:`FisherSpectra.explained_variance`: sum_{i<=r} lambda_i / tr F for every r;
 * :func:`aopc_by_rank`: AOPC of rank-r Fisher Scope, sqrt(sum_{i<=r} lambda_i ||u_i^T J_t||^2)
-  (eq. 18), for several r. All ranks come from one backward pass of the largest rank's
+  (eq. 18), for several r. All ranks come from one pull-back of the largest rank's
   directions: the rank-r score is a partial sum of the largest one's terms.
 """
 

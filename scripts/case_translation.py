@@ -3,7 +3,7 @@
 A German sentence and its English translation are fed as one prompt, "German: ... English: ...",
 in the format of the paper's IWSLT2017 evaluation. At every English position Fisher Scope
 explains the whole predicted distribution of the next token; the matrix of source-token scores
-by target position comes from one forward pass and one batched backward pass
+by target position comes from one forward pass and batched backward passes
 (:func:`tlscopes.matrix.attribution_matrix`). Writes translation.png (left: each target row's
 scores over the German tokens, normalised to the row's largest; right: the top 7 predicted
 tokens and their probabilities at each position, the actual next token in bold) and

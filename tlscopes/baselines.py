@@ -44,7 +44,7 @@ DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per batch of path po
 
 @dataclass
 class ScopeGradients:
-    """One forward pass and one batched backward pass for several scopes.
+    """One forward pass and its input-only backward passes for several scopes.
 
     Attributes:
         embeddings: the token embeddings x that were differentiated [batch, pos, d_model]
@@ -71,7 +71,7 @@ def scope_gradients(
     *,
     transform: EmbeddingTransform | None = None,
 ) -> ScopeGradients:
-    """The raw pulled-back gradients of several scopes, from one forward and one backward pass.
+    """The raw pulled-back gradients of several scopes, all from one forward pass.
 
     This is what :func:`tlscopes.attribute.attribute_many` computes, but it keeps the gradients
     (Input x Gradient needs them, not just their norms) and accepts an embedding transform (the

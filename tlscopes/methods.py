@@ -6,8 +6,8 @@ refused. Each method is called as ``method.attribute(model, inputs, target=..., 
 
 :func:`attribute_methods` computes several methods for the same prompts while sharing work:
 Fisher, Temperature and Semantic Scope, saliency (which is Semantic Scope's score) and Input x
-Gradient (Semantic Scope's gradient times the input) all come from one forward pass and one
-batched backward pass; Integrated Gradients runs its path points in batches; random costs no
+Gradient (Semantic Scope's gradient times the input) all come from one forward pass and the
+backward passes of three directions; Integrated Gradients runs its path points in batches; random costs no
 model pass beyond the one for the prediction.
 """
 

@@ -4,7 +4,8 @@ A scope's influence score for input token t is ||v^T J_t||_2 with J_t = dy/dx_t 
 where y is the final norm's output at the explained position (weight and bias included) and
 x_t the token embedding at position t. The engine in :mod:`tlscopes.attribute` runs one forward
 pass with the scope's hooks, asks the scope for its directions given y, and pulls all of them
-back in one batched backward pass. Directions are constants in that backward pass (the paper
+back through that one recorded graph (input-only backward passes, several directions per vmapped
+pass when the input is short). Directions are constants in the backward pass (the paper
 differentiates v^T y with v fixed).
 """
 
@@ -172,7 +173,7 @@ class FisherScope(Scope):
     v = u_1, the top eigenvector of F = W_U^T (diag p - p p^T) W_U: the hidden-space direction
     along which y most changes the predicted distribution. Rank 1 scores ||u_1^T J_t|| (eq. 6);
     rank r > 1 scores sqrt(sum_i lambda_i ||u_i^T J_t||^2), the rank-r approximation of the
-    total information tr(F_t) (eq. 18), with all r products in one batched backward pass.
+    total information tr(F_t) (eq. 18), with all r products from the same forward pass.
 
     Args:
         rank: how many leading Fisher eigenvectors to use.
