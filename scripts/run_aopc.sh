@@ -2,17 +2,19 @@
 # The AOPC table of the README: every method on the paper's 500 passages of both tasks, on the
 # default model, Integrated Gradients with 5 path points (as the authors' table script).
 #   scripts/run_aopc.sh          run (resumable: rerun after an interruption, finished passages
-#                                are kept); extra arguments go to `tlscopes evaluate`
+#                                are kept); extra arguments go to `tlscopes evaluate`. VENV
+#                                picks the environment (default .venv); the committed table
+#                                ran as `VENV=.venv-tl3 scripts/run_aopc.sh --kind hooked`
 #   scripts/run_aopc.sh table    rewrite results/aopc/aopc.csv, paired_vs_semantic.csv and
 #                                table.md (with the paper's LLaMA-3.2-1B column) from the
 #                                passages finished so far
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" != "table" ]]; then
-    exec nice -n 5 .venv/bin/tlscopes evaluate --task lambada,iwslt --limit 500 --n-steps 5 \
+    exec nice -n 5 "${VENV:-.venv}/bin/tlscopes" evaluate --task lambada,iwslt --limit 500 --n-steps 5 \
         --output results/aopc "$@"
 fi
-exec .venv/bin/python - <<'PY'
+exec "${VENV:-.venv}/bin/python" - <<'PY'
 from pathlib import Path
 
 from tlscopes import evaluate

@@ -167,5 +167,6 @@ def hooked_from_hf(hf_model: Any) -> Any:
     dtype = next(hf_model.parameters()).dtype
     hf_model.config.architectures = [type(hf_model).__name__]
     with tempfile.TemporaryDirectory() as directory:
-        model = _hooked_from_hf(directory, hf_model, build_tokenizer(), dtype)
+        name = "tiny-" + hf_model.config.model_type
+        model = _hooked_from_hf(directory, hf_model, build_tokenizer(), dtype, name)
     return model.eval()

@@ -107,7 +107,7 @@ def load_model(
             hf_name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype
         )
     else:
-        model = _hooked_from_hf(model_dir, hf_model, tokenizer, dtype)
+        model = _hooked_from_hf(model_dir, hf_model, tokenizer, dtype, hf_name)
     if device is not None:
         model = model.to(device)
     return model.eval()
@@ -183,7 +183,9 @@ def _smollm2_cache_dir() -> Path:
     return target
 
 
-def _hooked_from_hf(model_dir: Path, hf_model: Any, tokenizer: Any, dtype: torch.dtype) -> Any:
+def _hooked_from_hf(
+    model_dir: Path, hf_model: Any, tokenizer: Any, dtype: torch.dtype, name: str
+) -> Any:
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import (
         convert_hf_model_config,
@@ -196,6 +198,9 @@ def _hooked_from_hf(model_dir: Path, hf_model: Any, tokenizer: Any, dtype: torch
         config_dict = convert_hf_model_config(config_dir)
         config_dict.pop("quantization_method", None)
         config_dict["tokenizer_name"] = str(model_dir)
+        # The config comes from a temporary directory, which TransformerLens would name
+        # "custom"; give it the model's own name, as the bridge has, so results record it.
+        config_dict["model_name"] = name
         config = HookedTransformerConfig(**config_dict, dtype=dtype)
         state_dict = get_pretrained_state_dict(config_dir, config, hf_model=hf_model)
     model = hooked_class(config, tokenizer=tokenizer, move_to_device=True)

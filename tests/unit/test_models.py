@@ -29,6 +29,8 @@ def test_local_hugging_face_directory_loads_unprocessed(model_dir, kind):
     assert type(model).__name__ == (
         "TransformerBridge" if kind == "bridge" else "HookedTransformer"
     )
+    # Both kinds record the model under the same name (evaluation runs compare it on resume).
+    assert model.cfg.model_name == str(directory)
     processing = ts.weight_processing(model)
     assert not processing.folded_final_norm and not processing.centered_unembed
     tokens = model.to_tokens("the capital of france is")
