@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from analyses.ig_path import PathIntegrand
-from tlscopes.hooks import StopForward
+from tlscopes.hooks import StopForward, run_hooked
 from tlscopes.methods import attribute_methods
 from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
 
@@ -66,11 +66,8 @@ def attention_patterns(model: Any, tokens: Tensor, scale: float = 1.0) -> Patter
 
     hooks = [(EMBED_HOOK, scale_embeddings), (FINAL_STATE_HOOK, stop)]
     hooks += [(PATTERN_HOOK.format(layer=layer), keeper(layer)) for layer in range(n_layers)]
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        try:
-            model(tokens)
-        except StopForward:
-            pass
+    # The pattern hooks keep TransformerLens' explicit attention (the fused kernel has no pattern).
+    run_hooked(model, tokens, hooks, grad=False)
     if len(captured) != n_layers:
         raise RuntimeError(
             f"captured {len(captured)} of {n_layers} layers' attention patterns; the model has no "

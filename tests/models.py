@@ -21,5 +21,8 @@ if HAS_HOOKED:
             "hooked-rms-rotary": lambda: helpers.build_hooked(
                 normalization_type="RMS", positional_embedding_type="rotary"
             ),
+            "hooked-rms-rotary-grouped-query": lambda: helpers.build_hooked(
+                normalization_type="RMS", positional_embedding_type="rotary", n_key_value_heads=1
+            ),
         }
     )

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from tlscopes import baselines, datasets
 from tlscopes.attribute import final_logits
-from tlscopes.hooks import StopForward
+from tlscopes.hooks import StopForward, run_hooked
 from tlscopes.methods import attribute_methods, get_method, method_names
 from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
 
@@ -150,13 +150,10 @@ def ablated_log_probs(
         raise StopForward
 
     batch = tokens.expand(keep.shape[0], -1).to(model.W_U.device)
-    with torch.no_grad(), model.hooks(fwd_hooks=[(EMBED_HOOK, ablate), (FINAL_STATE_HOOK, take)]):
-        try:
-            model(batch)
-        except StopForward:
-            pass
+    run_hooked(model, batch, [(EMBED_HOOK, ablate), (FINAL_STATE_HOOK, take)], grad=False)
+    with torch.no_grad():
         logits = final_logits(model, captured["final_state"])
-        return torch.log_softmax(logits.double(), dim=-1)[:, target_id].cpu()
+    return torch.log_softmax(logits.double(), dim=-1)[:, target_id].cpu()
 
 
 def trapezoid(fractions: Sequence[float], deltas: Sequence[float]) -> float:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from tlscopes._types import Embeddings
+from tlscopes.fused_attention import fused_attention
 from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
 
 EmbeddingTransform = Callable[[Embeddings], Embeddings]
@@ -89,13 +90,23 @@ def frozen_parameters(model: Any) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def run_hooked(model: Any, tokens: Tensor, hooks: list[tuple[str, Callable[..., Any]]]) -> None:
+def run_hooked(
+    model: Any,
+    tokens: Tensor,
+    hooks: list[tuple[str, Callable[..., Any]]],
+    *,
+    grad: bool = True,
+) -> None:
     """Runs the model with temporary hooks, until a hook stops it or the forward pass ends.
 
     Hooks are attached only inside ``model.hooks``, which removes them on every exit, so none
-    stays attached after an error.
+    stays attached after an error. A HookedTransformer's attention runs through the fused
+    kernel where that is exact (:mod:`tlscopes.fused_attention`), also restored on every exit.
+
+    Args:
+        grad: record the graph (the embeddings leaf needs it); False runs under no_grad.
     """
-    with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
+    with torch.set_grad_enabled(grad), model.hooks(fwd_hooks=hooks), fused_attention(model):
         try:
             model(tokens)
         except StopForward:
