@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 import tlscopes as ts
+from tlscopes.fused_attention import fused_attention
 
 warnings.filterwarnings("ignore")
 engine = importlib.import_module("tlscopes.attribute")
@@ -94,7 +95,14 @@ def bench_scopes(model: Any, lengths: list[int], repeats: int) -> list[dict]:
             with torch.no_grad():
                 model(tokens)
 
-        fns: dict[str, Callable[[], Any]] = {"forward": forward}
+        def forward_fused(tokens: torch.Tensor = tokens) -> None:
+            with torch.no_grad(), fused_attention(model):
+                model(tokens)
+
+        # "forward" is the target's reference, TransformerLens' own forward pass. tlscopes runs
+        # its passes with fused attention (HookedTransformer), which also speeds a plain forward
+        # pass up: the ratio to that one is the overhead of attribution itself.
+        fns: dict[str, Callable[[], Any]] = {"forward": forward, "forward_fused": forward_fused}
         for name, scope in scopes.items():
             fns[name] = lambda scope=scope, tokens=tokens: ts.attribute(model, tokens, scope)
         # The default pulls Fisher's 4 directions back in plain passes at this length or in one
@@ -107,14 +115,17 @@ def bench_scopes(model: Any, lengths: list[int], repeats: int) -> list[dict]:
         fns["all_three_one_pass"] = lambda tokens=tokens: ts.attribute_many(model, tokens, three)
         seconds = interleaved_medians(fns, repeats)
         base = seconds.pop("forward")
+        fused = seconds.pop("forward_fused")
         row: dict[str, Any] = {
             "tokens": length,
             "forward_s": base,
+            "forward_fused_s": fused,
             "default_directions_per_pass": per_pass,
         }
         for name, value in seconds.items():
             row[f"{name}_s"] = value
             row[f"{name}_ratio"] = value / base
+            row[f"{name}_ratio_to_fused_forward"] = value / fused
         rows.append(row)
     return rows
 
@@ -304,13 +315,20 @@ print(loaded / 1024, peak / 1024)
 """
 
 
-def bench_memory(kind: str) -> dict:
-    probe = MEMORY_PROBE.format(kind=kind, text=TEXT.replace('"', ""))
-    output = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
-    loaded, peak = float(output[-2]), float(output[-1])
-    return {"tokens": 2048, "rss_after_load_mib": loaded, "peak_rss_mib": peak}
+def bench_memory() -> list[dict]:
+    """Peak resident memory of the three scopes at 2,048 tokens, for each model kind installed."""
+    kinds = ["hooked", "bridge"] if ts.models.hooked_transformer_class() else ["bridge"]
+    rows = []
+    for kind in kinds:
+        probe = MEMORY_PROBE.format(kind=kind, text=TEXT.replace('"', ""))
+        output = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+        loaded, peak = float(output[-2]), float(output[-1])
+        rows.append(
+            {"kind": kind, "tokens": 2048, "rss_after_load_mib": loaded, "peak_rss_mib": peak}
+        )
+    return rows
 
 
 def print_table(title: str, rows: list[dict] | dict | None) -> None:
@@ -379,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     report["peers"] = bench_peers(bridge, repeats)
     print_table("tlscopes time over peers' (same weights, same input, 128 tokens)", report["peers"])
     if not args.skip_memory:
-        report["memory"] = bench_memory(args.kind)
+        report["memory"] = bench_memory()
         print_table("memory, attribution over 2,048 tokens", report["memory"])
     if args.json:
         with open(args.json, "w") as handle:
