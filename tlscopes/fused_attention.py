@@ -8,7 +8,8 @@ a layer together. :func:`torch.nn.functional.scaled_dot_product_attention` compu
 z in one fused kernel (forward and backward) and skips the masked half.
 
 :func:`fused_attention` swaps each attention module's ``forward`` for one that does that, for
-the duration of a ``with`` block, on the attention modules where it is exact: causal, no KV
+the duration of a ``with`` block, on the attention modules where it is exact: TransformerLens'
+own ``Attention`` and ``GroupedQueryAttention`` (not subclasses), causal, no KV
 cache, no attention mask or positional bias, none of the variants TransformerLens implements
 inside the explicit path (ALiBi, relative bias, sliding windows, soft-capping, attention sinks,
 QK clipping or OLMo norms, log-n scaling, per-head results, 4-bit weights). Everywhere else,
@@ -55,6 +56,11 @@ def module_supports_fusion(attention: Any) -> bool:
     Checks the configuration only; per-call conditions (a cache, a mask, hooks on the score and
     pattern hook points) are checked on each call.
     """
+    from transformer_lens.components import Attention, GroupedQueryAttention
+
+    # Subclasses may compute attention their own way; only these two are known to be mirrored.
+    if type(attention) not in (Attention, GroupedQueryAttention):
+        return False
     cfg = attention.cfg
     direction = getattr(attention, "_attention_dir_override", None) or cfg.attention_dir
     softcap = getattr(cfg, "attn_scores_soft_cap", None)

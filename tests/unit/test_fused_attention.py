@@ -132,3 +132,22 @@ def test_a_bridge_is_left_alone():
     bridge = helpers.build_bridge()
     with fused_attention(bridge) as switched:
         assert switched == 0
+
+
+def test_an_attention_subclass_keeps_its_own_forward():
+    from transformer_lens.components import Attention
+
+    model = helpers.build_hooked()
+
+    class Custom(Attention):
+        pass
+
+    block = model.blocks[0]
+    original_class = type(block.attn)
+    block.attn.__class__ = Custom
+    try:
+        assert not module_supports_fusion(block.attn)
+        with fused_attention(model) as switched:
+            assert switched == model.cfg.n_layers - 1
+    finally:
+        block.attn.__class__ = original_class
