@@ -63,5 +63,5 @@ def scores_for(J: torch.Tensor, vectors: torch.Tensor, weights: torch.Tensor | N
     projected = torch.einsum("dr,dte->rte", vectors.double(), J.double())  # [r, pos, d_model]
     squared = projected.pow(2).sum(-1)
     if weights is None:
-        weights = torch.ones(vectors.shape[1], dtype=torch.float64)
+        weights = torch.ones(vectors.shape[1], dtype=torch.float64, device=vectors.device)
     return (weights[:, None] * squared).sum(0).sqrt()
