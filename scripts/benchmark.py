@@ -219,24 +219,30 @@ def bench_integrated_gradients(model: Any, repeats: int) -> dict | None:
     }
 
 
-def bench_peers(model: Any, repeats: int) -> list[dict]:
-    """captum and inseq on the Hugging Face model that the bridge wraps (same weights)."""
-    rows: list[dict] = []
-    try:
-        baselines = importlib.import_module("tlscopes.baselines")
-    except ModuleNotFoundError:
-        return rows
-    hf_model = getattr(model, "original_model", None)
-    if hf_model is None:
-        return rows
-    tokens = tokens_of_length(model, 128)
-    target = ts.scopes.resolve_token(model, " the")
-    ours_ixg = median_time(
-        lambda: baselines.input_x_gradient(model, tokens, target=target), repeats
-    )
-    ours_ig = median_time(
-        lambda: baselines.integrated_gradients(model, tokens, target=target, n_steps=32), repeats
-    )
+def bench_peers(bridge: Any, repeats: int, hooked: Any = None) -> list[dict]:
+    """Input x Gradient and Integrated Gradients (32 points) through tlscopes, captum and inseq.
+
+    The peers run on the Hugging Face model that the bridge wraps (the same weights; captum
+    through a function of the input embeddings, inseq through its own model wrapper), on the
+    same 128 tokens and target. One row per implementation; peer rows also give each tlscopes
+    model kind's time over theirs (below 1: tlscopes is faster).
+    """
+    baselines = importlib.import_module("tlscopes.baselines")
+    hf_model = bridge.original_model
+    tokens = tokens_of_length(bridge, 128)
+    target = ts.scopes.resolve_token(bridge, " the")
+    ours: dict[str, tuple[float, float]] = {}
+    for label, model in (("bridge", bridge), ("hooked", hooked)):
+        if model is None:
+            continue
+        ours[label] = (
+            median_time(lambda: baselines.input_x_gradient(model, tokens, target=target), repeats),
+            median_time(
+                lambda: baselines.integrated_gradients(model, tokens, target=target, n_steps=32),
+                repeats,
+            ),
+        )
+    peers: dict[str, tuple[float, float] | str] = {}
     embed = hf_model.get_input_embeddings()
 
     def logit_of(embeds: torch.Tensor) -> torch.Tensor:
@@ -245,60 +251,64 @@ def bench_peers(model: Any, repeats: int) -> list[dict]:
     try:
         from captum.attr import InputXGradient, IntegratedGradients
     except ImportError:
-        rows.append({"peer": "captum", "skipped": "not installed"})
+        peers["captum"] = "not installed"
     else:
         with torch.no_grad():
             embeds = embed(tokens)
         ixg = InputXGradient(logit_of)
         ig = IntegratedGradients(logit_of)
-        peer_ixg = median_time(lambda: ixg.attribute(embeds.clone()), repeats)
-        peer_ig = median_time(
-            lambda: ig.attribute(
-                embeds.clone(), baselines=embeds * 0, n_steps=32, internal_batch_size=32
+        peers["captum"] = (
+            median_time(lambda: ixg.attribute(embeds.clone()), repeats),
+            median_time(
+                lambda: ig.attribute(
+                    embeds.clone(), baselines=embeds * 0, n_steps=32, internal_batch_size=32
+                ),
+                repeats,
             ),
-            repeats,
-        )
-        rows.append(
-            {
-                "peer": "captum",
-                "input_x_gradient_ratio": ours_ixg / peer_ixg,
-                "integrated_gradients_ratio": ours_ig / peer_ig,
-                "peer_ixg_s": peer_ixg,
-                "peer_ig_s": peer_ig,
-                "ours_ixg_s": ours_ixg,
-                "ours_ig_s": ours_ig,
-            }
         )
     try:
         import inseq
     except ImportError:
-        rows.append({"peer": "inseq", "skipped": "not installed"})
+        peers["inseq"] = "not installed"
     else:
-        text = model.to_string(tokens[0, 1:])
-        full = text + model.to_single_str_token(target)
-        timings = {}
+        text = bridge.to_string(tokens[0, 1:])
+        full = text + bridge.to_single_str_token(target)
+        seconds = []
         for method, kwargs in (
             ("input_x_gradient", {}),
             ("integrated_gradients", {"n_steps": 32, "internal_batch_size": 32}),
         ):
-            wrapped = inseq.load_model(hf_model, method, tokenizer=model.tokenizer)
-            timings[method] = median_time(
-                lambda wrapped=wrapped, kwargs=kwargs: wrapped.attribute(
-                    text, full, show_progress=False, **kwargs
-                ),
-                repeats,
+            wrapped = inseq.load_model(hf_model, method, tokenizer=bridge.tokenizer)
+            seconds.append(
+                median_time(
+                    lambda wrapped=wrapped, kwargs=kwargs: wrapped.attribute(
+                        text, full, show_progress=False, **kwargs
+                    ),
+                    repeats,
+                )
             )
-        rows.append(
-            {
-                "peer": "inseq",
-                "input_x_gradient_ratio": ours_ixg / timings["input_x_gradient"],
-                "integrated_gradients_ratio": ours_ig / timings["integrated_gradients"],
-                "peer_ixg_s": timings["input_x_gradient"],
-                "peer_ig_s": timings["integrated_gradients"],
-                "ours_ixg_s": ours_ixg,
-                "ours_ig_s": ours_ig,
-            }
-        )
+        peers["inseq"] = (seconds[0], seconds[1])
+    rows: list[dict] = [
+        {
+            "implementation": f"tlscopes ({kind})",
+            "input_x_gradient_s": a,
+            "integrated_gradients_s": b,
+        }
+        for kind, (a, b) in ours.items()
+    ]
+    for peer, result in peers.items():
+        if isinstance(result, str):
+            rows.append({"implementation": peer, "skipped": result})
+            continue
+        row: dict[str, Any] = {
+            "implementation": peer,
+            "input_x_gradient_s": result[0],
+            "integrated_gradients_s": result[1],
+        }
+        for kind, (a, b) in ours.items():
+            row[f"{kind}_over_this_ixg"] = a / result[0]
+            row[f"{kind}_over_this_ig"] = b / result[1]
+        rows.append(row)
     return rows
 
 
@@ -394,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         report[key] = run()
         print_table(title, report[key])
     bridge = model if ts.models.is_bridge(model) else ts.load_model(kind="bridge")
-    report["peers"] = bench_peers(bridge, repeats)
+    hooked = None if ts.models.is_bridge(model) else model
+    report["peers"] = bench_peers(bridge, repeats, hooked)
     print_table("tlscopes time over peers' (same weights, same input, 128 tokens)", report["peers"])
     if not args.skip_memory:
         report["memory"] = bench_memory()
