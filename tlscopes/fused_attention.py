@@ -129,37 +129,150 @@ def _fused_forward(
     return F.linear(z, w.to(z.device), attention.b_O.to(z.device))
 
 
+def bridge_module_supports_fusion(attention: Any) -> bool:
+    """Whether the fused kernel gives exactly this TransformerBridge attention (hooks aside).
+
+    Only the plain rotary self-attention of Llama-like models (TransformerLens 4.x's
+    ``PositionEmbeddingsAttentionBridge`` itself, not a subclass) with none of the variants its
+    forward pass implements inline: split QKV inputs, gated queries, key multipliers, QK norms
+    or clipping, soft-capping, attention sinks, sliding windows, Llama-4 query scaling,
+    non-standard rotary layouts, per-head results. Per-call conditions are checked on each call
+    (no cache, a plain causal mask, no hooks on scores or pattern, not float64: the bridge takes
+    its softmax in float32, which the fused kernel would not reproduce for a float64 model).
+    """
+    try:
+        from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (  # noqa: E501
+            PositionEmbeddingsAttentionBridge,
+        )
+    except ImportError:
+        return False
+    if type(attention) is not PositionEmbeddingsAttentionBridge:
+        return False
+    hf_attention = getattr(attention, "original_component", None)
+    config = attention.config
+    hf_config = getattr(hf_attention, "config", None)
+    rope = getattr(hf_config, "rope_parameters", None)
+    return (
+        hf_attention is not None
+        and getattr(attention, "is_causal", False)
+        and not getattr(attention, "is_cross_attention", True)
+        and getattr(hf_attention, "is_causal", True)
+        and set(attention.submodules) == {"q", "k", "v", "o"}
+        and attention._modules.get("gate") is None
+        and not any(
+            getattr(config, flag, False)
+            for flag in (
+                "use_split_qkv_input",
+                "use_attn_in",
+                "gated_q_proj",
+                "use_attn_result",
+                "rotary_interleaved_cos_sin",
+                "rotary_adjacent_pairs",
+                "qk_norm_after_rope",
+            )
+        )
+        and all(
+            getattr(hf_attention, name, None) is None
+            for name in ("key_multiplier", "sinks", "attn_logit_softcapping", "sliding_window")
+        )
+        and getattr(hf_config, "clip_qkv", None) is None
+        and not (isinstance(rope, dict) and rope.get("llama_4_scaling_beta") is not None)
+    )
+
+
+def _is_plain_causal_mask(mask: Tensor | None, length: int) -> bool:
+    """True for no mask or a 4-D mask that only hides the future (no padding, no window)."""
+    if mask is None:
+        return True
+    if mask.ndim != 4 or mask.shape[-1] != length or mask.shape[-2] != length:
+        return False
+    future = torch.ones(length, length, dtype=torch.bool, device=mask.device).triu(1)
+    if mask.dtype == torch.bool:
+        return bool((mask == ~future).all())
+    hidden = mask <= torch.finfo(mask.dtype).min / 2
+    return bool((hidden == future).all()) and bool((mask.masked_fill(future, 0) == 0).all())
+
+
+def _bridge_fused_forward(attention: Any, original: Any, *args: Any, **kwargs: Any) -> Any:
+    hidden_states = kwargs.get("hidden_states", args[0] if args else None)
+    position_embeddings = kwargs.get("position_embeddings")
+    if (
+        attention.training
+        or not isinstance(hidden_states, Tensor)
+        or hidden_states.ndim != 3
+        # The bridge takes its softmax in float32; for a float64 model the fused kernel would be
+        # more precise than the bridge itself, so it would not give the bridge's numbers.
+        or hidden_states.dtype == torch.float64
+        or any(kwargs.get(name) is not None for name in ("past_key_values", "layer_past"))
+        or kwargs.get("cycle_offset")
+        or not (isinstance(position_embeddings, tuple) and len(position_embeddings) == 2)
+        or position_embeddings[0].shape[-1] != attention.original_component.head_dim
+        or not _is_plain_causal_mask(kwargs.get("attention_mask"), hidden_states.shape[1])
+        or _has_hooks(attention.hook_attn_scores)
+        or _has_hooks(attention.hook_pattern)
+    ):
+        return original(*args, **kwargs)
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    hf_attention = attention.original_component
+    head_dim = hf_attention.head_dim
+    hidden_states = attention.hook_in(hidden_states)
+    batch, pos = hidden_states.shape[:2]
+    q, k, v = (
+        projection(hidden_states).view(batch, pos, -1, head_dim).transpose(1, 2)
+        for projection in (attention.q, attention.k, attention.v)
+    )
+    cos, sin = attention._apply_position_embedding_hooks(position_embeddings)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    q, k = attention.hook_rot_q(q), attention.hook_rot_k(k)
+    groups = getattr(hf_attention, "num_key_value_groups", 1)
+    if groups > 1:
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    z = F.scaled_dot_product_attention(
+        q, k, v.to(q.dtype), is_causal=True, scale=getattr(hf_attention, "scaling", None)
+    )  # [batch, head_index, pos, d_head]
+    z = z.transpose(1, 2).reshape(batch, pos, -1)
+    out = attention.hook_out(attention.o(z))
+    return out, None
+
+
 def _attention_modules(model: Any) -> list[Any]:
     return [block.attn for block in getattr(model, "blocks", [])]
 
 
 @contextlib.contextmanager
 def fused_attention(model: Any) -> Iterator[int]:
-    """Runs a HookedTransformer's causal attention through the fused SDPA kernel inside the block.
+    """Runs a model's causal attention through the fused SDPA kernel inside the block.
 
-    Yields the number of attention modules switched (0 for a TransformerBridge or a model where
-    no module qualifies, see :func:`module_supports_fusion`). Each module's own ``forward`` is
+    Works on a HookedTransformer (:func:`module_supports_fusion`) and on the Llama-like
+    attention of a TransformerBridge (:func:`bridge_module_supports_fusion`). Yields the number
+    of attention modules switched (0 where none qualifies). Each module's own ``forward`` is
     restored on exit, also after an error.
     """
-    from tlscopes.models import hooked_transformer_class
+    from tlscopes.models import hooked_transformer_class, is_bridge
 
     hooked = hooked_transformer_class()
-    if hooked is None or not isinstance(model, hooked):
+    if hooked is not None and isinstance(model, hooked):
+        supports, fused = module_supports_fusion, _fused_forward
+    elif is_bridge(model):
+        supports, fused = bridge_module_supports_fusion, _bridge_fused_forward
+    else:
         yield 0
         return
     switched = []
     try:
         for attention in _attention_modules(model):
-            if not module_supports_fusion(attention) or "forward" in attention.__dict__:
+            if not supports(attention) or "forward" in attention.__dict__:
                 continue
             original = attention.forward
 
             def forward(*args: Any, attention: Any = attention, original: Any = original, **kw):
-                return _fused_forward(attention, original, *args, **kw)
+                return fused(attention, original, *args, **kw)
 
-            attention.forward = forward
+            # Straight into the instance dict: bridge components route attribute writes elsewhere.
+            object.__setattr__(attention, "forward", forward)
             switched.append(attention)
         yield len(switched)
     finally:
         for attention in switched:
-            del attention.forward
+            object.__delattr__(attention, "forward")

@@ -79,9 +79,7 @@ def test_hooked_and_bridge_agree_on_the_real_model():
         )
 
 
-@pytest.mark.skipif(not HAS_HOOKED, reason="fused attention is for HookedTransformer (3.x)")
-def test_fused_attention_gives_the_explicit_attention_scores_on_the_real_model():
-    model = ts.load_model(kind="hooked")
+def test_fused_attention_gives_the_explicit_attention_scores_on_the_real_model(model):
     text = " ".join([PROMPT, "Paris. The capital of Italy is Rome, and the capital of"] * 6)
     fused = ts.attribute(model, text, ts.FisherScope())
     # A hook on the attention pattern keeps TransformerLens' explicit attention in every layer.

@@ -1,4 +1,5 @@
-"""The fused attention path gives TransformerLens' own attention, and steps aside where it can't."""
+"""HookedTransformer: the fused attention path gives TransformerLens' own attention, and steps
+aside where it can't. (TransformerBridge: test_fused_attention_bridge.py.)"""
 
 from __future__ import annotations
 
@@ -126,12 +127,6 @@ def test_restored_after_an_error_inside_the_forward_pass():
             ts.attribute(model, PROMPTS[0], ts.TemperatureScope())
     assert not any("forward" in block.attn.__dict__ for block in model.blocks)
     assert not any(hook_point._forward_hooks for hook_point in model.hook_dict.values())
-
-
-def test_a_bridge_is_left_alone():
-    bridge = helpers.build_bridge()
-    with fused_attention(bridge) as switched:
-        assert switched == 0
 
 
 def test_an_attention_subclass_keeps_its_own_forward():

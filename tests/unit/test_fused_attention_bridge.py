@@ -1,0 +1,119 @@
+"""TransformerBridge: fused attention gives the bridge's own attention, and steps aside where it
+can't."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tlscopes as ts
+from tests import helpers
+from tlscopes.fused_attention import bridge_module_supports_fusion, fused_attention
+
+PROMPTS = ["the capital of france is paris and the capital of italy is", "one two three four"]
+
+
+def pattern_hook_filter(name: str) -> bool:
+    return name.endswith("hook_pattern")
+
+
+def no_op(tensor, *, hook):
+    return tensor
+
+
+@pytest.fixture(scope="module")
+def bridge():
+    # Tiny Llama (RMSNorm, rotary, grouped-query attention) in float32: the bridge takes its
+    # softmax in float32, so that is the precision both paths share.
+    return helpers.build_bridge(helpers.build_hf_llama(dtype=torch.float32))
+
+
+def test_every_llama_attention_is_switched_and_restored(bridge):
+    with fused_attention(bridge) as switched:
+        assert switched == bridge.cfg.n_layers
+    assert not any("forward" in block.attn.__dict__ for block in bridge.blocks)
+
+
+def test_logits_equal_the_bridge_attention(bridge):
+    tokens = bridge.to_tokens(PROMPTS[0])
+    with torch.no_grad():
+        expected = bridge(tokens)
+        with fused_attention(bridge):
+            actual = bridge(tokens)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "scope", [ts.FisherScope(rank=2), ts.TemperatureScope(), ts.SemanticScope(" rome")]
+)
+def test_scores_equal_the_bridge_attention_path(bridge, scope):
+    fused = ts.attribute(bridge, PROMPTS, scope)
+    with bridge.hooks(fwd_hooks=[(pattern_hook_filter, no_op)]):
+        explicit = ts.attribute(bridge, PROMPTS, scope)
+    torch.testing.assert_close(fused.scores, explicit.scores, rtol=1e-5, atol=1e-7)
+
+
+def record_hook_names(bridge, hook_filter) -> list[str]:
+    seen = []
+
+    def record(tensor, *, hook):
+        seen.append(hook.name)
+        return tensor
+
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[(hook_filter, record)]):
+        with fused_attention(bridge):
+            bridge(bridge.to_tokens(PROMPTS[0]))
+    return seen
+
+
+def test_every_hook_but_scores_and_pattern_fires_as_on_the_bridge_path(bridge):
+    # A hook on every point, the pattern included, keeps the bridge's own attention everywhere.
+    everything = record_hook_names(bridge, lambda name: True)
+    internals = ("hook_pattern", "hook_attn_scores")
+    assert any(name.endswith(internals) for name in everything)
+    fused = record_hook_names(bridge, lambda name: not name.endswith(internals))
+    assert fused == [name for name in everything if not name.endswith(internals)]
+    assert any(name.endswith("hook_rot_q") for name in fused)
+
+
+def test_padding_masks_keep_the_bridge_attention(bridge):
+    # A mask that hides a key the causal mask would show is not the plain causal mask.
+    from tlscopes.fused_attention import _is_plain_causal_mask
+
+    length = 5
+    causal = torch.zeros(1, 1, length, length)
+    causal.masked_fill_(torch.ones(length, length, dtype=torch.bool).triu(1), torch.finfo().min)
+    assert _is_plain_causal_mask(causal, length)
+    assert _is_plain_causal_mask(None, length)
+    padded = causal.clone()
+    padded[..., 0] = float("-inf")
+    assert not _is_plain_causal_mask(padded, length)
+    assert not _is_plain_causal_mask(causal[..., :4], length)
+    assert _is_plain_causal_mask(causal == 0, length)
+
+
+def test_a_float64_bridge_keeps_its_own_attention():
+    # Switched, but every call runs the bridge's own forward (its float32 softmax included), so
+    # scores are bit-identical to the explicit path: the exactness tests see the bridge itself.
+    bridge64 = helpers.build_bridge()
+    plain = ts.attribute(bridge64, PROMPTS, ts.TemperatureScope())
+    with bridge64.hooks(fwd_hooks=[(pattern_hook_filter, no_op)]):
+        explicit = ts.attribute(bridge64, PROMPTS, ts.TemperatureScope())
+    torch.testing.assert_close(plain.scores, explicit.scores, rtol=0, atol=0)
+
+
+def test_a_gpt2_bridge_keeps_its_own_attention():
+    gpt2 = helpers.build_bridge(helpers.build_hf_gpt2())
+    assert not bridge_module_supports_fusion(gpt2.blocks[0].attn)
+    with fused_attention(gpt2) as switched:
+        assert switched == 0
+
+
+def test_restored_after_an_error_inside_the_forward_pass(bridge):
+    def fail(tensor, *, hook):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with bridge.hooks(fwd_hooks=[("blocks.1.attn.hook_z", fail)]):
+            ts.attribute(bridge, PROMPTS[0], ts.TemperatureScope())
+    assert not any("forward" in block.attn.__dict__ for block in bridge.blocks)
