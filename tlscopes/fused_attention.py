@@ -1,25 +1,27 @@
-"""Fused causal attention for HookedTransformer forward passes that tlscopes runs itself.
+"""Fused causal attention for the forward passes tlscopes runs itself.
 
 TransformerLens computes attention explicitly so that ``hook_attn_scores`` and ``hook_pattern``
-can see the [batch, head, query, key] tensors: scores = q k^T / scale, a causal ``where``, a
+can see the [batch, head, query, key] tensors: scores = q k^T / scale, a causal mask, a
 softmax, a NaN scrub, then pattern @ v. At 1,024 tokens those elementwise passes over
 head x pos x pos tensors, and their backward passes, cost about as much as every other part of
 a layer together. :func:`torch.nn.functional.scaled_dot_product_attention` computes the same
 z in one fused kernel (forward and backward) and skips the masked half.
 
 :func:`fused_attention` swaps each attention module's ``forward`` for one that does that, for
-the duration of a ``with`` block, on the attention modules where it is exact: TransformerLens'
-own ``Attention`` and ``GroupedQueryAttention`` (not subclasses), causal, no KV
-cache, no attention mask or positional bias, none of the variants TransformerLens implements
-inside the explicit path (ALiBi, relative bias, sliding windows, soft-capping, attention sinks,
-QK clipping or OLMo norms, log-n scaling, per-head results, 4-bit weights). Everywhere else,
-and whenever a hook is attached to ``hook_attn_scores`` or ``hook_pattern`` (which the fused
-kernel would silently skip), the module's own forward runs. Every other hook point
+the duration of a ``with`` block, on the attention modules where it is exact:
+
+* HookedTransformer: TransformerLens' own ``Attention`` and ``GroupedQueryAttention`` (not
+  subclasses), causal, with none of the variants TransformerLens implements inside the explicit
+  path (ALiBi, relative bias, sliding windows, soft-capping, attention sinks, QK clipping or
+  OLMo norms, log-n scaling, per-head results, 4-bit weights);
+* TransformerBridge: the plain rotary attention of Llama-like models
+  (:func:`bridge_module_supports_fusion`), in float32 or lower precision.
+
+On each call it also needs no KV cache and no attention mask beyond the causal one. Everywhere
+else, and whenever a hook is attached to ``hook_attn_scores`` or ``hook_pattern`` (which the
+fused kernel would silently skip), the module's own forward runs. Every other hook point
 (``hook_q``, ``hook_k``, ``hook_v``, ``hook_rot_q``, ``hook_rot_k``, ``hook_z`` and all outside
 attention) fires as usual.
-
-TransformerBridge (TransformerLens 4.x) models are left alone: their attention is a different
-implementation, and they run their own forward.
 """
 
 from __future__ import annotations
