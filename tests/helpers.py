@@ -170,3 +170,25 @@ def hooked_from_hf(hf_model: Any) -> Any:
         name = "tiny-" + hf_model.config.model_type
         model = _hooked_from_hf(directory, hf_model, build_tokenizer(), dtype, name)
     return model.eval()
+
+
+def _unchanged(tensor: torch.Tensor, *, hook: Any) -> torch.Tensor:
+    return tensor
+
+
+def explicit_attention(model: Any) -> Any:
+    """A context with a no-op hook on every hook_pattern, so tlscopes' fused attention steps
+    aside and every module runs its own (explicit) attention."""
+    return model.hooks(fwd_hooks=[(lambda name: name.endswith("hook_pattern"), _unchanged)])
+
+
+def fused_and_explicit_logits(model: Any, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits for `text` with fused attention and with its own attention."""
+    from tlscopes.fused_attention import fused_attention
+
+    tokens = model.to_tokens(text)
+    with torch.no_grad():
+        explicit = model(tokens)
+        with fused_attention(model):
+            fused = model(tokens)
+    return fused, explicit

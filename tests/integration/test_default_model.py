@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tlscopes as ts
+from tests import helpers
 from tests.models import HAS_HOOKED
 
 pytestmark = pytest.mark.integration
@@ -82,8 +83,7 @@ def test_hooked_and_bridge_agree_on_the_real_model():
 def test_fused_attention_gives_the_explicit_attention_scores_on_the_real_model(model):
     text = " ".join([PROMPT, "Paris. The capital of Italy is Rome, and the capital of"] * 6)
     fused = ts.attribute(model, text, ts.FisherScope())
-    # A hook on the attention pattern keeps TransformerLens' explicit attention in every layer.
-    with model.hooks(fwd_hooks=[(lambda name: name.endswith("hook_pattern"), lambda t, hook: t)]):
+    with helpers.explicit_attention(model):
         explicit = ts.attribute(model, text, ts.FisherScope())
     torch.testing.assert_close(fused.scores, explicit.scores, rtol=1e-4, atol=1e-6)
     assert fused.top_tokens == explicit.top_tokens

@@ -27,14 +27,6 @@ HOOKED_VARIANTS = {
 }
 
 
-def pattern_hook_filter(name: str) -> bool:
-    return name.endswith("hook_pattern")
-
-
-def no_op(tensor, *, hook):
-    return tensor
-
-
 @pytest.fixture(scope="module", params=sorted(HOOKED_VARIANTS))
 def hooked(request):
     return helpers.build_hooked(**HOOKED_VARIANTS[request.param])
@@ -48,11 +40,7 @@ def test_every_module_of_a_plain_causal_model_is_switched_and_restored(hooked):
 
 
 def test_logits_equal_the_explicit_attention(hooked):
-    tokens = hooked.to_tokens(PROMPTS[0])
-    with torch.no_grad():
-        expected = hooked(tokens)
-        with fused_attention(hooked):
-            actual = hooked(tokens)
+    actual, expected = helpers.fused_and_explicit_logits(hooked, PROMPTS[0])
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -61,8 +49,7 @@ def test_logits_equal_the_explicit_attention(hooked):
 )
 def test_scores_equal_the_explicit_attention_path(hooked, scope):
     fused = ts.attribute(hooked, PROMPTS, scope)
-    # A hook on hook_pattern makes every module run TransformerLens' own attention.
-    with hooked.hooks(fwd_hooks=[(pattern_hook_filter, no_op)]):
+    with helpers.explicit_attention(hooked):
         explicit = ts.attribute(hooked, PROMPTS, scope)
     torch.testing.assert_close(fused.scores, explicit.scores, rtol=1e-10, atol=1e-12)
 
@@ -75,7 +62,7 @@ def test_hooks_on_the_pattern_still_fire():
         seen.append(hook.name)
         return tensor
 
-    with model.hooks(fwd_hooks=[(pattern_hook_filter, record)]):
+    with model.hooks(fwd_hooks=[(lambda name: name.endswith("hook_pattern"), record)]):
         ts.attribute(model, PROMPTS[0], ts.TemperatureScope())
     assert seen == [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
 
@@ -108,11 +95,7 @@ def test_variants_the_kernel_cannot_express_keep_their_own_forward():
     assert [module_supports_fusion(block.attn) for block in local.blocks] == [True, False]
     with fused_attention(local) as switched:
         assert switched == 1
-    tokens = local.to_tokens(PROMPTS[0])
-    with torch.no_grad():
-        expected = local(tokens)
-        with fused_attention(local):
-            actual = local(tokens)
+    actual, expected = helpers.fused_and_explicit_logits(local, PROMPTS[0])
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
 
 

@@ -13,14 +13,6 @@ from tlscopes.fused_attention import bridge_module_supports_fusion, fused_attent
 PROMPTS = ["the capital of france is paris and the capital of italy is", "one two three four"]
 
 
-def pattern_hook_filter(name: str) -> bool:
-    return name.endswith("hook_pattern")
-
-
-def no_op(tensor, *, hook):
-    return tensor
-
-
 @pytest.fixture(scope="module")
 def bridge():
     # Tiny Llama (RMSNorm, rotary, grouped-query attention) in float32: the bridge takes its
@@ -35,11 +27,7 @@ def test_every_llama_attention_is_switched_and_restored(bridge):
 
 
 def test_logits_equal_the_bridge_attention(bridge):
-    tokens = bridge.to_tokens(PROMPTS[0])
-    with torch.no_grad():
-        expected = bridge(tokens)
-        with fused_attention(bridge):
-            actual = bridge(tokens)
+    actual, expected = helpers.fused_and_explicit_logits(bridge, PROMPTS[0])
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -48,7 +36,7 @@ def test_logits_equal_the_bridge_attention(bridge):
 )
 def test_scores_equal_the_bridge_attention_path(bridge, scope):
     fused = ts.attribute(bridge, PROMPTS, scope)
-    with bridge.hooks(fwd_hooks=[(pattern_hook_filter, no_op)]):
+    with helpers.explicit_attention(bridge):
         explicit = ts.attribute(bridge, PROMPTS, scope)
     torch.testing.assert_close(fused.scores, explicit.scores, rtol=1e-5, atol=1e-7)
 
@@ -97,7 +85,7 @@ def test_a_float64_bridge_keeps_its_own_attention():
     # scores are bit-identical to the explicit path: the exactness tests see the bridge itself.
     bridge64 = helpers.build_bridge()
     plain = ts.attribute(bridge64, PROMPTS, ts.TemperatureScope())
-    with bridge64.hooks(fwd_hooks=[(pattern_hook_filter, no_op)]):
+    with helpers.explicit_attention(bridge64):
         explicit = ts.attribute(bridge64, PROMPTS, ts.TemperatureScope())
     torch.testing.assert_close(plain.scores, explicit.scores, rtol=0, atol=0)
 
