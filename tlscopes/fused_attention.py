@@ -151,7 +151,7 @@ def bridge_module_supports_fusion(attention: Any) -> bool:
     if type(attention) is not PositionEmbeddingsAttentionBridge:
         return False
     hf_attention = getattr(attention, "original_component", None)
-    config = attention.config
+    config = getattr(attention, "config", None)
     hf_config = getattr(hf_attention, "config", None)
     rope = getattr(hf_config, "rope_parameters", None)
     return (
@@ -159,8 +159,13 @@ def bridge_module_supports_fusion(attention: Any) -> bool:
         and getattr(attention, "is_causal", False)
         and not getattr(attention, "is_cross_attention", True)
         and getattr(hf_attention, "is_causal", True)
-        and set(attention.submodules) == {"q", "k", "v", "o"}
+        and set(getattr(attention, "submodules", ())) == {"q", "k", "v", "o"}
         and attention._modules.get("gate") is None
+        and all(
+            hasattr(attention, name)
+            for name in ("hook_in", "hook_out", "hook_rot_q", "hook_rot_k", "hook_cos")
+        )
+        and callable(getattr(attention, "_apply_position_embedding_hooks", None))
         and not any(
             getattr(config, flag, False)
             for flag in (
