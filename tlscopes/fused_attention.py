@@ -52,6 +52,11 @@ def _has_hooks(hook_point: Any) -> bool:
     )
 
 
+def _scores_or_pattern_hooked(attention: Any) -> bool:
+    # The fused kernel never forms scores or pattern, so hooks there need the module's own path.
+    return _has_hooks(attention.hook_attn_scores) or _has_hooks(attention.hook_pattern)
+
+
 def module_supports_fusion(attention: Any) -> bool:
     """Whether the fused kernel gives exactly this module's attention (hooks aside).
 
@@ -96,8 +101,7 @@ def _fused_forward(
         or additive_attention_mask is not None
         or attention_mask is not None
         or position_bias is not None
-        or _has_hooks(attention.hook_attn_scores)
-        or _has_hooks(attention.hook_pattern)
+        or _scores_or_pattern_hooked(attention)
     ):
         return original(
             query_input,
@@ -215,8 +219,7 @@ def _bridge_fused_forward(attention: Any, original: Any, *args: Any, **kwargs: A
         or not (isinstance(position_embeddings, tuple) and len(position_embeddings) == 2)
         or position_embeddings[0].shape[-1] != attention.original_component.head_dim
         or not _is_plain_causal_mask(kwargs.get("attention_mask"), hidden_states.shape[1])
-        or _has_hooks(attention.hook_attn_scores)
-        or _has_hooks(attention.hook_pattern)
+        or _scores_or_pattern_hooked(attention)
     ):
         return original(*args, **kwargs)
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
