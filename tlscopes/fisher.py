@@ -21,16 +21,18 @@ dozens of products from a random start.
    column's share of F is p_i ||w_i - w_bar||^2. Splitting the vocabulary into a head H (the
    highest-p tokens) and the tail T gives F = F_H + F_T with both parts positive semi-definite,
    and ||F_T|| <= trace(F_T) = t = sum_T p_i ||w_i - w_bar||^2, which needs the column norms
-   (one pass over W_U, fused with w_bar = W_U p) and no product with F. The head's eigenpairs
+   and w_bar = W_U p (both taken in the pass of step 2's first product) but no product with F
+   of its own. The head's eigenpairs
    (mu_j, v_j) come from the small k x k Gram matrix B_H^T B_H (k <= 512 << d_vocab), in
    float64. Weyl's inequality gives mu_j <= lambda_j <= mu_j + t, the residual of v_j is
    ||F v_j - mu_j v_j|| = ||F_T v_j|| <= t, and Davis-Kahan gives
    sin angle(v_j, u_j) <= t / (gap_j - t). When t <= tol * mu_1 (growing the head if the tail
    estimate says a larger one would do) the head answer is returned after that single pass,
    provably exact to the tolerance: t is padded by the rounding of its inputs so that it stays
-   an upper bound. This decides peaked distributions; a tail holding more than 1% of the mass
-   beyond the 512 largest p_i would need its columns within a few percent of w_bar to pass, so
-   then the pass for the column norms is skipped.
+   an upper bound. This decides very peaked distributions. The column norms cost a few ms in
+   that pass, so they are taken only when the tail beyond the 512 largest p_i, times a typical
+   ||w_i - w_bar||^2 of the head, comes within 10x of tol * mu_1 (a guess that only decides
+   whether the certificate is tried; real next-token distributions rarely get that close).
 
 2. Warm-started block Krylov. Real distributions mostly carry a few percent of their mass in a
    long tail, too much for that bound but little enough that the head's leading vectors are
@@ -86,8 +88,8 @@ _MAX_HEAD_SIZE = 512
 # matrix-matrix pass, and separate the wanted eigenvalues from the rest of the spectrum.
 _OVERSAMPLE = 4
 _MAX_STEPS = 60
-# Tail mass beyond the largest head above which the head certificate is not tried (see the
-# module docstring), sparing its pass over W_U for the column norms.
+# Tail mass beyond the largest head above which the head certificate is never tried (see the
+# module docstring), sparing the column norms in the first pass over W_U.
 _LIGHT_TAIL = 1e-2
 _LOOSE_TOLERANCE = 1e-4
 
@@ -209,37 +211,26 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
     rest[leading] = 0
     count = min(rank + _OVERSAMPLE, W.shape[0])
 
-    if 1 - float(weights[leading].sum()) <= _LIGHT_TAIL:
-        # Only a light tail can pass the certificate; it needs w_bar and the column norms first.
-        rest_sum, column_norms = _weighted_sum_and_column_norms(W, rest)
-        rest_sum = rest_sum / total
-        problem = _Problem(W, p, total, weights, order, leading_sum + rest_sum, rest_sum)
-        _check_finite(problem.w_bar, column_norms)
-        head_size = min(p.numel(), _HEAD_SIZE)
-        while True:
-            head = order[:head_size]
-            values, vectors = _head_eigenpairs(W, weights, problem.w_bar, head, count)
-            if _tail_trace(problem, column_norms, head_size) <= tolerance * float(values[0]):
-                # Weyl: mu_j <= lambda_j <= mu_j + t; every head vector's residual is <= t.
-                return _finish(values[:rank], vectors[:, :rank], W_U.dtype)
-            target = tolerance * float(values[0]) / 2
-            grown = _grown_head_size(problem, column_norms, target)
-            if grown <= head_size or grown > _MAX_HEAD_SIZE:
-                break
-            head_size = grown
-        basis = _starting_basis(vectors)
-        images = _apply_fisher(problem, basis)
-    else:
-        # A heavy tail: skip that pass. The warm start is centred on the head's own mean, and
-        # w_bar comes out of the first product's pass over W.
-        centre = leading_sum / weights[leading].sum()
-        _, vectors = _head_eigenpairs(W, weights, centre, order[:_HEAD_SIZE], count)
-        basis = _starting_basis(vectors)
-        second_moment, rest_sum = _second_moment_times(W, p, basis, rest)
-        rest_sum = rest_sum / total
-        problem = _Problem(W, p, total, weights, order, leading_sum + rest_sum, rest_sum)
-        _check_finite(problem.w_bar, second_moment)
-        images = second_moment / total - torch.outer(problem.w_bar, problem.w_bar @ basis)
+    # The warm start is centred on the head's own mean (w_bar is not known yet). One pass over
+    # W then gives F's second moment times the start, the rest of w_bar, and, where the tail is
+    # light enough for the head certificate to be worth trying, the column norms it needs.
+    centre = leading_sum / weights[leading].sum()
+    head_values, vectors = _head_eigenpairs(W, weights, centre, order[:_HEAD_SIZE], count)
+    basis = _starting_basis(vectors)
+    try_head = _head_may_certify(W, weights, leading, centre, float(head_values[0]), tolerance)
+    second_moment, rest_sum, column_norms = _second_moment_times(
+        W, p, basis, rest, column_norms=try_head
+    )
+    rest_sum = rest_sum / total
+    problem = _Problem(W, p, total, weights, order, leading_sum + rest_sum, rest_sum)
+    _check_finite(problem.w_bar, second_moment)
+    if column_norms is not None:
+        _check_finite(column_norms)
+        certified = _certified_head(problem, column_norms, count, tolerance)
+        if certified is not None:
+            # Weyl: mu_j <= lambda_j <= mu_j + t; every head vector's residual is <= t.
+            return _finish(certified[0][:rank], certified[1][:, :rank], W_U.dtype)
+    images = second_moment / total - torch.outer(problem.w_bar, problem.w_bar @ basis)
 
     result = _block_krylov(problem, basis, images, rank, tolerance)
     if result is None:
@@ -250,6 +241,42 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
         values, vectors = torch.linalg.eigh(second_moment - torch.outer(w_bar, w_bar))
         result = values.flip(0)[:rank], vectors.flip(1)[:, :rank]
     return _finish(*result, W_U.dtype)
+
+
+def _head_may_certify(
+    W: Tensor, weights: Tensor, leading: Tensor, centre: Tensor, top: float, tolerance: float
+) -> bool:
+    """Whether the head certificate is worth its column norms (speed only, never correctness).
+
+    The tail beyond the largest head holds mass m; its trace is about m times a typical
+    ||w_i - w_bar||^2, estimated from the head's columns. The certificate needs that trace
+    below tolerance * lambda_1, so it is tried only when the estimate is within 10x of it.
+    """
+    tail_mass = max(1 - float(weights[leading].sum()), 0.0)
+    if tail_mass > _LIGHT_TAIL:
+        return False
+    spread = (_columns(W, leading).double() - centre[:, None]).square().sum(dim=0)
+    return tail_mass * float(spread.median()) <= 10 * tolerance * top
+
+
+def _certified_head(
+    problem: _Problem, column_norms: Tensor, count: int, tolerance: float
+) -> tuple[Tensor, Tensor] | None:
+    """The head's eigenpairs (F_H with the exact w_bar) if the tail trace certifies them.
+
+    Starts from the _HEAD_SIZE largest p_i and grows the head while the tail estimate says a
+    larger one (at most _MAX_HEAD_SIZE) would pass; None when none does.
+    """
+    head_size = min(problem.p.numel(), _HEAD_SIZE)
+    while True:
+        head = problem.order[:head_size]
+        values, vectors = _head_eigenpairs(problem.W, problem.weights, problem.w_bar, head, count)
+        if _tail_trace(problem, column_norms, head_size) <= tolerance * float(values[0]):
+            return values, vectors
+        grown = _grown_head_size(problem, column_norms, tolerance * float(values[0]) / 2)
+        if grown <= head_size or grown > _MAX_HEAD_SIZE:
+            return None
+        head_size = grown
 
 
 def _finish(values: Tensor, vectors: Tensor, dtype: torch.dtype) -> EigenPairs:
@@ -302,19 +329,6 @@ def _restrict_to_support(W_U: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
         # Copying nearly all of W_U costs more than multiplying its few zero-weight columns.
         return W_U, probs
     return _columns(W_U, support), probs[support]
-
-
-def _weighted_sum_and_column_norms(
-    W: Tensor, weights: Tensor
-) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "support"]]:
-    """W weights and ||w_i||^2 for every column (float64 results), in one pass over W."""
-    weighted_sum = torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
-    column_norms = torch.empty(W.shape[1], dtype=torch.float64, device=W.device)
-    for chunk in _chunks(W.shape[1]):
-        block = W[:, chunk]
-        weighted_sum += (block @ weights[chunk]).double()
-        column_norms[chunk] = block.square().sum(dim=0).double()
-    return weighted_sum, column_norms
 
 
 def _head_eigenpairs(
@@ -391,31 +405,46 @@ def _grown_head_size(problem: _Problem, column_norms: Tensor, target: float) -> 
 
 
 def _second_moment_times(
-    W: Tensor, p: Tensor, U: Tensor, extra: Tensor | None = None
-) -> tuple[Tensor, Tensor | None]:
-    """W (p * (W^T U)) for a float64 block U [d_model, b], and W extra if given, in one pass.
+    W: Tensor,
+    p: Tensor,
+    U: Tensor,
+    extra: Tensor | None = None,
+    *,
+    column_norms: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """W (p * (W^T U)) for a float64 block U [d_model, b], in one pass over W.
 
-    Both products run chunk by chunk, so each chunk of W is read from memory once and reused
-    from cache; the small dimension b leads (U^T W), the shape BLAS handles best. Products are
-    in W's dtype, accumulated over chunks in float64.
+    In the same pass, optionally: W extra (a weighted sum of the columns) and ||w_i||^2 for
+    every column. Products run chunk by chunk, so each chunk of W is read from memory once and
+    reused from cache; the small dimension b leads (U^T W), the shape BLAS handles best.
+    Products are in W's dtype, accumulated over chunks in float64.
+
+    Returns:
+        The product [d_model, b], W extra [d_model] (or None) and the column norms [support]
+        (or None), all float64.
     """
     U_t = U.T.to(W.dtype).contiguous()
     rows = U.shape[1] + (extra is not None)
     result = torch.zeros(rows, W.shape[0], dtype=torch.float64, device=W.device)
+    norms = None
+    if column_norms:
+        norms = torch.empty(W.shape[1], dtype=torch.float64, device=W.device)
     for chunk in _chunks(W.shape[1]):
         block = W[:, chunk]
         weighted = (U_t @ block).mul_(p[chunk])
         if extra is not None:
             weighted = torch.cat([weighted, extra[None, chunk]])
         result += (weighted @ block.T).double()
+        if norms is not None:
+            norms[chunk] = block.square().sum(dim=0).double()
     if extra is None:
-        return result.T, None
-    return result[:-1].T, result[-1]
+        return result.T, None, norms
+    return result[:-1].T, result[-1], norms
 
 
 def _apply_fisher(problem: _Problem, U: Tensor) -> Tensor:
     """F U = W (p * (W^T U)) / s - w_bar (w_bar^T U), one pass over W."""
-    second_moment, _ = _second_moment_times(problem.W, problem.p, U)
+    second_moment, _, _ = _second_moment_times(problem.W, problem.p, U)
     return second_moment / problem.total - torch.outer(problem.w_bar, problem.w_bar @ U)
 
 
