@@ -3,17 +3,21 @@
 Everything is measured in one run, as medians over repeats after a warm-up, and reported as
 ratios next to their references:
 
-* each scope's attribution time over a plain no-grad forward pass, at 128 and 1,024 tokens;
+* each scope's attribution time over a plain no-grad forward pass, at 128 and 1,024 tokens,
+  next to the plain floor (one forward pass to y and one input-only backward pass written
+  directly in PyTorch, through the model's own attention);
 * Fisher directions, matrix-free against forming F and taking eigh, at the default model's
   shapes and at LLaMA-3.2-1B shapes (random W_U, a peaked distribution);
 * a translation matrix of 32 target rows, batched against one attribution per row;
 * Integrated Gradients with 32 path points, batched against sequential;
 * Input x Gradient and Integrated Gradients through captum and inseq (optional; installed
   with `pip install captum` and `pip install --no-deps inseq rich treescope "typeguard<=2.13.3"`)
-  on the same weights and input, against tlscopes;
+  on the same weights and input, against tlscopes, at 128 tokens (and Input x Gradient also at
+  1,024 tokens);
 * peak resident memory of attribution over 2,048 tokens (in a fresh subprocess).
 
-Usage: python scripts/benchmark.py [--repeats 7] [--quick] [--json FILE]
+Usage: python scripts/benchmark.py [--repeats 7] [--quick] [--kind auto|hooked|bridge]
+                                   [--sections scopes,fisher,...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -79,6 +83,42 @@ def tokens_of_length(model: Any, length: int) -> torch.Tensor:
     return ids
 
 
+def plain_floor(model: Any, tokens: torch.Tensor) -> Callable[[], None]:
+    """The floor of any attribution, written plainly in PyTorch without tlscopes.
+
+    One forward pass to y (the final norm's output) at the last position and one input-only
+    backward pass of a fixed direction, through the model's own attention (TransformerLens'
+    for a HookedTransformer; the wrapped Hugging Face model's for a bridge, which is what the
+    bridge runs), parameter gradients off. What a scope costs without the engine's
+    economies (stopping at the unembedding is kept: the floor has no unembedding at all).
+    """
+    if ts.models.is_bridge(model):
+        hf_model = model.original_model
+        embed = hf_model.get_input_embeddings()
+
+        def final_state(x: torch.Tensor) -> torch.Tensor:
+            return hf_model.model(inputs_embeds=x).last_hidden_state[:, -1]
+
+    else:
+        if model.cfg.positional_embedding_type != "rotary":
+            raise ValueError("plain_floor is written for rotary models such as the default one")
+        embed = model.embed
+        n_layers = model.cfg.n_layers
+
+        def final_state(x: torch.Tensor) -> torch.Tensor:
+            residual = model(x, start_at_layer=0, stop_at_layer=n_layers)
+            return model.ln_final(residual)[:, -1]
+
+    def run() -> None:
+        with ts.hooks.frozen_parameters(model):
+            x = embed(tokens).detach().requires_grad_(True)
+            y = final_state(x)
+            direction = (y / y.norm()).detach()
+            torch.autograd.grad(y, x, direction)
+
+    return run
+
+
 def bench_scopes(model: Any, lengths: list[int], repeats: int) -> list[dict]:
     rows = []
     scopes = {
@@ -102,7 +142,11 @@ def bench_scopes(model: Any, lengths: list[int], repeats: int) -> list[dict]:
         # "forward" is the target's reference, TransformerLens' own forward pass. tlscopes runs
         # its passes with fused attention (HookedTransformer), which also speeds a plain forward
         # pass up: the ratio to that one is the overhead of attribution itself.
-        fns: dict[str, Callable[[], Any]] = {"forward": forward, "forward_fused": forward_fused}
+        fns: dict[str, Callable[[], Any]] = {
+            "forward": forward,
+            "forward_fused": forward_fused,
+            "plain_floor": plain_floor(model, tokens),
+        }
         for name, scope in scopes.items():
             fns[name] = lambda scope=scope, tokens=tokens: ts.attribute(model, tokens, scope)
         # The default pulls Fisher's 4 directions back in plain passes at this length or in one
@@ -219,19 +263,22 @@ def bench_integrated_gradients(model: Any, repeats: int) -> dict | None:
     }
 
 
-def bench_peers(bridge: Any, repeats: int, hooked: Any = None) -> list[dict]:
+def bench_peers(
+    bridge: Any, repeats: int, hooked: Any = None, length: int = 128, with_ig: bool = True
+) -> list[dict]:
     """Input x Gradient and Integrated Gradients (32 points) through tlscopes, captum and inseq.
 
     The peers run on the Hugging Face model that the bridge wraps (the same weights; captum
     through a function of the input embeddings, inseq through its own model wrapper), on the
-    same 128 tokens and target. One row per implementation; peer rows also give each tlscopes
-    model kind's time over theirs (below 1: tlscopes is faster).
+    same `length` tokens and target. One row per implementation; peer rows also give each
+    tlscopes model kind's time over theirs (below 1: tlscopes is faster). `with_ig=False` times
+    Input x Gradient only (Integrated Gradients at 1,024 tokens would take minutes per peer).
     """
     baselines = importlib.import_module("tlscopes.baselines")
     hf_model = bridge.original_model
-    tokens = tokens_of_length(bridge, 128)
+    tokens = tokens_of_length(bridge, length)
     target = ts.scopes.resolve_token(bridge, " the")
-    ours: dict[str, tuple[float, float]] = {}
+    ours: dict[str, tuple[float, float | None]] = {}
     for label, model in (("bridge", bridge), ("hooked", hooked)):
         if model is None:
             continue
@@ -240,9 +287,11 @@ def bench_peers(bridge: Any, repeats: int, hooked: Any = None) -> list[dict]:
             median_time(
                 lambda: baselines.integrated_gradients(model, tokens, target=target, n_steps=32),
                 repeats,
-            ),
+            )
+            if with_ig
+            else None,
         )
-    peers: dict[str, tuple[float, float] | str] = {}
+    peers: dict[str, tuple[float, float | None] | str] = {}
     embed = hf_model.get_input_embeddings()
 
     def logit_of(embeds: torch.Tensor) -> torch.Tensor:
@@ -264,7 +313,9 @@ def bench_peers(bridge: Any, repeats: int, hooked: Any = None) -> list[dict]:
                     embeds.clone(), baselines=embeds * 0, n_steps=32, internal_batch_size=32
                 ),
                 repeats,
-            ),
+            )
+            if with_ig
+            else None,
         )
     try:
         import inseq
@@ -273,21 +324,19 @@ def bench_peers(bridge: Any, repeats: int, hooked: Any = None) -> list[dict]:
     else:
         text = bridge.to_string(tokens[0, 1:])
         full = text + bridge.to_single_str_token(target)
-        seconds = []
-        for method, kwargs in (
-            ("input_x_gradient", {}),
-            ("integrated_gradients", {"n_steps": 32, "internal_batch_size": 32}),
-        ):
+
+        def inseq_seconds(method: str, **kwargs: Any) -> float:
             wrapped = inseq.load_model(hf_model, method, tokenizer=bridge.tokenizer)
-            seconds.append(
-                median_time(
-                    lambda wrapped=wrapped, kwargs=kwargs: wrapped.attribute(
-                        text, full, show_progress=False, **kwargs
-                    ),
-                    repeats,
-                )
+            return median_time(
+                lambda: wrapped.attribute(text, full, show_progress=False, **kwargs), repeats
             )
-        peers["inseq"] = (seconds[0], seconds[1])
+
+        peers["inseq"] = (
+            inseq_seconds("input_x_gradient"),
+            inseq_seconds("integrated_gradients", n_steps=32, internal_batch_size=32)
+            if with_ig
+            else None,
+        )
     rows: list[dict] = [
         {
             "implementation": f"tlscopes ({kind})",
@@ -306,10 +355,16 @@ def bench_peers(bridge: Any, repeats: int, hooked: Any = None) -> list[dict]:
             "integrated_gradients_s": result[1],
         }
         for kind, (a, b) in ours.items():
-            row[f"{kind}_over_this_ixg"] = a / result[0]
-            row[f"{kind}_over_this_ig"] = b / result[1]
+            row[f"{kind}_over_this_ixg"] = _ratio(a, result[0])
+            row[f"{kind}_over_this_ig"] = _ratio(b, result[1])
         rows.append(row)
+    for row in rows:
+        row["tokens"] = length
     return rows
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or theirs is None else ours / theirs
 
 
 # VmHWM is this process's own peak resident set. (getrusage's ru_maxrss is not: a child
@@ -371,14 +426,35 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+SECTIONS = {
+    "scopes": "scopes over a no-grad forward pass",
+    "fisher": "Fisher directions: matrix-free vs formed F + eigh",
+    "translation": "translation matrix, 32 rows: batched vs row by row",
+    "integrated_gradients": "Integrated Gradients, 32 points: batched vs sequential",
+    "peers": "tlscopes time over peers' (same weights, same input)",
+    "memory": "memory, attribution over 2,048 tokens",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 128 tokens only")
     parser.add_argument("--kind", default="auto", choices=["auto", "hooked", "bridge"])
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--skip-memory", action="store_true", help="same as leaving out memory")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    if args.skip_memory and "memory" in chosen:
+        chosen.remove("memory")
     repeats = 3 if args.quick else args.repeats
     lengths = [128] if args.quick else [128, 1024]
 
@@ -390,38 +466,27 @@ def main(argv: list[str] | None = None) -> int:
         "model_kind": type(model).__name__,
         "repeats": repeats,
     }
-    sections = [
-        (
-            "scopes over a no-grad forward pass",
-            "scopes",
-            lambda: bench_scopes(model, lengths, repeats),
-        ),
-        (
-            "Fisher directions: matrix-free vs formed F + eigh",
-            "fisher",
-            lambda: bench_fisher(repeats),
-        ),
-        (
-            "translation matrix, 32 rows: batched vs row by row",
-            "translation",
-            lambda: bench_translation(model, repeats),
-        ),
-        (
-            "Integrated Gradients, 32 points: batched vs sequential",
-            "integrated_gradients",
-            lambda: bench_integrated_gradients(model, repeats),
-        ),
-    ]
-    for title, key, run in sections:
-        report[key] = run()
-        print_table(title, report[key])
-    bridge = model if ts.models.is_bridge(model) else ts.load_model(kind="bridge")
-    hooked = None if ts.models.is_bridge(model) else model
-    report["peers"] = bench_peers(bridge, repeats, hooked)
-    print_table("tlscopes time over peers' (same weights, same input, 128 tokens)", report["peers"])
-    if not args.skip_memory:
-        report["memory"] = bench_memory()
-        print_table("memory, attribution over 2,048 tokens", report["memory"])
+
+    def peers() -> list[dict]:
+        bridge = model if ts.models.is_bridge(model) else ts.load_model(kind="bridge")
+        hooked = None if ts.models.is_bridge(model) else model
+        rows = bench_peers(bridge, repeats, hooked)
+        if not args.quick:
+            rows += bench_peers(bridge, repeats, hooked, length=1024, with_ig=False)
+        return rows
+
+    runs: dict[str, Callable[[], Any]] = {
+        "scopes": lambda: bench_scopes(model, lengths, repeats),
+        "fisher": lambda: bench_fisher(repeats),
+        "translation": lambda: bench_translation(model, repeats),
+        "integrated_gradients": lambda: bench_integrated_gradients(model, repeats),
+        "peers": peers,
+        "memory": bench_memory,
+    }
+    for key in SECTIONS:
+        if key in chosen:
+            report[key] = runs[key]()
+            print_table(SECTIONS[key], report[key])
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
