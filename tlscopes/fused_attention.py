@@ -27,6 +27,7 @@ attention) fires as usual.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,7 +205,32 @@ def _is_plain_causal_mask(mask: Tensor | None, length: int) -> bool:
     return bool((hidden == future).all()) and bool((mask.masked_fill(future, 0) == 0).all())
 
 
-def _bridge_fused_forward(attention: Any, original: Any, *args: Any, **kwargs: Any) -> Any:
+class CausalMaskCheck:
+    """`_is_plain_causal_mask`, remembering the last mask that passed.
+
+    Within one forward pass the bridge hands every layer the same mask tensor; checking it
+    again per layer rebuilt a pos x pos triangle each time (~1 ms per layer at 1,024 tokens).
+    A mask passes from memory only while it is the same, unmodified tensor.
+    """
+
+    def __init__(self) -> None:
+        self._mask: Tensor | None = None
+        self._version = -1
+
+    def __call__(self, mask: Tensor | None, length: int) -> bool:
+        if mask is None:
+            return True
+        if mask is self._mask and mask._version == self._version:
+            return mask.shape[-1] == length and mask.shape[-2] == length
+        if not _is_plain_causal_mask(mask, length):
+            return False
+        self._mask, self._version = mask, mask._version
+        return True
+
+
+def _bridge_fused_forward(
+    mask_check: CausalMaskCheck, attention: Any, original: Any, *args: Any, **kwargs: Any
+) -> Any:
     hidden_states = kwargs.get("hidden_states", args[0] if args else None)
     position_embeddings = kwargs.get("position_embeddings")
     if (
@@ -218,7 +244,7 @@ def _bridge_fused_forward(attention: Any, original: Any, *args: Any, **kwargs: A
         or kwargs.get("cycle_offset")
         or not (isinstance(position_embeddings, tuple) and len(position_embeddings) == 2)
         or position_embeddings[0].shape[-1] != attention.original_component.head_dim
-        or not _is_plain_causal_mask(kwargs.get("attention_mask"), hidden_states.shape[1])
+        or not mask_check(kwargs.get("attention_mask"), hidden_states.shape[1])
         or _scores_or_pattern_hooked(attention)
     ):
         return original(*args, **kwargs)
@@ -265,7 +291,9 @@ def fused_attention(model: Any) -> Iterator[int]:
     if hooked is not None and isinstance(model, hooked):
         supports, fused = module_supports_fusion, _fused_forward
     elif is_bridge(model):
-        supports, fused = bridge_module_supports_fusion, _bridge_fused_forward
+        # One mask check per context: the mask it remembers is freed when the context ends.
+        supports = bridge_module_supports_fusion
+        fused = functools.partial(_bridge_fused_forward, CausalMaskCheck())
     else:
         yield 0
         return

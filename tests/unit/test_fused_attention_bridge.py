@@ -80,6 +80,21 @@ def test_padding_masks_keep_the_bridge_attention(bridge):
     assert _is_plain_causal_mask(causal == 0, length)
 
 
+def test_the_mask_check_remembers_only_an_unchanged_mask():
+    from tlscopes.fused_attention import CausalMaskCheck
+
+    length = 5
+    mask = torch.zeros(1, 1, length, length)
+    mask.masked_fill_(torch.ones(length, length, dtype=torch.bool).triu(1), torch.finfo().min)
+    check = CausalMaskCheck()
+    assert check(mask, length) and check(mask, length)
+    assert not check(mask, length + 1)
+    mask[..., 0] = float("-inf")  # modified in place after passing: checked again
+    assert not check(mask, length)
+    assert not check(mask.clone(), length)
+    assert check(None, length)
+
+
 def test_a_float64_bridge_keeps_its_own_attention():
     # Switched, but every call runs the bridge's own forward (its float32 softmax included), so
     # scores are bit-identical to the explicit path: the exactness tests see the bridge itself.
