@@ -206,7 +206,8 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
     weights = p.double() / total
     # The largest p_i are summed in float64: for a peaked p, w_bar is close to the top token's
     # column and F is a small difference, so their rounding would dominate the tail bound.
-    leading_sum = _columns(W, leading).double() @ weights[leading]
+    leading_columns = _columns(W, leading).double()
+    leading_sum = leading_columns @ weights[leading]
     rest = p.clone()
     rest[leading] = 0
     count = min(rank + _OVERSAMPLE, W.shape[0])
@@ -217,7 +218,9 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
     centre = leading_sum / weights[leading].sum()
     head_values, vectors = _head_eigenpairs(W, weights, centre, order[:_HEAD_SIZE], count)
     basis = _starting_basis(vectors)
-    try_head = _head_may_certify(W, weights, leading, centre, float(head_values[0]), tolerance)
+    try_head = _head_may_certify(
+        leading_columns, weights[leading], centre, float(head_values[0]), tolerance
+    )
     second_moment, rest_sum, column_norms = _second_moment_times(
         W, p, basis, rest, column_norms=try_head
     )
@@ -244,7 +247,7 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
 
 
 def _head_may_certify(
-    W: Tensor, weights: Tensor, leading: Tensor, centre: Tensor, top: float, tolerance: float
+    leading_columns: Tensor, leading_weights: Tensor, centre: Tensor, top: float, tolerance: float
 ) -> bool:
     """Whether the head certificate is worth its column norms (speed only, never correctness).
 
@@ -252,10 +255,10 @@ def _head_may_certify(
     ||w_i - w_bar||^2, estimated from the head's columns. The certificate needs that trace
     below tolerance * lambda_1, so it is tried only when the estimate is within 10x of it.
     """
-    tail_mass = max(1 - float(weights[leading].sum()), 0.0)
+    tail_mass = max(1 - float(leading_weights.sum()), 0.0)
     if tail_mass > _LIGHT_TAIL:
         return False
-    spread = (_columns(W, leading).double() - centre[:, None]).square().sum(dim=0)
+    spread = (leading_columns - centre[:, None]).square().sum(dim=0)
     return tail_mass * float(spread.median()) <= 10 * tolerance * top
 
 

@@ -112,6 +112,26 @@ def test_peaked_probs_are_certified_by_the_head_alone(monkeypatch) -> None:
     assert_matches_exact(build_unembedding(), probs, 2)
 
 
+def test_a_light_tail_the_head_cannot_certify_goes_to_krylov_without_column_norms(
+    monkeypatch,
+) -> None:
+    # 99.5% of the mass on two tokens, the rest spread thinly over all: a tail far too heavy
+    # for the certificate at float64's tolerance, so its column norms are not worth taking.
+    probs = torch.full((3000,), 0.005 / 2998, dtype=torch.float64)
+    probs[:2] = torch.tensor([0.7, 0.295], dtype=torch.float64)
+    norms_taken, steps = [], []
+    original_pass, original_krylov = fisher._second_moment_times, fisher._block_krylov
+
+    def recording_pass(*args, column_norms=False):
+        norms_taken.append(column_norms)
+        return original_pass(*args, column_norms=column_norms)
+
+    monkeypatch.setattr(fisher, "_second_moment_times", recording_pass)
+    monkeypatch.setattr(fisher, "_block_krylov", lambda *a: steps.append(1) or original_krylov(*a))
+    assert_matches_exact(build_unembedding(), probs, 2)
+    assert steps and not any(norms_taken)
+
+
 def test_fallback_to_the_formed_matrix_is_exact(monkeypatch) -> None:
     monkeypatch.setattr(fisher, "_block_krylov", lambda *args: None)
     assert_matches_exact(build_unembedding(), build_probs(temperature=FLAT), 3)
