@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch import Tensor
 
-FORMAT_VERSION = 1
+from tlscopes import attribution_file
+
+if TYPE_CHECKING:
+    from tlscopes.viz import HtmlReport
 
 
 @dataclass(frozen=True)
@@ -125,39 +127,42 @@ class Attribution:
             }
         )
 
-    def to_html(self, path: str | Path | None = None) -> str:
-        """A self-contained HTML report (circuitsvis colored tokens, JS inlined: opens offline)."""
-        from tlscopes.viz import attribution_html
+    def to_html(self, path: str | Path | None = None) -> HtmlReport:
+        """The self-contained HTML report (circuitsvis colored tokens, JavaScript inlined once,
+        so it opens offline), written to `path` when one is given (replacing a file there).
 
-        html = attribution_html(self)
-        if path is not None:
-            Path(path).write_text(html, encoding="utf-8")
-        return html
+        Returns:
+            An :class:`~tlscopes.viz.HtmlReport`: ``.html`` is the page, ``.path`` where it was
+            written; a notebook displays it, a REPL shows only its size and path.
+        """
+        from tlscopes.viz import HtmlReport, attribution_html
+
+        report = HtmlReport(attribution_html(self))
+        return report if path is None else report.save(path)
 
     def _repr_html_(self) -> str:
-        return self.to_html()
+        from tlscopes.viz import attribution_html
 
-    def save(self, path: str | Path) -> None:
-        """Writes the result as JSON (tensors as lists with their dtypes)."""
-        payload: dict[str, Any] = {"format_version": FORMAT_VERSION}
-        for name, value in self.__dict__.items():
-            if isinstance(value, Tensor):
-                payload[name] = {"tensor": value.tolist(), "dtype": str(value.dtype)}
-            else:
-                payload[name] = value
-        Path(path).write_text(json.dumps(payload), encoding="utf-8")
+        return attribution_html(self)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Writes the result as strict JSON (tensors as lists with their dtypes; the format is
+        described in :mod:`tlscopes.attribution_file`).
+
+        Raises:
+            FileExistsError: `path` exists and `overwrite` is False.
+        """
+        text = attribution_file.encode(
+            {item.name: getattr(self, item.name) for item in fields(self)}
+        )
+        attribution_file.write(path, text, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> Attribution:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-        version = payload.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path} is not a tlscopes Attribution file (format {version!r})")
-        values = {}
-        for name, value in payload.items():
-            if isinstance(value, dict) and set(value) == {"tensor", "dtype"}:
-                dtype = getattr(torch, value["dtype"].removeprefix("torch."))
-                values[name] = torch.tensor(value["tensor"], dtype=dtype)
-            else:
-                values[name] = value
-        return cls(**values)
+        """Reads a file written by :meth:`save` (this or the previous format version).
+
+        Raises:
+            ValueError: the file is not an Attribution file, or a field has the wrong type,
+                dtype or shape (the message names the file and the field).
+        """
+        return cls(**attribution_file.read(path))

@@ -8,10 +8,38 @@ a notebook never touches the network.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tlscopes.results import Attribution
+
+
+@dataclass(frozen=True)
+class HtmlReport:
+    """A self-contained HTML page: a notebook displays it, a REPL shows its size and path.
+
+    Attributes:
+        html: the page (JavaScript inlined; opens offline).
+        path: where it was written, or None.
+    """
+
+    html: str
+    path: Path | None = None
+
+    def save(self, path: str | Path) -> HtmlReport:
+        """Writes the page to `path` (replacing a file there); returns the report with `path`."""
+        Path(path).write_text(self.html, encoding="utf-8")
+        return replace(self, path=Path(path))
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        size = len(self.html.encode("utf-8"))
+        where = "" if self.path is None else f", path={str(self.path)!r}"
+        return f"HtmlReport(size={size:,} bytes{where})"
 
 
 def colored_tokens_html(tokens: list[str], values: list[float]) -> str:

@@ -157,7 +157,7 @@ def test_result_roundtrip_pandas_and_html(model, tmp_path):
     assert set(frame.columns) >= {"prompt", "position", "token", "score", "rank"}
     one = result[1]
     assert one.scores.shape == (1, len(result.tokens[1])) and one.tokens == [result.tokens[1]]
-    html = result.to_html(tmp_path / "report.html")
+    html = result.to_html(tmp_path / "report.html").html
     assert "unpkg.com" not in html and "cdn.jsdelivr" not in html
     assert "capital" in html and (tmp_path / "report.html").exists()
     assert result._repr_html_().startswith("<!DOCTYPE html>")
