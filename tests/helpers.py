@@ -192,3 +192,94 @@ def fused_and_explicit_logits(model: Any, text: str) -> tuple[torch.Tensor, torc
         with fused_attention(model):
             fused = model(tokens)
     return fused, explicit
+
+
+# Tiny configurations of the Hugging Face families the architecture matrix covers. Each bites
+# where its family differs: sliding windows of 3 on 8-token inputs, soft-caps near the size of
+# the tiny model's scores and logits, a query scale that is not the head size.
+_COMMON = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=32,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=2,
+    tie_word_embeddings=False,
+)
+_GEMMA = dict(
+    _COMMON,
+    head_dim=8,
+    query_pre_attn_scalar=12,
+    sliding_window=3,
+    layer_types=["sliding_attention", "full_attention"],
+)
+HF_FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        dict(n_embd=32, n_layer=2, n_head=4, n_positions=32, bos_token_id=0, eos_token_id=1),
+    ),
+    "neox": (
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        dict(
+            _COMMON,
+            num_key_value_heads=None,
+            rotary_pct=0.5,
+            use_parallel_residual=True,
+            hidden_act="gelu",
+        ),
+    ),
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(_COMMON)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(_COMMON, sliding_window=3)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(_COMMON)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(_COMMON, head_dim=8)),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        dict(_GEMMA, final_logit_softcapping=1.5, attn_logit_softcapping=0.8),
+    ),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(_GEMMA)),
+}
+# Families whose norms scale by (1 + w): their weights are randomised around 0, not 1.
+ONE_PLUS_WEIGHT_NORMS = ("gemma2", "gemma3")
+
+
+def build_hf_family(
+    family: str, *, dtype: torch.dtype = torch.float64, seed: int = 0, **overrides: Any
+) -> Any:
+    """A tiny Hugging Face causal LM of one family in HF_FAMILIES, random weights, seeded.
+
+    `overrides` change its config (the same seed gives the same weights where shapes agree).
+    """
+    import transformers
+
+    config_name, model_name, defaults = HF_FAMILIES[family]
+    config_class, model_class = (
+        getattr(transformers, config_name),
+        getattr(transformers, model_name),
+    )
+    overrides = {
+        key: value for key, value in {**defaults, **overrides}.items() if value is not None
+    }
+    config = config_class(vocab_size=len(build_tokenizer()), **overrides)
+    torch.manual_seed(seed)
+    model = randomize_(model_class(config).to(dtype), seed).eval()
+    if family in ONE_PLUS_WEIGHT_NORMS:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if param.ndim == 1 and "norm" in name and name.endswith("weight"):
+                    param.sub_(1.0)
+    return model
+
+
+def save_hf_family(family: str, directory: str, **kwargs: Any) -> Any:
+    """Builds a family's tiny model and saves it with the word-level tokenizer into `directory`."""
+    model = build_hf_family(family, **kwargs)
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(directory)
+    build_tokenizer().save_pretrained(directory)
+    return model
