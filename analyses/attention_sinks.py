@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from analyses.ig_path import PathIntegrand
+from tlscopes import prepare_inputs, token_strings
 from tlscopes.hooks import StopForward, run_hooked
 from tlscopes.methods import attribute_methods
 from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
@@ -84,15 +85,18 @@ def bos_positions(model: Any, tokens: Tensor) -> list[int]:
     return (tokens.reshape(-1) == int(bos)).nonzero().flatten().tolist()
 
 
-def sink_mass(model: Any, text: str, scale: float = 1.0) -> pd.DataFrame:
+def sink_mass(model: Any, text: str | Tensor, scale: float = 1.0) -> pd.DataFrame:
     """Attention mass on the first position (and on BOS) per layer, head and query.
+
+    Args:
+        text: one prompt (the model's BOS convention applies), or its token ids [pos].
 
     Returns:
         One row per (layer, head, query): ``token`` (the query's token), ``first`` (mass on
         key position 0), ``bos`` (mass on every BOS key the query can see; NaN without BOS)
         and ``total`` (the whole row's mass, 1 up to rounding).
     """
-    tokens = model.to_tokens(text)[0].cpu()
+    tokens = prepare_inputs(model, text).tokens[0]
     patterns = attention_patterns(model, tokens, scale)
     n_layers, n_heads, n_queries, _ = patterns.shape
     bos = bos_positions(model, tokens)
@@ -101,7 +105,7 @@ def sink_mass(model: Any, text: str, scale: float = 1.0) -> pd.DataFrame:
     layer, head, query = torch.meshgrid(
         torch.arange(n_layers), torch.arange(n_heads), torch.arange(n_queries), indexing="ij"
     )
-    names = [str(t) for t in model.to_str_tokens(tokens)]
+    names = token_strings(model, tokens)
     return pd.DataFrame(
         {
             "layer": layer.flatten().numpy(),

@@ -23,7 +23,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from tlscopes import SemanticScope, prepare_inputs
+from tlscopes import SemanticScope, prepare_inputs, token_string, token_strings
 from tlscopes.attribute import PreparedInputs
 from tlscopes.baselines import scaled_forward, scope_gradients
 
@@ -68,7 +68,7 @@ class PathIntegrand:
 
 def path_integrand(
     model: Any,
-    text: str,
+    text: str | Tensor,
     *,
     target: int | str | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
@@ -110,7 +110,7 @@ def path_integrand(
         result = scope_gradients(model, batch, [scope], transform=along_path)
         parts.append(result.gradients[0][:, 0].norm(dim=-1).cpu())
         target_id = int(result.directions[0].target_ids[0])
-    tokens = [str(t) for t in model.to_str_tokens(prepared.tokens[0])]
+    tokens = token_strings(model, prepared.tokens[0])
     return PathIntegrand(
         alphas=alpha_tensor,
         norms=torch.cat(parts),
@@ -118,7 +118,7 @@ def path_integrand(
         token_ids=prepared.tokens[0].cpu(),
         position=int(prepared.positions[0]),
         target_id=int(target_id),
-        target=model.to_single_str_token(int(target_id)),
+        target=token_string(model, int(target_id)),
     )
 
 

@@ -12,6 +12,7 @@ from tlscopes.scopes import (
     TemperatureScope,
     contrast_direction,
 )
+from tlscopes.tokens import token_string, token_strings
 
 __all__ = [
     "Attribution",
@@ -27,5 +28,7 @@ __all__ = [
     "fisher_matrix",
     "load_model",
     "prepare_inputs",
+    "token_string",
+    "token_strings",
     "weight_processing",
 ]

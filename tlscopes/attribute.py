@@ -25,6 +25,7 @@ from tlscopes.hooks import Capture, EmbeddingTransform, frozen_parameters, run_h
 from tlscopes.models import context_length, logit_softcap, unembedding, weight_processing
 from tlscopes.results import Attribution
 from tlscopes.scopes import Scope, ScopeInputs
+from tlscopes.tokens import check_token_ids, require_tokenizer, token_string, token_strings
 
 Inputs = str | Sequence[str] | Tensor
 
@@ -46,13 +47,27 @@ def prepare_inputs(model: Any, inputs: Inputs, position: int = -1) -> PreparedIn
         position: the position whose next-token prediction is explained. Negative counts from
             each prompt's last real token (-1: the last); non-negative is an absolute index.
     """
+    # Tensors made here enter the recorded graph, so never as inference tensors, even when the
+    # caller is inside torch.inference_mode().
+    with torch.inference_mode(False):
+        return _prepare_inputs(model, inputs, position)
+
+
+def _prepare_inputs(model: Any, inputs: Inputs, position: int) -> PreparedInputs:
     if isinstance(inputs, Tensor):
         tokens = _token_tensor(inputs)
+        check_token_ids(tokens, int(model.cfg.d_vocab))
         lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
     else:
+        if not isinstance(inputs, (str, Sequence)):
+            raise TypeError(
+                f"inputs must be a string, a list of strings or a tensor of token ids, got "
+                f"{type(inputs).__name__}"
+            )
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         if not texts:
             raise ValueError("inputs is an empty list; pass at least one prompt")
+        require_tokenizer(model, "the input")
         rows = []
         for index, text in enumerate(texts):
             if not isinstance(text, str):
@@ -73,7 +88,7 @@ def prepare_inputs(model: Any, inputs: Inputs, position: int = -1) -> PreparedIn
 
 
 def _token_tensor(tokens: Tensor) -> Tensor:
-    if tokens.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.bool):
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
         raise TypeError(f"token ids must be an integer tensor, got dtype {tokens.dtype}")
     if tokens.ndim == 1:
         tokens = tokens[None]
@@ -81,7 +96,8 @@ def _token_tensor(tokens: Tensor) -> Tensor:
         raise ValueError(
             f"token ids must be [pos] or [batch, pos] and non-empty, got {tuple(tokens.shape)}"
         )
-    return tokens.long().cpu()
+    # A copy, so ids made under torch.inference_mode() can enter the recorded graph.
+    return tokens.detach().to("cpu", torch.long, copy=True)
 
 
 def _pad_id(model: Any) -> int:
@@ -244,8 +260,33 @@ def check_finite(grads: Tensor) -> None:
         )
 
 
+def check_finite_scores(scores: Tensor) -> None:
+    """Refuses scores that overflowed to inf or NaN even though every gradient was finite
+    (e.g. a DirectionScope vector with entries near 1e30, whose squared norms overflow)."""
+    finite = torch.isfinite(scores)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[:5].tolist()
+        raise FloatingPointError(
+            f"non-finite scores at (batch, position) {bad} although the gradients were finite: "
+            "the squared gradient norms overflowed the score dtype. Scale the direction down "
+            "(scores scale linearly with it) or use a float64 model"
+        )
+
+
+def check_top_k(top_k: int) -> None:
+    """top_k must be a positive int: how many predicted tokens a result keeps."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+
+
 def combine(grads: Tensor, weights: DirectionWeights) -> TokenScores:
-    """sqrt(sum_r w_r ||g_{r,t}||^2) per token: one direction with weight 1 gives ||g_t||."""
+    """sqrt(sum_r w_r ||g_{r,t}||^2) per token: one direction with weight 1 gives ||g_t||.
+
+    Half-precision gradients are summed in float32, so scores of float16 / bfloat16 models are
+    float32 (their error is then the model's own rounding, not the sum's).
+    """
+    if grads.dtype not in (torch.float32, torch.float64):
+        grads = grads.float()
     squared = grads.pow(2).sum(dim=-1)  # [batch, rank, pos]
     return (squared * weights.to(squared.dtype)[:, :, None]).sum(dim=1).sqrt()
 
@@ -359,6 +400,8 @@ def build_attribution(
     top_k: int = 10,
 ) -> Attribution:
     """Packs scores with tokens and the prediction being explained into an Attribution."""
+    check_top_k(top_k)
+    check_finite_scores(scores)
     scores = scores.cpu().clone()
     for index, length in enumerate(prepared.lengths.tolist()):
         scores[index, length:] = 0.0
@@ -366,14 +409,14 @@ def build_attribution(
     k = min(top_k, probs.shape[-1])
     top_probs, top_ids = probs.topk(k, dim=-1)
     tokens = [
-        [str(t) for t in model.to_str_tokens(prepared.tokens[index, :length])]
+        token_strings(model, prepared.tokens[index, :length])
         for index, length in enumerate(prepared.lengths.tolist())
     ]
-    top_tokens = [[model.to_single_str_token(int(i)) for i in row] for row in top_ids]
+    top_tokens = [token_strings(model, row) for row in top_ids]
     target_probs = target_tokens = None
     if target_ids is not None:
         target_probs = probs.gather(1, target_ids.cpu()[:, None])[:, 0]
-        target_tokens = [model.to_single_str_token(int(i)) for i in target_ids]
+        target_tokens = [token_string(model, int(i)) for i in target_ids]
     return Attribution(
         scores=scores,
         tokens=tokens,

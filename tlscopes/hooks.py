@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -70,9 +72,38 @@ class Capture:
         return [(EMBED_HOOK, self.embed_hook), (FINAL_STATE_HOOK, self.final_state_hook)]
 
 
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.RLock:
+    """The one re-entrant lock of `model`, shared by every tlscopes call on it.
+
+    Attribution attaches hooks to the model and flips its parameters' requires_grad flags, both
+    of which are visible to every thread using the same model object. Holding this lock for a
+    whole attribution serialises concurrent calls on one model (calls on different models still
+    run in parallel), so no call sees another's hooks and the flags are restored exactly.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = threading.RLock()
+            _LOCKS[model] = lock
+        return lock
+
+
 @contextlib.contextmanager
 def frozen_parameters(model: Any) -> Iterator[None]:
-    """Turns parameter gradients off and restores every requires_grad flag afterwards."""
+    """Turns parameter gradients off and restores every requires_grad flag afterwards.
+
+    Also holds the model's lock (:func:`model_lock`) and leaves any enclosing
+    ``torch.inference_mode()``, under which no graph could be recorded.
+    """
+    with model_lock(model), torch.inference_mode(False), torch.enable_grad():
+        yield from _frozen(model)
+
+
+def _frozen(model: Any) -> Iterator[None]:
     # A TransformerBridge lists TransformerLens-style parameters; the wrapped Hugging Face
     # model's own parameters are what its forward pass uses, so take both, once each.
     found: dict[int, torch.nn.Parameter] = {}
@@ -106,8 +137,14 @@ def run_hooked(
     Args:
         grad: record the graph (the embeddings leaf needs it); False runs under no_grad.
     """
-    with torch.set_grad_enabled(grad), model.hooks(fwd_hooks=hooks), fused_attention(model):
+    with (
+        model_lock(model),
+        torch.inference_mode(False),
+        torch.set_grad_enabled(grad),
+        model.hooks(fwd_hooks=hooks),
+        fused_attention(model),
+    ):
         try:
-            model(tokens)
+            model(tokens.clone())
         except StopForward:
             pass

@@ -22,7 +22,8 @@ from torch import Tensor
 from tlscopes._types import Directions, DirectionWeights, HiddenStates, Logits
 from tlscopes.fisher import fisher_directions
 from tlscopes.hooks import Capture
-from tlscopes.models import WeightProcessing
+from tlscopes.models import WeightProcessing, logit_softcap, unembedding
+from tlscopes.tokens import require_tokenizer, token_strings
 
 HookList = list[tuple[str, Callable[..., Any]]]
 
@@ -109,9 +110,10 @@ def resolve_token(model: Any, target: int | str) -> int:
         return target
     if target == "":
         raise ValueError("target is an empty string; pass one token or a token id")
+    require_tokenizer(model, f"target {target!r}")
     ids = model.to_tokens(target, prepend_bos=False)[0].tolist()
     if len(ids) != 1:
-        pieces = [model.to_single_str_token(i) for i in ids]
+        pieces = token_strings(model, ids)
         raise ValueError(
             f"target {target!r} is {len(ids)} tokens {pieces}; pass one token or a token id"
         )
@@ -134,6 +136,19 @@ def resolve_targets(model: Any, target: Any, batch_size: int) -> Tensor:
             f"target must be a token id, a string or a sequence of them, got {target!r}"
         )
     return torch.tensor(ids, dtype=torch.long)
+
+
+_FULL_PRECISION = (torch.float32, torch.float64)
+
+
+def _softcap_slopes(inputs: ScopeInputs, W_U: Tensor) -> Tensor | None:
+    """d(capped logit)/d(pre-cap logit) per prompt and token [batch, d_vocab], or None uncapped."""
+    cap = logit_softcap(inputs.model)
+    if cap is None:
+        return None
+    _, b_U = unembedding(inputs.model)
+    pre_cap = inputs.final_state.to(W_U.dtype) @ W_U + b_U.detach().to(W_U.dtype)
+    return 1.0 - torch.tanh(pre_cap / cap).pow(2)
 
 
 def _unit_weights(vectors: Tensor) -> Tensor:
@@ -190,10 +205,19 @@ class FisherScope(Scope):
         d_model = inputs.W_U.shape[0]
         if self.rank > d_model:
             raise ValueError(f"FisherScope rank {self.rank} exceeds d_model={d_model}")
-        probs = torch.softmax(inputs.logits.to(inputs.W_U.dtype), dim=-1)
+        # Half-precision models: p and F in float32, since a bfloat16 softmax does not sum to 1
+        # within what the eigensolver can certify (scores are still pulled back in the
+        # model's dtype).
+        W_U = inputs.W_U if inputs.W_U.dtype in _FULL_PRECISION else inputs.W_U.float()
+        probs = torch.softmax(inputs.logits.to(W_U.dtype), dim=-1)
+        cap_slopes = _softcap_slopes(inputs, W_U)
         eigenvalues, vectors = [], []
-        for row in probs:
-            values, vecs = fisher_directions(inputs.W_U, row, rank=self.rank)
+        for index, row in enumerate(probs):
+            # Under a final-logit soft-cap, p is the capped distribution and its Fisher
+            # information with respect to y is J^T (diag p - p p^T) J with J = diag(s) W_U^T,
+            # s = 1 - tanh^2(z / cap) the cap's slope at each pre-cap logit z.
+            W = W_U if cap_slopes is None else W_U * cap_slopes[index]
+            values, vecs = fisher_directions(W, row, rank=self.rank)
             eigenvalues.append(values)
             vectors.append(vecs.T)
         values = torch.stack(eigenvalues).to(inputs.final_state.dtype)
