@@ -2,7 +2,7 @@
 
 :func:`draw_tokens` lays tokens out as text, each on a box coloured by its score, the way the
 paper's figures show attributions; :func:`tokens_page` puts several rows of coloured tokens
-(circuitsvis, JavaScript inlined) on one page that opens offline.
+(circuitsvis, JavaScript inlined once) on one page that opens offline.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from tlscopes.viz import colored_tokens_html, colored_tokens_multi_html
+from tlscopes.viz import colored_tokens, colored_tokens_multi, html_page, legend_html
 
 # Axis units are monospace character widths; a line of text is this many of them high.
 _LINE_HEIGHT = 1.6
@@ -97,26 +97,19 @@ def text_rows(tokens: Sequence[str], width: int = 72) -> int:
     return len(token_lines(tokens, width))
 
 
-def _page(title: str, body: str) -> str:
-    title = html.escape(title)
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-        f"<body><h2>{title}</h2>{body}</body></html>"
-    )
-
-
 def tokens_page(title: str, rows: Sequence[tuple[str, Sequence[str], Sequence[float]]]) -> str:
     """One self-contained HTML page: per row a heading and its tokens coloured by value (0-1).
 
-    Each row inlines circuitsvis' JavaScript (about 1.3 MB); for many rows over the same
-    tokens use :func:`token_rows_page`.
+    circuitsvis' JavaScript is inlined once for all rows; headings and tokens show literally.
     """
-    sections = "".join(
-        f"<section><h3>{html.escape(heading)}</h3>"
-        f"{colored_tokens_html(list(tokens), [float(v) for v in values])}</section>"
-        for heading, tokens, values in rows
-    )
-    return _page(title, sections)
+    parts: list = [legend_html(1.0, "colour = value, from 0 (white) to 1")]
+    for heading, tokens, values in rows:
+        parts += [
+            f"<section><h2>{html.escape(heading)}</h2>",
+            colored_tokens(list(tokens), [float(v) for v in values]),
+            "</section>",
+        ]
+    return html_page(title, parts)
 
 
 def token_rows_page(
@@ -131,16 +124,16 @@ def token_rows_page(
     (circuitsvis buttons switch rows; the JavaScript is inlined once).
 
     Args:
-        rows: (label, one value per token) for each row.
+        rows: (label, one value per token) for each row; labels show literally.
         note: a sentence shown above the tokens (escaped).
-        extra_html: markup appended as is (e.g. a table of predictions).
+        extra_html: markup appended as is (e.g. a table of predictions); escape what it holds.
     """
-    view = colored_tokens_multi_html(
+    view = colored_tokens_multi(
         list(tokens),
         [[float(v) for v in values] for _, values in rows],
         [label for label, _ in rows],
     )
-    return _page(title, f"<p>{html.escape(note)}</p>{view}{extra_html}")
+    return html_page(title, [f"<p>{html.escape(note)}</p>", view, extra_html])
 
 
 __all__ = [
