@@ -1,34 +1,60 @@
-"""tlscopes: Jacobian Scopes (arXiv 2601.16407) for TransformerLens models."""
+"""tlscopes: Jacobian Scopes (arXiv 2601.16407) for TransformerLens models.
 
-from tlscopes.attribute import attribute, attribute_many, prepare_inputs
-from tlscopes.fisher import fisher_directions, fisher_matrix
-from tlscopes.models import load_model, weight_processing
-from tlscopes.results import Attribution
-from tlscopes.scopes import (
-    DirectionScope,
-    FisherScope,
-    Scope,
-    SemanticScope,
-    TemperatureScope,
-    contrast_direction,
-)
-from tlscopes.tokens import token_string, token_strings
+The public names below are imported on first use, so that ``import tlscopes.cli`` (and
+``tlscopes --help``) does not pay for importing torch and TransformerLens.
+"""
 
-__all__ = [
-    "Attribution",
-    "DirectionScope",
-    "FisherScope",
-    "Scope",
-    "SemanticScope",
-    "TemperatureScope",
-    "attribute",
-    "attribute_many",
-    "contrast_direction",
-    "fisher_directions",
-    "fisher_matrix",
-    "load_model",
-    "prepare_inputs",
-    "token_string",
-    "token_strings",
-    "weight_processing",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tlscopes.attribute import attribute, attribute_many, prepare_inputs
+    from tlscopes.fisher import fisher_directions, fisher_matrix
+    from tlscopes.models import load_model, weight_processing
+    from tlscopes.results import Attribution
+    from tlscopes.scopes import (
+        DirectionScope,
+        FisherScope,
+        Scope,
+        SemanticScope,
+        TemperatureScope,
+        contrast_direction,
+    )
+    from tlscopes.tokens import token_string, token_strings
+
+# Each public name and the module that defines it.
+_HOMES = {
+    "Attribution": "tlscopes.results",
+    "DirectionScope": "tlscopes.scopes",
+    "FisherScope": "tlscopes.scopes",
+    "Scope": "tlscopes.scopes",
+    "SemanticScope": "tlscopes.scopes",
+    "TemperatureScope": "tlscopes.scopes",
+    "attribute": "tlscopes.attribute",
+    "attribute_many": "tlscopes.attribute",
+    "contrast_direction": "tlscopes.scopes",
+    "fisher_directions": "tlscopes.fisher",
+    "fisher_matrix": "tlscopes.fisher",
+    "load_model": "tlscopes.models",
+    "prepare_inputs": "tlscopes.attribute",
+    "token_string": "tlscopes.tokens",
+    "token_strings": "tlscopes.tokens",
+    "weight_processing": "tlscopes.models",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tlscopes' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,134 @@
+"""The command line: help without torch, arguments checked before any model loads, one-line
+errors for user mistakes."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from tests import helpers
+from tlscopes import cli
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    import tlscopes.models
+
+    model = helpers.build_bridge()
+    loads = []
+
+    def fake_load(*args, **kwargs):
+        loads.append(args)
+        return model
+
+    monkeypatch.setattr(tlscopes.models, "load_model", fake_load)
+    return loads
+
+
+def test_help_imports_neither_torch_nor_transformer_lens():
+    code = (
+        "import sys\n"
+        "from tlscopes.cli import main\n"
+        "for argv in (['--help'], ['attribute', '--help'], ['demo', '--help'],"
+        " ['evaluate', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, exit.code\n"
+        "heavy = [m for m in ('torch', 'transformer_lens', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "explain one prompt's next-token prediction" in done.stdout
+
+
+def test_every_subcommand_and_option_has_help():
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    described = {action.dest: action.help for action in subparsers._choices_actions}
+    assert set(described) == {"attribute", "demo", "evaluate"}
+    assert all(described.values())
+    for name, sub in subparsers.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_the_help_texts_name_what_the_library_has():
+    from tlscopes import baselines, datasets, methods
+
+    assert list(cli.METHOD_NAMES) == methods.method_names()
+    assert list(cli.TASK_NAMES) == datasets.task_names()
+    assert cli.DEFAULT_N_STEPS == baselines.DEFAULT_N_STEPS
+    assert cli.DEFAULT_MEMORY_GB * 1024**3 == baselines.DEFAULT_MEMORY_BUDGET
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["attribute", "  "], "the text is empty"),
+        (["attribute", "the cat", "--top", "-1"], "expected a positive integer, got -1"),
+        (["attribute", "the cat", "--rank", "0"], "expected a positive integer, got 0"),
+        (["evaluate", "--output", "x", "--limit", "0"], "expected a positive integer"),
+    ],
+)
+def test_bad_arguments_are_refused_by_the_parser(argv, message, capsys, tiny_model):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
+    assert tiny_model == []  # no model was loaded
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["attribute", "the cat", "--scope", "fisher", "--target", "cat"], "--target is for"),
+        (["attribute", "the cat", "--scope", "temperature", "--rank", "2"], "--rank is for"),
+        (["evaluate", "--output", "x", "--task", "squad"], "unknown task 'squad'"),
+        (["evaluate", "--output", "x", "--methods", "fisher,bad"], "unknown method 'bad'"),
+        (["evaluate", "--output", "x", "--fractions", "0.1,2"], "must lie in (0, 1]"),
+    ],
+)
+def test_wrong_combinations_are_one_line_before_loading(argv, message, capsys, tiny_model):
+    assert cli.main(argv) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert tiny_model == []
+
+
+def test_errors_found_after_loading_are_one_line_and_debug_shows_the_traceback(
+    capsys, tiny_model
+):
+    argv = ["attribute", "the capital of france is", "--scope", "semantic", "--target", "xyz q"]
+    assert cli.main(argv) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "target 'xyz q' is 2 tokens" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("tlscopes attribute: error:")
+    with pytest.raises(ValueError, match="is 2 tokens"):
+        cli.main(["--debug", *argv])
+
+
+def test_attribute_writes_its_files_and_refuses_to_overwrite(tmp_path, capsys, tiny_model):
+    out, saved = tmp_path / "r.html", tmp_path / "r.json"
+    argv = ["attribute", "the capital of france is", "--out", str(out), "--save", str(saved)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "== fisher scope" in printed and out.exists() and saved.exists()
+    assert cli.main(argv) == cli.EXIT_USER_ERROR
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert cli.main([*argv, "--overwrite"]) == 0
+
+
+def test_demo_reports_the_size_of_what_it_wrote(tmp_path, capsys, tiny_model):
+    out = tmp_path / "demo.html"
+    argv = ["demo", "--text", "the capital of france is", "--target", " paris", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out} (" in printed and "KiB" in printed
+    assert printed.count("== ") == 3
