@@ -361,9 +361,7 @@ def build_parser(table: dict[str, Command] | None = None) -> argparse.ArgumentPa
         description="Jacobian Scopes (arXiv 2601.16407): token attributions for "
         "TransformerLens models.",
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback of any error"
-    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in table.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.description)

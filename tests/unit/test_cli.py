@@ -102,9 +102,7 @@ def test_wrong_combinations_are_one_line_before_loading(argv, message, capsys, t
     assert tiny_model == []
 
 
-def test_errors_found_after_loading_are_one_line_and_debug_shows_the_traceback(
-    capsys, tiny_model
-):
+def test_errors_found_after_loading_are_one_line_and_debug_shows_the_traceback(capsys, tiny_model):
     argv = ["attribute", "the capital of france is", "--scope", "semantic", "--target", "xyz q"]
     assert cli.main(argv) == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
