@@ -18,7 +18,24 @@ about -8. per_passage.csv keeps every raw Delta_k, so any other convention can b
 
 Per passage, all methods share their passes (:func:`tlscopes.methods.attribute_methods`), and
 every distinct ablation set (methods x fractions, deduplicated) plus the unablated input run
-through the model as one batch.
+through the model as one batch. A passage is a string or, on a model without a tokenizer, token
+ids; without a tokenizer the first id is a BOS only if ``model.cfg.bos_token_id`` names it.
+
+:func:`run_evaluation` (``tlscopes evaluate``) writes a resumable run directory:
+
+- ``run.json``: the settings (written atomically; a resumed run must share them);
+- ``per_passage.csv``: one row per (task, passage, method), appended and fsynced per passage;
+  a rerun computes only the missing (passage, method) pairs. A damaged line (cut off, a wrong
+  number of fields, an unparsable value, a repeated row) is dropped with a warning naming the
+  line, removed from the file, and its passage computed again;
+- ``skipped.csv``: passages with fewer than two tokens besides BOS (task, passage, text hash,
+  reason); the run goes on without them and never retries them;
+- ``aopc.csv``: the summary (:func:`summarize`), rewritten when it changes, so a finished run in
+  a read-only directory can still be summarised;
+- ``.lock``: held (``flock``) while a run works there; a second run is refused at once.
+
+The summary's ``n`` is per (task, method): after adding a method on fewer passages the methods
+average different passages, and :func:`format_table` then shows n in every cell.
 """
 
 from __future__ import annotations
@@ -30,8 +47,9 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +62,26 @@ from tlscopes.attribute import final_logits
 from tlscopes.hooks import StopForward, run_hooked
 from tlscopes.methods import attribute_methods, get_method, method_names
 from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
+from tlscopes.run_directory import (
+    Rows,
+    RunDirectoryError,
+    exclusive_lock,
+    is_not_writable,
+    optional,
+    parse_any,
+    parse_float,
+    parse_int,
+    parse_text,
+    read_json,
+    read_rows,
+    write_atomic,
+)
 
 FRACTIONS = (0.05, 0.10, 0.20)
 PER_PASSAGE = "per_passage.csv"
 SUMMARY = "aopc.csv"
 RUN_CONFIG = "run.json"
+SKIPPED = "skipped.csv"
 # Paper Table 1 order and labels.
 TABLE_ORDER = (
     "random",
@@ -90,17 +123,75 @@ class Passage:
         return self.tokens.shape[1] - 1
 
 
+class UnusablePassage(ValueError):
+    """A passage the evaluation cannot use: fewer than two tokens besides BOS (there must be a
+    target and at least one context token). :func:`run_evaluation` records it in
+    ``skipped.csv`` and goes on."""
+
+
+def bos_token_id(model: Any) -> int | None:
+    """The model's BOS token id, or None if it has none.
+
+    With a tokenizer, the tokenizer's ``bos_token_id``. A model built from a config has no
+    tokenizer; then only a ``bos_token_id`` set on ``model.cfg`` counts, since
+    ``cfg.default_prepend_bos`` says that a BOS would be prepended but not which id it is.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        bos = getattr(tokenizer, "bos_token_id", None)
+    else:
+        bos = getattr(getattr(model, "cfg", None), "bos_token_id", None)
+    return None if bos is None else int(bos)
+
+
 def has_bos(model: Any, tokens: Tensor) -> bool:
-    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
-    return bos is not None and int(tokens[0, 0]) == int(bos)
+    """Whether the first token of `tokens` [1, pos] is the model's BOS (:func:`bos_token_id`)."""
+    bos = bos_token_id(model)
+    return bos is not None and tokens.shape[1] > 0 and int(tokens[0, 0]) == bos
 
 
-def prepare_passage(model: Any, text: str) -> Passage:
-    """Tokenizes with the model's BOS convention and splits off the target (the last token)."""
-    tokens = model.to_tokens(text, truncate=False).cpu()
+PassageInput = str | Sequence[int] | Tensor
+
+
+def passage_tokens(model: Any, text: PassageInput) -> Tensor:
+    """[1, pos] token ids: a string tokenized with the model's BOS convention, or ids as given
+    ([pos] or [1, pos]; nothing is prepended to ids)."""
+    if isinstance(text, str):
+        if getattr(model, "tokenizer", None) is None:
+            raise ValueError(
+                f"passage {text[:40]!r} is text, but the model has no tokenizer (it was built "
+                "from a config); pass each passage as token ids"
+            )
+        return model.to_tokens(text, truncate=False).cpu()
+    tokens = torch.as_tensor(text).cpu()
+    if tokens.is_floating_point() or tokens.dtype == torch.bool:
+        raise TypeError(f"passage token ids must be integers, got dtype {tokens.dtype}")
+    if tokens.ndim == 2 and tokens.shape[0] == 1:
+        tokens = tokens[0]
+    if tokens.ndim != 1:
+        raise ValueError(f"passage token ids must be [pos] or [1, pos], got {tuple(tokens.shape)}")
+    return tokens.long()[None]
+
+
+def describe_passage(text: PassageInput) -> str:
+    if isinstance(text, str):
+        return repr(text[:40])
+    return f"token ids {torch.as_tensor(text).flatten()[:10].tolist()}"
+
+
+def prepare_passage(model: Any, text: PassageInput) -> Passage:
+    """Splits off the target (the last token) of a passage given as text or token ids.
+
+    Raises:
+        UnusablePassage: fewer than two tokens besides BOS.
+    """
+    tokens = passage_tokens(model, text)
     start = 1 if has_bos(model, tokens) else 0
     if tokens.shape[1] - start < 2:
-        raise ValueError(f"passage {text[:40]!r} needs at least two tokens besides BOS")
+        raise UnusablePassage(
+            f"passage {describe_passage(text)} has {tokens.shape[1] - start} token(s) besides "
+            "BOS; it needs at least two (context and target)"
+        )
     inputs = tokens[:, :-1]
     context = torch.arange(start, inputs.shape[1])
     return Passage(inputs, int(tokens[0, -1]), context)
@@ -206,20 +297,28 @@ def passage_seed(seed: int, task: str, index: int) -> int:
     return int.from_bytes(digest[:6], "little")
 
 
-def text_hash(text: str) -> str:
+def text_hash(text: PassageInput) -> str:
+    """A short hash naming a passage's text (or its token ids), to tell passages apart on resume."""
+    if not isinstance(text, str):
+        text = "token ids: " + " ".join(map(str, torch.as_tensor(text).flatten().tolist()))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def evaluate_passage(
     model: Any,
-    text: str,
+    text: PassageInput,
     methods: Sequence[str],
     *,
     task: str = "",
     index: int = 0,
     settings: Settings = Settings(),  # noqa: B008 (frozen, immutable)
 ) -> list[dict[str, Any]]:
-    """One row per method: Delta_k per fraction, the ablated counts, AOPC and method details."""
+    """One row per method: Delta_k per fraction, the ablated counts, AOPC and method details.
+
+    `text` is a string, or token ids (needed on a model without a tokenizer; see
+    :func:`bos_token_id` for how a BOS is recognised there). Raises :class:`UnusablePassage`
+    for a passage with fewer than two tokens besides BOS.
+    """
     passage = prepare_passage(model, text)
     results = attribute_methods(
         model,
@@ -275,31 +374,86 @@ def columns(fractions: Sequence[float]) -> list[str]:
     return head + ["aopc", "n_steps", "completeness_gap", "seed"]
 
 
-def read_finished(path: Path) -> pd.DataFrame | None:
-    """The rows of an earlier run; a last line cut off by an interruption is dropped first."""
+# Read back as strings: a task named "2017" or a hash of digits only stays what it was.
+TEXT_COLUMNS = ("task", "method", "text_sha", "reason")
+
+
+def _parsers(header: Sequence[str]) -> dict[str, Callable[[str], None]]:
+    """What each per_passage.csv column must hold for its row to count as finished."""
+    kinds: dict[str, Callable[[str], None]] = {
+        "task": parse_any,
+        "method": parse_text,
+        "text_sha": parse_text,
+        "n_steps": optional(parse_int),
+        "completeness_gap": optional(parse_float),
+        "seed": optional(parse_int),
+    }
+    for column in header:
+        if column not in kinds:
+            is_count = column in ("passage", "n_tokens", "n_context", "target_id")
+            is_count |= column.startswith("n_ablated_")
+            kinds[column] = parse_int if is_count else parse_float
+    return kinds
+
+
+def _fractions_of(path: Path) -> list[str]:
+    """The delta_<k> columns named in a per_passage.csv header, as <k> labels."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        first = next(csv.reader([handle.readline()]), [])
+    return [column.removeprefix("delta_") for column in first if column.startswith("delta_")]
+
+
+def _read_per_passage(path: Path, header: list[str], *, warn: bool = True) -> Rows | None:
+    key = ["task", "passage", "method"]
+    return read_rows(path, header, _parsers(header), key, text_columns=TEXT_COLUMNS, warn=warn)
+
+
+def read_finished(path: str | Path) -> pd.DataFrame | None:
+    """The usable rows of a per_passage.csv; None if it is missing or empty. Reads only.
+
+    A last line cut off by an interruption is left out; a damaged line (a wrong number of
+    fields, a value that does not parse, a (task, passage, method) already seen) is left out
+    with a warning naming the file and line. :func:`run_evaluation` removes such lines from the
+    file and computes those passages again.
+    """
+    path = Path(path)
     if not path.exists():
         return None
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
-        data = path.read_bytes()
-    if not data:
-        return None
-    return pd.read_csv(io.BytesIO(data), keep_default_na=False)
+    header = columns([float(label) for label in _fractions_of(path)])
+    rows = _read_per_passage(path, header)
+    return None if rows is None else rows.frame
+
+
+SKIPPED_COLUMNS = ["task", "passage", "text_sha", "reason"]
+SKIPPED_PARSERS = {
+    "task": parse_any,
+    "passage": parse_int,
+    "text_sha": parse_text,
+    "reason": parse_any,
+}
+
+
+def _read_skipped(path: Path) -> Rows | None:
+    key = ["task", "passage"]
+    return read_rows(path, SKIPPED_COLUMNS, SKIPPED_PARSERS, key, text_columns=TEXT_COLUMNS)
 
 
 def _check_config(output: Path, record: dict[str, Any]) -> None:
     path = output / RUN_CONFIG
-    if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != record:
-            raise ValueError(
-                f"{output} holds a run with different settings ({previous}, now {record}); "
-                "resume with the same settings or choose another --output directory"
-            )
-    else:
-        path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    previous = read_json(path)
+    if previous is None:
+        write_atomic(path, json.dumps(record, indent=1) + "\n")
+    elif not isinstance(previous, dict):
+        raise RunDirectoryError(
+            f"{path} holds {type(previous).__name__}, not a run's settings; delete it if the "
+            "results beside it were computed with the settings you run now, or choose another "
+            "--output directory"
+        )
+    elif previous != record:
+        raise ValueError(
+            f"{output} holds a run with different settings ({previous}, now {record}); "
+            "resume with the same settings or choose another --output directory"
+        )
 
 
 def _append(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
@@ -309,11 +463,24 @@ def _append(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
         writer.writeheader()
     writer.writerows(rows)
     # One write per passage, flushed to disk: an interruption loses at most the passage in
-    # progress, and a half-written last line is dropped on resume (`read_finished`).
+    # progress, and a half-written last line is left out on resume (`read_finished`).
     with path.open("a", encoding="utf-8") as handle:
         handle.write(buffer.getvalue())
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _rewrite(path: Path, rows: Rows | None) -> None:
+    """Rewrites a CSV file without the lines reading it left out, so appends start on a clean
+    line and the warnings are not repeated. A directory we may not write to is left as it is
+    (the lines are left out when reading)."""
+    if rows is None or rows.dropped == 0:
+        return
+    try:
+        write_atomic(path, rows.text)
+    except OSError as error:
+        if not is_not_writable(error):
+            raise
 
 
 @dataclass(frozen=True)
@@ -321,19 +488,28 @@ class EvaluationRun:
     """The outcome of :func:`run_evaluation`.
 
     Attributes:
-        per_passage: one row per (task, passage, method), finished earlier or now.
-        summary: AOPC mean and standard error per (task, method) (:func:`summarize`).
-        computed: how many passages this call computed (the rest were already finished).
+        per_passage: one row per (task, passage, method) in per_passage.csv, finished earlier or
+            now (also passages outside this call's `passages`).
+        summary: AOPC mean and standard error per (task, method) (:func:`summarize`); its `n`
+            may differ between methods, e.g. after adding a method with a smaller limit.
+        computed: how many passages this call computed (for some or all methods).
+        already_done: how many of the passages had rows for every method before this call.
+        skipped: the unusable passages among `passages` (task, passage, text_sha, reason), found
+            now or by an earlier run (``skipped.csv``); they are not retried.
+        newly_computed: method -> on how many passages this call computed it.
     """
 
     per_passage: pd.DataFrame
     summary: pd.DataFrame
     computed: int
+    already_done: int = 0
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIPPED_COLUMNS))
+    newly_computed: dict[str, int] = field(default_factory=dict)
 
 
 def run_evaluation(
     model: Any,
-    passages: dict[str, Sequence[str]],
+    passages: dict[str, Sequence[PassageInput]],
     methods: Sequence[str],
     output: str | Path,
     *,
@@ -347,69 +523,167 @@ def run_evaluation(
     rerun with the same output skips passages whose rows for all `methods` are there, so an
     interrupted run loses at most the passage in progress. Tasks are interleaved (passage 0 of
     each task, then passage 1, ...) so a run cut short has about as many of each.
-    ``output/aopc.csv`` is rewritten every `summary_every` passages and at the end.
+    ``output/aopc.csv`` is rewritten every `summary_every` passages and at the end, when it
+    changed. A passage with fewer than two tokens besides BOS is recorded in
+    ``output/skipped.csv`` with the reason and never retried. The run holds an exclusive lock
+    on ``output/.lock``; a second run on the same directory is refused at once.
 
     Args:
-        passages: task name -> passage texts (each passage's index is its position here).
+        passages: task name -> passages, texts or token ids (each passage's index is its
+            position here).
         methods: registry names (:func:`tlscopes.methods.method_names`).
-    """
-    from tqdm.auto import tqdm
 
+    Raises:
+        tlscopes.run_directory.RunDirectoryError: another run holds the directory, or one of
+            its files cannot be read (the message names it and what to do).
+        ValueError: the directory holds a run with other settings or other passages.
+    """
     methods = list(dict.fromkeys(methods))
     for name in methods:
         get_method(name)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    record = {"model": str(getattr(model.cfg, "model_name", "")), **settings.record()}
-    _check_config(output, record)
-    path = output / PER_PASSAGE
-    header = columns(settings.fractions)
-    finished = read_finished(path)
+    with exclusive_lock(output):
+        return _run_locked(model, passages, methods, output, settings, progress, summary_every)
+
+
+@dataclass
+class _Plan:
+    """What a run finds in its directory before computing."""
+
+    order: list[tuple[str, int]]
+    todo: list[tuple[str, int, list[str]]]
+    already_done: int
+    skipped: list[dict[str, Any]]
+
+
+def _plan(
+    passages: dict[str, Sequence[PassageInput]],
+    methods: list[str],
+    finished: Rows | None,
+    skipped: Rows | None,
+    path: Path,
+) -> _Plan:
     done_methods: dict[tuple[str, int], set[str]] = {}
     known_text: dict[tuple[str, int], str] = {}
     if finished is not None:
-        for task, index, method, sha in finished[
+        for task, index, method, sha in finished.frame[
             ["task", "passage", "method", "text_sha"]
         ].itertuples(index=False):
-            done_methods.setdefault((task, int(index)), set()).add(method)
-            known_text[(task, int(index))] = str(sha)
+            done_methods.setdefault((str(task), int(index)), set()).add(method)
+            known_text[(str(task), int(index))] = str(sha)
+    unusable: dict[tuple[str, int], dict[str, Any]] = {}
+    if skipped is not None:
+        for record in skipped.frame.to_dict("records"):
+            key = (str(record["task"]), int(record["passage"]))
+            unusable[key] = {**record, "task": key[0], "passage": key[1]}
+            known_text.setdefault(key, str(record["text_sha"]))
     order = [
         (task, index)
         for index in range(max((len(texts) for texts in passages.values()), default=0))
         for task, texts in passages.items()
         if index < len(texts)
     ]
-    todo = []
+    plan = _Plan(order, [], 0, [])
     for task, index in order:
-        text = passages[task][index]
-        if (task, index) in known_text and known_text[(task, index)] != text_hash(text):
+        sha = text_hash(passages[task][index])
+        if known_text.get((task, index), sha) != sha:
             raise ValueError(
-                f"{path} has results for {task} passage {index} from a different text; use "
-                "another --output directory for other passages"
+                f"{path.parent} has results for {task} passage {index} from a different text; "
+                "use another --output directory for other passages"
             )
+        if (task, index) in unusable:
+            plan.skipped.append(unusable[(task, index)])
+            continue
         missing = [m for m in methods if m not in done_methods.get((task, index), set())]
         if missing:
-            todo.append((task, index, missing))
-    bar = tqdm(total=len(order), initial=len(order) - len(todo), disable=not progress)
-    for count, (task, index, missing) in enumerate(todo, start=1):
-        rows = evaluate_passage(
-            model, passages[task][index], missing, task=task, index=index, settings=settings
-        )
-        _append(path, header, rows)
+            plan.todo.append((task, index, missing))
+        else:
+            plan.already_done += 1
+    return plan
+
+
+def _run_locked(
+    model: Any,
+    passages: dict[str, Sequence[PassageInput]],
+    methods: list[str],
+    output: Path,
+    settings: Settings,
+    progress: bool,
+    summary_every: int,
+) -> EvaluationRun:
+    from tqdm.auto import tqdm
+
+    record = {"model": str(getattr(model.cfg, "model_name", "")), **settings.record()}
+    _check_config(output, record)
+    path, skipped_path = output / PER_PASSAGE, output / SKIPPED
+    header = columns(settings.fractions)
+    finished, skipped = _read_per_passage(path, header), _read_skipped(skipped_path)
+    plan = _plan(passages, methods, finished, skipped, path)
+    _rewrite(path, finished)
+    _rewrite(skipped_path, skipped)
+    newly_computed = dict.fromkeys(methods, 0)
+    bar = tqdm(
+        total=len(plan.order),
+        initial=len(plan.order) - len(plan.todo),
+        disable=not progress,
+        unit="passage",
+    )
+    computed = 0
+    for count, (task, index, missing) in enumerate(plan.todo, start=1):
+        bar.set_description(f"{task} passage {index}")
+        text = passages[task][index]
+        try:
+            rows = evaluate_passage(model, text, missing, task=task, index=index, settings=settings)
+        except UnusablePassage as error:
+            reason = " ".join(str(error).split())
+            unusable = {"task": task, "passage": index, "text_sha": text_hash(text)}
+            plan.skipped.append({**unusable, "reason": reason})
+            _append(skipped_path, SKIPPED_COLUMNS, plan.skipped[-1:])
+            bar.set_postfix_str(f"{len(plan.skipped)} unusable skipped")
+        except Exception as error:
+            if hasattr(error, "add_note"):  # Python 3.11+: say where the run stopped
+                error.add_note(
+                    f"while evaluating {task} passage {index} ({describe_passage(text)})"
+                )
+            raise
+        else:
+            _append(path, header, rows)
+            computed += 1
+            for name in missing:
+                newly_computed[name] += 1
         bar.update(1)
         if count % summary_every == 0:
             _write_summary(output, path, settings.fractions)
-        bar.set_postfix_str(f"{task} {index}")
     bar.close()
     frame = _write_summary(output, path, settings.fractions)
-    return EvaluationRun(frame, summarize(frame, settings.fractions), len(todo))
+    return EvaluationRun(
+        frame,
+        summarize(frame, settings.fractions),
+        computed,
+        already_done=plan.already_done,
+        skipped=pd.DataFrame(plan.skipped, columns=SKIPPED_COLUMNS),
+        newly_computed={name: n for name, n in newly_computed.items() if n},
+    )
 
 
 def _write_summary(output: Path, path: Path, fractions: Sequence[float]) -> pd.DataFrame:
-    frame = read_finished(path)
-    if frame is None:
-        frame = pd.DataFrame(columns=columns(fractions))
-    summarize(frame, fractions).to_csv(output / SUMMARY, index=False)
+    """Writes aopc.csv if it changed (a finished run in a directory we may not write to is
+    read, not written; a failed write there is a warning) and returns the per-passage rows."""
+    rows = _read_per_passage(path, columns(fractions), warn=False)
+    frame = pd.DataFrame(columns=columns(fractions)) if rows is None else rows.frame
+    text = summarize(frame, fractions).to_csv(index=False, lineterminator="\n")
+    target = output / SUMMARY
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        try:
+            write_atomic(target, text)
+        except OSError as error:
+            if not is_not_writable(error):
+                raise
+            warnings.warn(
+                f"could not update {target} ({error}); the summary is returned but not saved",
+                stacklevel=3,
+            )
     return frame
 
 
@@ -485,12 +759,19 @@ def paired_differences(per_passage: pd.DataFrame, reference: str = "semantic") -
 
 
 def format_table(summary: pd.DataFrame) -> str:
-    """A table shaped like the paper's Table 1: methods as rows, tasks as columns, mean ± sem."""
+    """A table shaped like the paper's Table 1: methods as rows, tasks as columns, mean ± sem.
+
+    When every method of a task averages the same number of passages, the task's column header
+    says it (``LMB (n=500)``); otherwise each cell says its own (``-1.20 ± 0.05 (n=2)``).
+    """
     tasks = list(dict.fromkeys(summary["task"]))
     methods = [m for m in TABLE_ORDER if m in set(summary["method"])]
     methods += [m for m in dict.fromkeys(summary["method"]) if m not in methods]
+    same_n = {t: summary[summary["task"] == t]["n"].nunique() == 1 for t in tasks}
     header = ["Method"] + [
-        f"{TASK_LABELS.get(t, t)} (n={int(summary[summary['task'] == t]['n'].min())})"
+        f"{TASK_LABELS.get(t, t)} (n={int(summary[summary['task'] == t]['n'].iloc[0])})"
+        if same_n[t]
+        else f"{TASK_LABELS.get(t, t)} (n per cell)"
         for t in tasks
     ]
     lines = [header]
@@ -502,7 +783,8 @@ def format_table(summary: pd.DataFrame) -> str:
                 cells.append("")
                 continue
             mean, sem = float(match["aopc_mean"].iloc[0]), float(match["aopc_sem"].iloc[0])
-            cells.append(f"{mean:+.2f} ± {sem:.2f}")
+            n = "" if same_n[task] else f" (n={int(match['n'].iloc[0])})"
+            cells.append(f"{mean:+.2f} ± {sem:.2f}{n}")
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
@@ -570,12 +852,38 @@ def run(args: argparse.Namespace) -> int:
         memory_budget=int(args.memory_gb * 1024**3),
     )
     model = load_model(args.model, kind=args.kind)
-    result = run_evaluation(
-        model, passages, methods, args.output, settings=settings, progress=not args.no_progress
-    )
-    print(f"computed {result.computed} passages; results in {args.output}")
+    try:
+        result = run_evaluation(
+            model, passages, methods, args.output, settings=settings, progress=not args.no_progress
+        )
+    except RunDirectoryError as error:
+        raise SystemExit(str(error)) from error
+    print(describe_run(result, args.output))
     print(format_table(result.summary))
     return 0
+
+
+def _passages(count: int) -> str:
+    return f"{count} passage{'' if count == 1 else 's'}"
+
+
+def describe_run(result: EvaluationRun, output: str | Path) -> str:
+    """What a run did, in words: computed, already done, skipped as unusable, methods added."""
+    lines = [
+        f"computed {_passages(result.computed)}, {result.already_done} already done before; "
+        f"results in {output}"
+    ]
+    if result.newly_computed:
+        added = ", ".join(f"{m} on {_passages(n)}" for m, n in result.newly_computed.items())
+        lines.append(f"newly computed: {added}")
+    if len(result.skipped):
+        lines.append(
+            f"skipped {_passages(len(result.skipped))} as unusable (reasons in "
+            f"{Path(output) / SKIPPED}): "
+            + ", ".join(f"{r.task} {r.passage}" for r in result.skipped.head(10).itertuples())
+            + (", ..." if len(result.skipped) > 10 else "")
+        )
+    return "\n".join(lines)
 
 
 COMMAND = (add_arguments, run)

@@ -334,13 +334,6 @@ def test_a_killed_run_resumes_without_recomputing_or_losing_anything(tmp_path, m
     assert again.computed == 0 and computed == []
 
 
-def test_a_cut_off_last_line_is_dropped(tmp_path):
-    path = tmp_path / evaluate.PER_PASSAGE
-    path.write_text("task,passage\nlambada,0\nlamb")
-    frame = evaluate.read_finished(path)
-    assert len(frame) == 1 and path.read_text() == "task,passage\nlambada,0\n"
-
-
 def test_resuming_with_other_settings_is_refused(tmp_path, model):
     def run(text: str, n_steps: int) -> None:
         evaluate.run_evaluation(
