@@ -149,7 +149,10 @@ def html_rows(forecasts: list[Forecast]) -> list[tuple[str, list[str], list[floa
 def run(model: Any, out: Path, *, n_values: int = DEFAULT_VALUES) -> list[Path]:
     """Writes timeseries.png and timeseries.html under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    forecasts = [forecast(model, name, series) for name, series in systems(n_values).items()]
+    forecasts = []
+    for name, series in systems(n_values).items():
+        print(f"   time series: {name}, {n_values} values", flush=True)
+        forecasts.append(forecast(model, name, series))
     png, page = out / "timeseries.png", out / "timeseries.html"
     plot_forecasts(forecasts).savefig(png, dpi=100)
     page.write_text(

@@ -141,6 +141,11 @@ def translation_page(translation: Translation) -> str:
 def run(model: Any, out: Path, *, german: str = GERMAN, english: str = ENGLISH) -> list[Path]:
     """Writes translation.png and translation.html under `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    print(
+        "   translation: Fisher Scope at every English position (one forward pass, batched "
+        "backward passes; a few minutes on 2 CPU cores)",
+        flush=True,
+    )
     translation = translation_matrix(model, german, english)
     png, page = out / "translation.png", out / "translation.html"
     plot_translation(translation).savefig(png, dpi=110)

@@ -76,6 +76,7 @@ QUICK = Sizes(
 def run_ig_and_sinks(model: Any, out: Path, sizes: Sizes) -> list[Path]:
     """Figure 15 and the attention-sink analysis, on the bias sentence (as the paper does)."""
     text, target = case_bias.TEXT, case_bias.TARGETS[0]
+    print(f"   IG path integrand at {len(sizes.alphas)} points", flush=True)
     integrand = ig_path.path_integrand(model, text, target=target, alphas=sizes.alphas)
     ig_png, ig_html = out / "ig_path.png", out / "ig_path.html"
     ig_path.plot_path_integrand(integrand).savefig(ig_png, dpi=110)
@@ -109,6 +110,11 @@ def run_ig_and_sinks(model: Any, out: Path, sizes: Sizes) -> list[Path]:
 
 def run_fisher_spectrum(model: Any, out: Path, sizes: Sizes) -> list[Path]:
     texts = datasets.load_passages("lambada")
+    print(
+        f"   Fisher spectra of {sizes.spectrum_passages} passages, then AOPC at ranks "
+        f"{list(sizes.ranks)} on {sizes.aopc_passages}",
+        flush=True,
+    )
     spectra = fisher_spectrum.fisher_spectra(model, texts[: sizes.spectrum_passages])
     frame = fisher_spectrum.aopc_by_rank(
         model, texts[: sizes.aopc_passages], ranks=sizes.ranks, baselines=sizes.baselines
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown parts {unknown}; known parts: {', '.join(available)}")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    print("loading the default model (the first load converts its weights, about a minute)")
     model = ts.load_model()
     timings = {"load_model": time.perf_counter() - start}
     for name in chosen:
