@@ -44,3 +44,16 @@ def test_one_passage_every_method(model, task):
         assert row["n_tokens"] == n_tokens and row["n_context"] == n_tokens - 1  # BOS excluded
         assert math.isfinite(row["aopc"]) and row["logp"] < 0
         assert row["n_ablated_0.2"] == evaluate.ablation_count(0.2, n_tokens - 1)
+
+
+def test_token_ids_give_the_rows_of_the_text(model):
+    # Ids that start with the tokenizer's BOS are read as the text's tokens: BOS is not context.
+    text = datasets.load_passages("lambada", limit=1)[0]
+    ids = model.to_tokens(text)[0]
+    settings = evaluate.Settings(n_steps=2)
+    names = ["semantic", "random"]
+    from_text = evaluate.evaluate_passage(model, text, names, settings=settings)
+    from_ids = evaluate.evaluate_passage(model, ids, names, settings=settings)
+    for by_text, by_ids in zip(from_text, from_ids, strict=True):
+        assert by_ids["n_context"] == by_text["n_context"] == len(ids) - 2
+        assert by_ids["aopc"] == pytest.approx(by_text["aopc"], abs=1e-6)
