@@ -166,6 +166,8 @@ def read_rows(
 ) -> Rows | None:
     """The rows of a CSV file written one line per row; None if it is missing or empty.
 
+    A file whose header was cut short reads as no rows (``text`` empty, one line dropped).
+
     Args:
         header: the columns the first line must name, in order.
         parsers: column -> a function raising ValueError for a value that column cannot hold
@@ -182,8 +184,8 @@ def read_rows(
     # A last line without its newline is the write an interruption cut short: left out quietly.
     cut_off = 1 if lines and not lines[-1].endswith("\n") else 0
     lines = lines[: len(lines) - cut_off]
-    if not lines:
-        return None
+    if not lines:  # empty, or a header cut short: rewritten empty, so appends start afresh
+        return Rows(pd.DataFrame(columns=list(header)), "", cut_off) if cut_off else None
     found = next(csv.reader([lines[0]]), [])
     if found != list(header):
         raise RunDirectoryError(

@@ -169,6 +169,15 @@ def test_a_cut_off_last_line_is_left_out_and_the_resumed_run_appends_cleanly(mod
     assert len(evaluate.read_finished(path)) == 6 and "semant\n" not in path.read_text()
 
 
+def test_a_header_cut_short_is_written_afresh(model, tmp_path):
+    run(model, tmp_path, TEXTS[:1], ["random"])
+    path = tmp_path / evaluate.PER_PASSAGE
+    path.write_text("task,passage,met")  # a full disk at the first append
+    result = run(model, tmp_path, TEXTS[:1], ["random"])
+    assert result.computed == 1 and path.read_text().startswith("task,passage,method,")
+    assert len(evaluate.read_finished(path)) == 1
+
+
 def test_a_hash_of_digits_is_read_back_as_written(model, tmp_path):
     run(model, tmp_path, TEXTS[:1], ["random"])
     path = tmp_path / evaluate.PER_PASSAGE
