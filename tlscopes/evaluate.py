@@ -28,8 +28,9 @@ ids; without a tokenizer the first id is a BOS only if ``model.cfg.bos_token_id`
   a rerun computes only the missing (passage, method) pairs. A damaged line (cut off, a wrong
   number of fields, an unparsable value, a repeated row) is dropped with a warning naming the
   line, removed from the file, and its passage computed again;
-- ``skipped.csv``: passages with fewer than two tokens besides BOS (task, passage, text hash,
-  reason); the run goes on without them and never retries them;
+- ``skipped.csv``: passages with fewer than two tokens besides BOS or longer than the model's
+  context (task, passage, text hash, reason); the run goes on without them and never retries
+  them;
 - ``aopc.csv``: the summary (:func:`summarize`), rewritten when it changes, so a finished run in
   a read-only directory can still be summarised;
 - ``.lock``: held (``flock``) while a run works there; a second run is refused at once.
@@ -61,7 +62,7 @@ from tlscopes import baselines, datasets
 from tlscopes.attribute import final_logits
 from tlscopes.hooks import StopForward, run_hooked
 from tlscopes.methods import attribute_methods, get_method, method_names
-from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
+from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK, context_length
 from tlscopes.run_directory import (
     Rows,
     RunDirectoryError,
@@ -125,8 +126,8 @@ class Passage:
 
 class UnusablePassage(ValueError):
     """A passage the evaluation cannot use: fewer than two tokens besides BOS (there must be a
-    target and at least one context token). :func:`run_evaluation` records it in
-    ``skipped.csv`` and goes on."""
+    target and at least one context token), or longer than the model's context.
+    :func:`run_evaluation` records it in ``skipped.csv`` and goes on."""
 
 
 def bos_token_id(model: Any) -> int | None:
@@ -183,7 +184,8 @@ def prepare_passage(model: Any, text: PassageInput) -> Passage:
     """Splits off the target (the last token) of a passage given as text or token ids.
 
     Raises:
-        UnusablePassage: fewer than two tokens besides BOS.
+        UnusablePassage: fewer than two tokens besides BOS, or an input (every token but the
+            last) longer than the model's context.
     """
     tokens = passage_tokens(model, text)
     start = 1 if has_bos(model, tokens) else 0
@@ -193,6 +195,11 @@ def prepare_passage(model: Any, text: PassageInput) -> Passage:
             "BOS; it needs at least two (context and target)"
         )
     inputs = tokens[:, :-1]
+    if inputs.shape[1] > context_length(model):
+        raise UnusablePassage(
+            f"passage {describe_passage(text)} is {inputs.shape[1]} tokens before its target, "
+            f"longer than the model's context of {context_length(model)} tokens"
+        )
     context = torch.arange(start, inputs.shape[1])
     return Passage(inputs, int(tokens[0, -1]), context)
 
@@ -524,8 +531,8 @@ def run_evaluation(
     interrupted run loses at most the passage in progress. Tasks are interleaved (passage 0 of
     each task, then passage 1, ...) so a run cut short has about as many of each.
     ``output/aopc.csv`` is rewritten every `summary_every` passages and at the end, when it
-    changed. A passage with fewer than two tokens besides BOS is recorded in
-    ``output/skipped.csv`` with the reason and never retried. The run holds an exclusive lock
+    changed. A passage with fewer than two tokens besides BOS, or longer than the model's
+    context, is recorded in ``output/skipped.csv`` with the reason and never retried. The run holds an exclusive lock
     on ``output/.lock``; a second run on the same directory is refused at once.
 
     Args:

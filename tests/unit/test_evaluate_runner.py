@@ -91,22 +91,24 @@ def test_an_unreadable_run_json_is_named_with_what_to_do(model, tmp_path, conten
 
 
 def test_an_unusable_passage_is_recorded_and_the_run_goes_on(model, tmp_path, counted):
-    texts = [TEXTS[0], "the", TEXTS[1]]  # "the" is one token besides BOS
+    too_long = " ".join(["the cat"] * 20)  # 40 tokens; the tiny model's context is 32
+    texts = [TEXTS[0], "the", TEXTS[1], too_long]  # "the" is one token besides BOS
     first = run(model, tmp_path, texts)
     assert first.computed == 2 and first.already_done == 0
-    assert first.skipped[["task", "passage"]].values.tolist() == [["lambada", 1]]
+    assert first.skipped[["task", "passage"]].values.tolist() == [["lambada", 1], ["lambada", 3]]
     assert "at least two" in first.skipped["reason"][0]
-    assert "skipped 1 passage as unusable" in evaluate.describe_run(first, tmp_path)
+    assert "longer than the model's context of 32" in first.skipped["reason"][1]
+    assert "skipped 2 passages as unusable" in evaluate.describe_run(first, tmp_path)
     assert sorted(first.per_passage["passage"].unique()) == [0, 2]
     record = pd.read_csv(tmp_path / evaluate.SKIPPED, keep_default_na=False)
-    assert record["text_sha"].tolist() == [evaluate.text_hash("the")]
+    assert record["text_sha"].tolist() == [evaluate.text_hash("the"), evaluate.text_hash(too_long)]
 
     counted.clear()
     again = run(model, tmp_path, texts)
     assert counted == [] and again.computed == 0 and again.already_done == 2
     pd.testing.assert_frame_equal(again.skipped, first.skipped, check_dtype=False)
     with pytest.raises(ValueError, match="different text"):
-        run(model, tmp_path, [TEXTS[0], "the dog", TEXTS[1]])
+        run(model, tmp_path, [TEXTS[0], "the dog", TEXTS[1], too_long])
 
 
 def test_an_error_names_the_passage_it_stopped_at(model, tmp_path, monkeypatch):
