@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from tests import helpers
-from tests.models import HAS_HOOKED
+from tests.models import TOKENIZERLESS_VARIANTS
 from tlscopes import evaluate
 from tlscopes.run_directory import LOCK_FILE, RunDirectoryError
 
@@ -368,32 +368,10 @@ def test_progress_names_the_passage_in_progress_and_starts_at_the_finished_count
 # --- token ids on a model without a tokenizer ------------------------------------------------
 
 
-def build_config_only_hooked():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    config = HookedTransformerConfig(
-        n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=40, n_ctx=32,
-        act_fn="gelu", normalization_type="LN", dtype=torch.float64, seed=0,
-    )  # fmt: skip
-    return helpers.randomize_(HookedTransformer(config)).eval()
-
-
-def build_bridge_without_tokenizer():
-    model = helpers.build_bridge()
-    model.tokenizer = None  # its cfg still names BOS: id 0
-    return model
-
-
-# (builder, the BOS id its cfg names or None)
-TOKENIZERLESS = {"bridge": (build_bridge_without_tokenizer, 0)}
-if HAS_HOOKED:
-    TOKENIZERLESS["hooked-config-only"] = (build_config_only_hooked, None)
-
-
-@pytest.mark.parametrize("name", sorted(TOKENIZERLESS))
+@pytest.mark.parametrize("name", sorted(TOKENIZERLESS_VARIANTS))
 def test_token_ids_on_a_model_without_a_tokenizer(name, tmp_path):
-    build, bos = TOKENIZERLESS[name]
-    model = build()
+    model = TOKENIZERLESS_VARIANTS[name]()
+    bos = 0 if name.startswith("bridge") else None  # the bridge's cfg keeps its HF BOS id
     assert model.tokenizer is None and evaluate.bos_token_id(model) == bos
     ids = torch.tensor([0, 7, 9, 11, 13, 15])
     passage = evaluate.prepare_passage(model, ids)
