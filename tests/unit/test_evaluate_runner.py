@@ -12,6 +12,9 @@ import json
 import os
 import resource
 import signal
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from tlscopes.run_directory import LOCK_FILE, RunDirectoryError
 TEXTS = [f"the {w} sat on the mat and the dog sat on the {w}" for w in helpers.WORDS[:4]]
 METHODS = ["random", "semantic"]
 SETTINGS = evaluate.Settings(n_steps=2)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +320,39 @@ def test_a_second_run_on_a_locked_directory_is_refused_at_once(model, tmp_path, 
     assert f"another run is writing to {tmp_path}" in str(caught.value)
     assert counted == [] and not (tmp_path / evaluate.PER_PASSAGE).exists()
     assert run(model, tmp_path, TEXTS[:1]).computed == 1  # the lock goes with its holder
+
+
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from tlscopes.run_directory import exclusive_lock
+
+    with exclusive_lock(Path(sys.argv[1])):
+        print("locked", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_run_in_another_process_holds_the_directory(model, tmp_path, counted):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(RunDirectoryError, match="another run is writing to"):
+            run(model, tmp_path)
+        assert counted == []
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert run(model, tmp_path, TEXTS[:1]).computed == 1  # a killed holder lets go
 
 
 # --- progress --------------------------------------------------------------------------------
