@@ -283,3 +283,33 @@ def save_hf_family(family: str, directory: str, **kwargs: Any) -> Any:
     model.save_pretrained(directory)
     build_tokenizer().save_pretrained(directory)
     return model
+
+
+def kernel_calls(monkeypatch: Any) -> list[int]:
+    """A list that grows by one per scaled_dot_product_attention call (the fused path's; the
+    explicit paths and Hugging Face's eager attention never call it), for this test only."""
+    calls: list[int] = []
+    kernel = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    return calls
+
+
+def subclasses_in(package: Any, base: type) -> set[type]:
+    """`base` and every subclass of it, after importing every module of `package`."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+    found, frontier = {base}, [base]
+    while frontier:
+        for subclass in frontier.pop().__subclasses__():
+            if subclass not in found:
+                found.add(subclass)
+                frontier.append(subclass)
+    return found

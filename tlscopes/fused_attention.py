@@ -14,12 +14,13 @@ the duration of a ``with`` block, on the attention modules where it is exact:
   subclasses), causal, with none of the variants TransformerLens implements inside the explicit
   path (ALiBi, relative bias, sliding windows, soft-capping, attention sinks, QK clipping or
   OLMo norms, log-n scaling, per-head results, 4-bit weights);
-* TransformerBridge: the plain rotary attention of Llama-like models
-  (:func:`bridge_module_supports_fusion`), in float32 or lower precision.
+* TransformerBridge: the plain rotary attention of Llama-like models (Llama, Mistral, Qwen2:
+  :func:`bridge_module_supports_fusion`), in float32 or lower precision.
 
-On each call it also needs no KV cache and no attention mask beyond the causal one. Everywhere
-else, and whenever a hook is attached to ``hook_attn_scores`` or ``hook_pattern`` (which the
-fused kernel would silently skip), the module's own forward runs. Every other hook point
+On each call it also needs no KV cache and no attention mask beyond the causal one (an all-ones
+padding mask, which a HookedTransformer with a left-padding tokenizer passes on every call, is
+no mask). Everywhere else, and whenever a hook is attached to ``hook_attn_scores`` or
+``hook_pattern`` (which the fused kernel would silently skip), the module's own forward runs. Every other hook point
 (``hook_q``, ``hook_k``, ``hook_v``, ``hook_rot_q``, ``hook_rot_k``, ``hook_z`` and all outside
 attention) fires as usual.
 """
@@ -39,6 +40,10 @@ from torch import Tensor
 # Architectures whose QK norm TransformerLens applies inside the explicit forward pass.
 _INLINE_QK_NORM = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
 _POSITIONAL = ("standard", "rotary", "shortformer")
+# The Hugging Face attention classes whose computation the bridge's fused forward reproduces
+# (q/k/v/o projections, rotary, grouped keys, scaling; a sliding window shows up in the mask,
+# which is checked on each call). Any other class (QK norms, soft-capping, ...) keeps its own.
+BRIDGE_FUSABLE_HF_ATTENTION = ("LlamaAttention", "MistralAttention", "Qwen2Attention")
 
 
 def _has_hooks(hook_point: Any) -> bool:
@@ -87,6 +92,7 @@ def module_supports_fusion(attention: Any) -> bool:
 
 
 def _fused_forward(
+    mask_check: AllOnesMaskCheck,
     attention: Any,
     original: Any,
     query_input: Tensor,
@@ -100,7 +106,7 @@ def _fused_forward(
     if (
         past_kv_cache_entry is not None
         or additive_attention_mask is not None
-        or attention_mask is not None
+        or not mask_check(attention_mask, query_input.shape[1])
         or position_bias is not None
         or _scores_or_pattern_hooked(attention)
     ):
@@ -140,7 +146,8 @@ def bridge_module_supports_fusion(attention: Any) -> bool:
     """Whether the fused kernel gives exactly this TransformerBridge attention (hooks aside).
 
     Only the plain rotary self-attention of Llama-like models (TransformerLens 4.x's
-    ``PositionEmbeddingsAttentionBridge`` itself, not a subclass) with none of the variants its
+    ``PositionEmbeddingsAttentionBridge`` itself, not a subclass, around one of the Hugging Face
+    classes in ``BRIDGE_FUSABLE_HF_ATTENTION``) with none of the variants its
     forward pass implements inline: split QKV inputs, gated queries, key multipliers, QK norms
     or clipping, soft-capping, attention sinks, sliding windows, Llama-4 query scaling,
     non-standard rotary layouts, per-head results. Per-call conditions are checked on each call
@@ -156,6 +163,8 @@ def bridge_module_supports_fusion(attention: Any) -> bool:
     if type(attention) is not PositionEmbeddingsAttentionBridge:
         return False
     hf_attention = getattr(attention, "original_component", None)
+    if type(hf_attention).__name__ not in BRIDGE_FUSABLE_HF_ATTENTION:
+        return False
     config = getattr(attention, "config", None)
     hf_config = getattr(hf_attention, "config", None)
     rope = getattr(hf_config, "rope_parameters", None)
@@ -205,27 +214,53 @@ def _is_plain_causal_mask(mask: Tensor | None, length: int) -> bool:
     return bool((hidden == future).all()) and bool((mask.masked_fill(future, 0) == 0).all())
 
 
-class CausalMaskCheck:
-    """`_is_plain_causal_mask`, remembering the last mask that passed.
+def _is_all_ones(mask: Tensor, length: int) -> bool:
+    """True for a [batch, pos] padding mask that masks nothing."""
+    return mask.ndim == 2 and mask.shape[-1] == length and bool(mask.all())
 
-    Within one forward pass the bridge hands every layer the same mask tensor; checking it
-    again per layer rebuilt a pos x pos triangle each time (~1 ms per layer at 1,024 tokens).
-    A mask passes from memory only while it is the same, unmodified tensor.
+
+class MaskCheck:
+    """A mask predicate that remembers the last mask that passed.
+
+    Within one forward pass every layer gets the same mask tensor; checking it again per layer
+    rebuilt a pos x pos triangle each time (~1 ms per layer at 1,024 tokens) and synchronises
+    an accelerator. A mask passes from memory only while it is the same, unmodified tensor at
+    the same length. No mask always passes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, predicate: Any) -> None:
+        self._predicate = predicate
         self._mask: Tensor | None = None
         self._version = -1
+        self._length = -1
 
     def __call__(self, mask: Tensor | None, length: int) -> bool:
         if mask is None:
             return True
         if mask is self._mask and mask._version == self._version:
-            return mask.shape[-1] == length and mask.shape[-2] == length
-        if not _is_plain_causal_mask(mask, length):
+            return length == self._length
+        if not self._predicate(mask, length):
             return False
-        self._mask, self._version = mask, mask._version
+        self._mask, self._version, self._length = mask, mask._version, length
         return True
+
+
+class CausalMaskCheck(MaskCheck):
+    """`_is_plain_causal_mask`, remembering the last mask that passed (the bridge's masks)."""
+
+    def __init__(self) -> None:
+        super().__init__(_is_plain_causal_mask)
+
+
+class AllOnesMaskCheck(MaskCheck):
+    """`_is_all_ones`, remembering the last mask that passed (HookedTransformer's masks).
+
+    A HookedTransformer whose tokenizer pads on the left (Gemma's, for one) passes a padding
+    mask on every forward pass; with no padding in the batch it is all ones, which is no mask.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_is_all_ones)
 
 
 def _bridge_fused_forward(
@@ -288,10 +323,11 @@ def fused_attention(model: Any) -> Iterator[int]:
     from tlscopes.models import hooked_transformer_class, is_bridge
 
     hooked = hooked_transformer_class()
+    # One mask check per context: the mask it remembers is freed when the context ends.
     if hooked is not None and isinstance(model, hooked):
-        supports, fused = module_supports_fusion, _fused_forward
+        supports = module_supports_fusion
+        fused = functools.partial(_fused_forward, AllOnesMaskCheck())
     elif is_bridge(model):
-        # One mask check per context: the mask it remembers is freed when the context ends.
         supports = bridge_module_supports_fusion
         fused = functools.partial(_bridge_fused_forward, CausalMaskCheck())
     else:

@@ -129,3 +129,103 @@ def test_an_attention_subclass_keeps_its_own_forward():
             assert switched == model.cfg.n_layers - 1
     finally:
         block.attn.__class__ = original_class
+
+
+def left_padding_model():
+    # Gemma's tokenizer pads on the left; TransformerLens then passes a padding mask on every
+    # forward pass, all ones when nothing is padded.
+    model = helpers.build_hooked(normalization_type="RMS", positional_embedding_type="rotary")
+    model.tokenizer.padding_side = "left"
+    return model
+
+
+def test_an_all_ones_padding_mask_is_no_mask(monkeypatch):
+    model = left_padding_model()
+    calls = helpers.kernel_calls(monkeypatch)
+    actual, expected = helpers.fused_and_explicit_logits(model, PROMPTS[0])
+    assert len(calls) == model.cfg.n_layers
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+    fused = ts.attribute(model, PROMPTS, ts.FisherScope(rank=2))
+    with helpers.explicit_attention(model):
+        explicit = ts.attribute(model, PROMPTS, ts.FisherScope(rank=2))
+    torch.testing.assert_close(fused.scores, explicit.scores, rtol=1e-10, atol=1e-12)
+
+
+def test_a_padding_mask_that_hides_a_token_keeps_the_explicit_attention(monkeypatch):
+    model = left_padding_model()
+    tokens = model.to_tokens(PROMPTS)  # the shorter prompt is padded on the left
+    assert int(tokens[1, 0]) == model.tokenizer.pad_token_id
+    calls = helpers.kernel_calls(monkeypatch)
+    with torch.no_grad():
+        with fused_attention(model) as switched:
+            fused = model(tokens)
+        explicit = model(tokens)
+    assert switched == model.cfg.n_layers and calls == []
+    torch.testing.assert_close(fused, explicit, rtol=0, atol=0)
+
+
+def attention_subclasses() -> set[type]:
+    """Every attention class TransformerLens defines."""
+    import transformer_lens.components as components
+
+    return helpers.subclasses_in(components, components.AbstractAttention)
+
+
+FUSABLE_CLASSES = {"Attention", "GroupedQueryAttention"}
+
+
+def test_no_attention_class_beyond_the_allow_list_is_fused():
+    model = helpers.build_hooked(normalization_type="RMS", positional_embedding_type="rotary")
+    attention = model.blocks[0].attn
+    original = type(attention)
+    classes = attention_subclasses()
+    assert {cls.__name__ for cls in classes} >= FUSABLE_CLASSES
+    try:
+        for cls in classes:
+            attention.__class__ = cls
+            assert module_supports_fusion(attention) == (cls.__name__ in FUSABLE_CLASSES), cls
+    finally:
+        attention.__class__ = original
+
+
+# Every HookedTransformerConfig field as of TransformerLens 3.9, each reviewed for what it does
+# to attention: checked by module_supports_fusion (attention_dir, positional_embedding_type,
+# use_local_attn / attn_types / window_size, clip_qkv, use_logn_attn, use_attention_sinks,
+# attn_scores_soft_cap, use_attn_result, load_in_4bit, original_architecture for OLMo's inline
+# norms), reproduced by the fused forward through the module's own pieces (q/k/v and QK norms in
+# calculate_qkv_matrices, every rotary variant in apply_rotary, attn_scale with its
+# per-layer factor, grouped keys), or not about attention. A new field may be a new variant.
+REVIEWED_CONFIG_FIELDS = set(
+    """d_model d_head n_layers n_ctx n_heads d_mlp d_vocab device use_attn_result
+    use_split_qkv_input default_prepend_bos positional_embedding_type n_key_value_heads
+    attn_only gated_mlp uses_rms_norm eps layer_norm_folding act_fn normalization_type
+    num_experts experts_per_token final_rms dtype model_name use_attn_scale attn_scale
+    use_hook_mlp_in use_attn_in use_qk_norm clip_qkv use_logn_attn train_seq_length
+    use_dynamic_ntk_rope use_local_attn ungroup_grouped_query_attention original_architecture
+    from_checkpoint checkpoint_index checkpoint_label_type checkpoint_value tokenizer_name
+    window_size attn_types init_mode n_devices attention_dir seed initializer_range
+    init_weights scale_attn_by_inverse_layer_idx d_vocab_out parallel_attn_mlp rotary_dim
+    n_params use_hook_tokens tokenizer_prepends_bos post_embedding_ln rotary_base
+    rotary_base_local rotary_scaling_factor trust_remote_code rotary_adjacent_pairs
+    load_in_4bit quantization_method relative_attention_max_distance
+    relative_attention_num_buckets decoder_start_token_id tie_word_embeddings
+    use_normalization_before_and_after attn_scores_soft_cap output_logits_soft_cap
+    use_NTK_by_parts_rope NTK_by_parts_low_freq_factor NTK_by_parts_high_freq_factor
+    NTK_by_parts_factor NTK_original_ctx_len use_yarn_rope yarn_factor yarn_attention_factor
+    yarn_beta_fast yarn_beta_slow yarn_original_max_position_embeddings yarn_truncate
+    yarn_global_attn_only use_attention_sinks norm_topk_prob""".split()
+)
+
+
+def test_every_config_field_has_been_reviewed_for_the_fused_path():
+    import dataclasses
+
+    from transformer_lens import HookedTransformerConfig
+
+    fields = {field.name for field in dataclasses.fields(HookedTransformerConfig)}
+    unreviewed = sorted(fields - REVIEWED_CONFIG_FIELDS)
+    assert not unreviewed, (
+        f"HookedTransformerConfig has new fields {unreviewed}: check whether each changes "
+        "attention; if so make module_supports_fusion refuse it (or the fused forward compute "
+        "it), then add it to REVIEWED_CONFIG_FIELDS"
+    )

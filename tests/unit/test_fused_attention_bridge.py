@@ -120,3 +120,39 @@ def test_restored_after_an_error_inside_the_forward_pass(bridge):
         with bridge.hooks(fwd_hooks=[("blocks.1.attn.hook_z", fail)]):
             ts.attribute(bridge, PROMPTS[0], ts.TemperatureScope())
     assert not any("forward" in block.attn.__dict__ for block in bridge.blocks)
+
+
+def bridge_attention_classes() -> set[type]:
+    """Every attention bridge class TransformerLens defines."""
+    import transformer_lens.model_bridge.generalized_components as components
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    return helpers.subclasses_in(components, AttentionBridge)
+
+
+def test_no_attention_bridge_class_beyond_the_allow_list_is_fused(bridge):
+    attention = bridge.blocks[0].attn
+    original = type(attention)
+    assert bridge_module_supports_fusion(attention)
+    classes = bridge_attention_classes()
+    assert original in classes
+    try:
+        for cls in classes:
+            object.__setattr__(attention, "__class__", cls)
+            expected = cls.__name__ == "PositionEmbeddingsAttentionBridge"
+            assert bridge_module_supports_fusion(attention) == expected, cls
+    finally:
+        object.__setattr__(attention, "__class__", original)
+
+
+def test_a_hugging_face_attention_beyond_the_allow_list_keeps_its_own_forward(bridge):
+    hf_attention = bridge.blocks[0].attn.original_component
+    original = type(hf_attention)
+    # A subclass may compute attention its own way, like Qwen3's q/k norms on LlamaAttention.
+    hf_attention.__class__ = type("CustomAttention", (original,), {})
+    try:
+        assert not bridge_module_supports_fusion(bridge.blocks[0].attn)
+        with fused_attention(bridge) as switched:
+            assert switched == bridge.cfg.n_layers - 1
+    finally:
+        hf_attention.__class__ = original
