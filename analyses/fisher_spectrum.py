@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tlscopes import FisherScope, fisher_matrix, prepare_inputs
-from tlscopes.baselines import scope_gradients
+from tlscopes.baselines import prompt_gradients
 from tlscopes.evaluate import (
     FRACTIONS,
     ablated_log_probs,
@@ -98,7 +98,7 @@ def rank_scores(model: Any, tokens: Tensor, ranks: Sequence[int]) -> dict[int, T
     constant, so it ranks tokens identically.
     """
     prepared = prepare_inputs(model, tokens)
-    result = scope_gradients(model, prepared, [FisherScope(rank=max(ranks))])
+    result = prompt_gradients(model, prepared, [FisherScope(rank=max(ranks))])
     squared = result.gradients[0][0].double().pow(2).sum(dim=-1)  # [rank, pos]
     eigenvalues = torch.tensor(result.directions[0].details["eigenvalues"][0]).double()
     eigenvalues = eigenvalues.clamp_min(0).to(squared.device)

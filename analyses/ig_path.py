@@ -8,7 +8,7 @@ almost the null sequence, far from anything the model saw in training; the paper
 that there the gradient is large and piles up on the first tokens (attention sinks).
 
 All alphas run as one batch (chunked by `batch_size`): one forward and one backward pass per
-chunk, through :func:`tlscopes.baselines.scope_gradients` with an embedding transform that
+chunk, through :func:`tlscopes.baselines.prompt_gradients` with an embedding transform that
 scales row k by alpha_k.
 """
 
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from tlscopes import SemanticScope, prepare_inputs, token_string, token_strings
 from tlscopes.attribute import PreparedInputs
-from tlscopes.baselines import scaled_forward, scope_gradients
+from tlscopes.baselines import prompt_gradients, scaled_forward
 
 # Dense near 0, where the paper finds the integrand changes most; 1.0 is the real input.
 DEFAULT_ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -107,7 +107,7 @@ def path_integrand(
         def along_path(x: Tensor, scale: Tensor = chunk) -> Tensor:
             return x * scale.to(device=x.device, dtype=x.dtype)[:, None, None]
 
-        result = scope_gradients(model, batch, [scope], transform=along_path)
+        result = prompt_gradients(model, batch, [scope], transform=along_path)
         parts.append(result.gradients[0][:, 0].norm(dim=-1).cpu())
         target_id = int(result.directions[0].target_ids[0])
     tokens = token_strings(model, prepared.tokens[0])

@@ -7,6 +7,8 @@ The public names below are imported on first use, so that ``import tlscopes.cli`
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,3 +60,21 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps a public function when the import system binds a same-named submodule.
+
+    ``tlscopes.attribute`` is both a function (the public API) and a module (the engine).
+    Importing the module makes Python set the package attribute to the module; eager imports
+    used to rebind it to the function right after, and this keeps that meaning with lazy ones.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _HOMES and isinstance(value, types.ModuleType):
+            self.__dict__.pop(name, None)  # resolved again, as the function, by __getattr__
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

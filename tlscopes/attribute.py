@@ -1,152 +1,58 @@
 """The engine: one forward pass, then input-only backward passes; every method goes through here.
 
-For a batch of prompts, right-padded, the forward pass runs with two hooks (see
-:mod:`tlscopes.hooks`): the token embeddings become a leaf that requires grad, and y is taken
-at each prompt's explained position. Right padding is exact for causal models: pads come after
-every real token, so they never reach an explained position, and positions are unchanged.
-The directions of a scope are then pulled back to the embeddings through the one recorded graph
-with parameter gradients off: several directions at a time with ``is_grads_batched`` (a
-vmapped backward pass) while the batch is short, one backward pass each (``retain_graph``) once
-it is long, where the vmapped pass was measured slower on CPU
-(:func:`resolve_directions_per_pass`).
+:func:`scope_gradients` is the one place that runs a model for attribution. It
+
+1. checks that each scope is defined on this model's weights (:meth:`Scope.check_model`);
+2. runs one forward pass with the hooks the scopes return (:meth:`Scope.hooks`: the token
+   embeddings become a leaf that requires grad, optionally transformed, and y is captured at
+   each explained position, where the pass stops), parameter gradients off;
+3. asks every scope for its directions v given y and the logits at those positions;
+4. pulls all directions back to the embeddings through the one recorded graph
+   (:func:`pull_back`): several directions per vmapped backward pass while the input is short,
+   one ``retain_graph`` pass each once it is long (:func:`resolve_directions_per_pass`).
+
+Scopes (:func:`attribute`, :func:`attribute_many`), the baselines and Integrated Gradients
+(:mod:`tlscopes.baselines`), several methods at once (:mod:`tlscopes.methods`) and the
+attribution matrix (:mod:`tlscopes.matrix`) are thin callers of it. Explained positions are
+given as (row, position) pairs, so one prompt explained at many positions and many prompts
+explained at one position each are the same computation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tlscopes._types import DirectionWeights, Embeddings, HiddenStates, Logits, TokenScores
-from tlscopes.hooks import Capture, EmbeddingTransform, frozen_parameters, run_hooked
-from tlscopes.models import context_length, logit_softcap, unembedding, weight_processing
+from tlscopes._types import DirectionWeights, Logits, TokenScores
+from tlscopes.assemble import build_attribution, check_top_k
+from tlscopes.hooks import Capture, EmbeddingTransform, HookList, frozen_parameters, run_hooked
+from tlscopes.inputs import Inputs, PreparedInputs, prepare_inputs
+from tlscopes.models import logit_softcap, unembedding, weight_processing
 from tlscopes.results import Attribution
-from tlscopes.scopes import Scope, ScopeInputs
-from tlscopes.tokens import check_token_ids, require_tokenizer, token_string, token_strings
+from tlscopes.scopes import Scope, ScopeDirections, ScopeInputs
 
-Inputs = str | Sequence[str] | Tensor
-
-
-@dataclass(frozen=True)
-class PreparedInputs:
-    """Token ids of a right-padded batch, each prompt's length and its explained position."""
-
-    tokens: Tensor
-    lengths: Tensor
-    positions: Tensor
-
-
-def prepare_inputs(model: Any, inputs: Inputs, position: int = -1) -> PreparedInputs:
-    """Tokenizes (with the model's BOS convention) and right-pads; resolves `position` per prompt.
-
-    Args:
-        inputs: a string, a list of strings, or token ids [pos] or [batch, pos] (used as given).
-        position: the position whose next-token prediction is explained. Negative counts from
-            each prompt's last real token (-1: the last); non-negative is an absolute index.
-    """
-    # Tensors made here enter the recorded graph, so never as inference tensors, even when the
-    # caller is inside torch.inference_mode().
-    with torch.inference_mode(False):
-        return _prepare_inputs(model, inputs, position)
+__all__ = [
+    "DIRECTION_TOKENS_PER_PASS",
+    "Inputs",
+    "PreparedInputs",
+    "ScopeGradients",
+    "attribute",
+    "attribute_many",
+    "build_attribution",
+    "combine",
+    "final_logits",
+    "prepare_inputs",
+    "pull_back",
+    "resolve_directions_per_pass",
+    "scope_gradients",
+]
 
 
-def _prepare_inputs(model: Any, inputs: Inputs, position: int) -> PreparedInputs:
-    if isinstance(inputs, Tensor):
-        tokens = _token_tensor(inputs)
-        check_token_ids(tokens, int(model.cfg.d_vocab))
-        lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
-    else:
-        if not isinstance(inputs, (str, Sequence)):
-            raise TypeError(
-                f"inputs must be a string, a list of strings or a tensor of token ids, got "
-                f"{type(inputs).__name__}"
-            )
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not texts:
-            raise ValueError("inputs is an empty list; pass at least one prompt")
-        require_tokenizer(model, "the input")
-        rows = []
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"prompt {index} is {type(text).__name__}, expected str")
-            if not text.strip():
-                raise ValueError(f"prompt {index} is empty text; there is nothing to attribute")
-            rows.append(model.to_tokens(text, truncate=False)[0].cpu())
-        tokens, lengths = _right_pad(rows, _pad_id(model))
-    n_ctx = context_length(model)
-    if tokens.shape[1] > n_ctx:
-        longest = int(lengths.argmax())
-        raise ValueError(
-            f"prompt {longest} is {int(lengths[longest])} tokens, longer than the model's "
-            f"context of {n_ctx} tokens; shorten it"
-        )
-    positions = _resolve_positions(position, lengths)
-    return PreparedInputs(tokens, lengths, positions)
-
-
-def _token_tensor(tokens: Tensor) -> Tensor:
-    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-        raise TypeError(f"token ids must be an integer tensor, got dtype {tokens.dtype}")
-    if tokens.ndim == 1:
-        tokens = tokens[None]
-    if tokens.ndim != 2 or tokens.shape[1] == 0 or tokens.shape[0] == 0:
-        raise ValueError(
-            f"token ids must be [pos] or [batch, pos] and non-empty, got {tuple(tokens.shape)}"
-        )
-    # A copy, so ids made under torch.inference_mode() can enter the recorded graph.
-    return tokens.detach().to("cpu", torch.long, copy=True)
-
-
-def _pad_id(model: Any) -> int:
-    tokenizer = getattr(model, "tokenizer", None)
-    for attribute_name in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attribute_name, None)
-        if value is not None:
-            return int(value)
-    return 0
-
-
-def _right_pad(rows: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
-    tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
-    for index, row in enumerate(rows):
-        tokens[index, : len(row)] = row
-    return tokens, lengths
-
-
-def _resolve_positions(position: int, lengths: Tensor) -> Tensor:
-    if isinstance(position, bool) or not isinstance(position, int):
-        raise TypeError(f"position must be an int, got {type(position).__name__}")
-    resolved = lengths + position if position < 0 else torch.full_like(lengths, position)
-    bad = ((resolved < 0) | (resolved >= lengths)).nonzero().flatten().tolist()
-    if bad:
-        index = bad[0]
-        raise IndexError(
-            f"position {position} is out of range for prompt {index} of {int(lengths[index])} "
-            f"tokens (valid: {-int(lengths[index])} to {int(lengths[index]) - 1})"
-        )
-    return resolved
-
-
-@dataclass
-class ForwardState:
-    """What one hooked forward pass leaves behind.
-
-    Attributes:
-        embeddings: the leaf token embeddings [batch, pos, d_model] (after any transform).
-        final_state: y at the explained positions [batch, d_model], attached to the graph.
-        logits: y W_U + b_U at those positions [batch, d_vocab], detached.
-    """
-
-    embeddings: Embeddings
-    final_state: HiddenStates
-    logits: Logits
-
-
-def final_logits(model: Any, final_state: HiddenStates) -> Logits:
+def final_logits(model: Any, final_state: Tensor) -> Logits:
     """Logits at the explained positions from y: y W_U + b_U, soft-capped where the model caps."""
     W_U, b_U = unembedding(model)
     logits = final_state @ W_U + b_U
@@ -156,35 +62,116 @@ def final_logits(model: Any, final_state: HiddenStates) -> Logits:
     return logits
 
 
-def forward_state(
+@dataclass
+class ScopeGradients:
+    """One forward pass and its input-only backward passes for several scopes.
+
+    Attributes:
+        embeddings: the token embeddings x that were differentiated [batch, pos, d_model]
+            (after any transform), detached.
+        final_state: y at the explained positions [states, d_model], detached.
+        logits: y W_U + b_U there [states, d_vocab] (soft-capped where the model caps).
+        rows: the batch row of each explained state [states].
+        directions: each scope's directions, in order.
+        gradients: each scope's v^T J_t for its state's row [states, rank, pos, d_model].
+    """
+
+    embeddings: Tensor
+    final_state: Tensor
+    logits: Logits
+    rows: Tensor
+    directions: list[ScopeDirections]
+    gradients: list[Tensor]
+
+    def scores(self, index: int) -> TokenScores:
+        """Scope `index`'s token scores [states, pos] (see :func:`combine`)."""
+        return combine(self.gradients[index], self.directions[index].weights).detach()
+
+
+def scope_gradients(
     model: Any,
     tokens: Tensor,
-    positions: Tensor,
+    scopes: Sequence[Scope],
     *,
+    positions: Tensor,
+    rows: Tensor | None = None,
     transform: EmbeddingTransform | None = None,
-    hooks_for: Callable[[Capture], list] | None = None,
-) -> ForwardState:
-    """Runs one hooked forward pass up to y (call inside `frozen_parameters` to skip param grads).
+    directions_per_pass: int | None = None,
+) -> ScopeGradients:
+    """The engine: every scope's v^T J_t at every explained position, from one forward pass.
 
     Args:
-        tokens: [batch, pos] token ids.
-        positions: the explained position of each prompt [batch].
-        transform: applied to the token embeddings before they become the differentiated leaf.
-        hooks_for: builds the hook list from the capture (a scope's `hooks`); default: the
-            capture's own two hooks.
+        tokens: token ids [batch, pos] (see :func:`tlscopes.inputs.prepare_inputs`).
+        scopes: the scopes whose directions are pulled back; none runs the forward pass alone
+            (no graph is recorded: for logits at the explained positions).
+        positions: the explained positions [states].
+        rows: the batch row of each explained position [states]; None: row i for position i.
+        transform: applied to the token embeddings before they become the differentiated leaf
+            (zeroing for ablation, scaling along an Integrated Gradients path).
+        directions_per_pass: directions per backward pass (None: the measured default,
+            :func:`resolve_directions_per_pass`); speed and memory only.
+
+    Example:
+        >>> prepared = prepare_inputs(model, "The capital of France is")  # doctest: +SKIP
+        >>> passed = scope_gradients(  # doctest: +SKIP
+        ...     model, prepared.tokens, [FisherScope()], positions=prepared.positions
+        ... )
+        >>> passed.scores(0).shape  # [1, pos]  # doctest: +SKIP
     """
-    device = model.W_U.device
-    capture = Capture(positions, transform)
-    hooks = capture.hooks() if hooks_for is None else hooks_for(capture)
-    run_hooked(model, tokens.to(device), hooks)
-    if capture.embeddings is None or capture.final_state is None:
-        raise RuntimeError(
-            "the forward pass did not reach hook_embed and unembed.hook_in; tlscopes needs a "
-            "TransformerLens HookedTransformer or TransformerBridge"
+    scopes = list(scopes)
+    for scope in scopes:
+        if not isinstance(scope, Scope):
+            raise TypeError(f"scope must be a tlscopes Scope, got {type(scope).__name__}")
+    processing = weight_processing(model)
+    for scope in scopes:
+        scope.check_model(processing)
+    with frozen_parameters(model):  # also leaves any torch.inference_mode() for what follows
+        rows = torch.arange(len(positions)) if rows is None else rows.clone()
+        capture = Capture(positions.clone(), transform, rows=rows)
+        run_hooked(
+            model, tokens.to(model.W_U.device), _scope_hooks(scopes, capture), grad=bool(scopes)
         )
-    with torch.no_grad():
-        logits = final_logits(model, capture.final_state.detach())
-    return ForwardState(capture.embeddings, capture.final_state, logits)
+        if capture.embeddings is None or capture.final_state is None:
+            raise RuntimeError(
+                "the forward pass did not reach hook_embed and unembed.hook_in; tlscopes needs a "
+                "TransformerLens HookedTransformer or TransformerBridge"
+            )
+        final_state = capture.final_state
+        with torch.no_grad():
+            logits = final_logits(model, final_state.detach())
+        W_U, _ = unembedding(model)
+        scope_inputs = ScopeInputs(final_state.detach(), logits, W_U.detach(), model)
+        directions = [scope.directions(scope_inputs) for scope in scopes]
+        if directions:
+            ranks = [d.vectors.shape[1] for d in directions]
+            vectors = torch.cat([d.vectors for d in directions], dim=1)
+            grads = pull_back(final_state, capture.embeddings, vectors, rows, directions_per_pass)
+            gradients = [g.detach() for g in grads.split(ranks, dim=1)]
+        else:
+            gradients = []
+    return ScopeGradients(
+        embeddings=capture.embeddings.detach(),
+        final_state=final_state.detach(),
+        logits=logits,
+        rows=rows,
+        directions=directions,
+        gradients=gradients,
+    )
+
+
+def _scope_hooks(scopes: Sequence[Scope], capture: Capture) -> HookList:
+    """The hooks of all scopes in this pass, each distinct (name, function) pair once.
+
+    Scopes share the capture, so their embedding and final-state hooks coincide; a scope that
+    needs more (e.g. a capture at an internal hook point) adds its own. With no scopes the
+    capture's own two hooks run.
+    """
+    hooks: HookList = []
+    for scope in scopes:
+        for hook in scope.hooks(capture):
+            if hook not in hooks:
+                hooks.append(hook)
+    return hooks or capture.hooks()
 
 
 # Directions x tokens pulled back per backward pass by default. Measured on the default model
@@ -230,24 +217,58 @@ def pull_back_seeds(outputs: Tensor, leaf: Tensor, seeds: Tensor, per_pass: int)
     return torch.cat(parts)
 
 
-def pull_back(state: ForwardState, vectors: Tensor, per_pass: int | None = None) -> Tensor:
-    """v^T J_t for every direction and position, from the one recorded forward pass.
+def pull_back(
+    final_state: Tensor,
+    embeddings: Tensor,
+    vectors: Tensor,
+    rows: Tensor,
+    per_pass: int | None = None,
+) -> Tensor:
+    """v^T dy_s/dx_t for every explained state s, direction and position, from one graph.
+
+    Explained states in different batch rows are independent, so one seed holding every
+    state's r-th direction gives all their gradients at once. States that share a row (one
+    prompt explained at several positions) would mix, so they go into separate "slots": seed
+    (slot, r) holds the r-th direction of the slot's states and zeros elsewhere.
 
     Args:
-        vectors: [batch, rank, d_model] directions, constants in the backward pass.
-        per_pass: directions per backward pass (None: :func:`resolve_directions_per_pass`'s default).
+        final_state: y at the explained positions [states, d_model], attached to the graph.
+        embeddings: the differentiated leaf [batch, pos, d_model].
+        vectors: [states, rank, d_model] directions, constants in the backward pass.
+        rows: the batch row of each state [states].
+        per_pass: seeds per backward pass (None: :func:`resolve_directions_per_pass`'s default).
             The result does not depend on it beyond floating-point rounding.
 
     Returns:
-        [batch, rank, pos, d_model]: the gradient of v_r^T y_b with respect to x_{b,t}. Prompts
-        in a batch are independent, so one backward pass of the summed outputs serves them all.
+        [states, rank, pos, d_model]: the gradient of v_{s,r}^T y_s with respect to x_{row(s), t}.
     """
-    seeds = vectors.detach().transpose(0, 1).to(state.final_state.dtype)
-    per_pass = resolve_directions_per_pass(state.embeddings.shape[:2].numel(), per_pass)
-    grads = pull_back_seeds(state.final_state, state.embeddings, seeds, per_pass)
-    grads = grads.transpose(0, 1)
+    n_states, rank, d_model = vectors.shape
+    rows = rows.to(torch.long).cpu()
+    slots = _slots(rows)
+    n_slots = int(slots.max()) + 1
+    vectors = vectors.detach().to(final_state.dtype)
+    # seeds[slot, r, s] = v_{s,r} where s is in that slot, else 0.
+    in_slot = torch.nn.functional.one_hot(slots, n_slots).T.to(vectors)  # [slots, states]
+    seeds = torch.einsum("js,srd->jrsd", in_slot, vectors).reshape(
+        n_slots * rank, n_states, d_model
+    )
+    per_pass = resolve_directions_per_pass(embeddings.shape[:2].numel(), per_pass)
+    grads = pull_back_seeds(final_state, embeddings, seeds, per_pass)
+    grads = grads.reshape(n_slots, rank, *embeddings.shape)  # [slots, rank, batch, pos, d]
+    device_rows, device_slots = rows.to(grads.device), slots.to(grads.device)
+    grads = grads[device_slots, :, device_rows]  # [states, rank, pos, d]
     check_finite(grads)
     return grads
+
+
+def _slots(rows: Tensor) -> Tensor:
+    """For each state, how many earlier states share its row: states in one slot differ in row."""
+    slots = torch.zeros_like(rows)
+    seen: dict[int, int] = {}
+    for index, row in enumerate(rows.tolist()):
+        slots[index] = seen.get(row, 0)
+        seen[row] = int(slots[index]) + 1
+    return slots
 
 
 def check_finite(grads: Tensor) -> None:
@@ -255,28 +276,9 @@ def check_finite(grads: Tensor) -> None:
     if not bool(finite.all()):
         bad = (~finite).nonzero()[:5].tolist()
         raise FloatingPointError(
-            f"non-finite embedding gradients at (batch, [direction,] position) {bad}; the model "
+            f"non-finite embedding gradients at (state, direction, position) {bad}; the model "
             "produced NaN/inf in the backward pass (try float32/float64 instead of half precision)"
         )
-
-
-def check_finite_scores(scores: Tensor) -> None:
-    """Refuses scores that overflowed to inf or NaN even though every gradient was finite
-    (e.g. a DirectionScope vector with entries near 1e30, whose squared norms overflow)."""
-    finite = torch.isfinite(scores)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero()[:5].tolist()
-        raise FloatingPointError(
-            f"non-finite scores at (batch, position) {bad} although the gradients were finite: "
-            "the squared gradient norms overflowed the score dtype. Scale the direction down "
-            "(scores scale linearly with it) or use a float64 model"
-        )
-
-
-def check_top_k(top_k: int) -> None:
-    """top_k must be a positive int: how many predicted tokens a result keeps."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
 
 
 def combine(grads: Tensor, weights: DirectionWeights) -> TokenScores:
@@ -316,6 +318,10 @@ def attribute(
     Returns:
         An Attribution with scores [batch, pos]; positions after the explained one (and pads)
         score 0 because a causal model cannot be influenced by them.
+
+    Example:
+        >>> result = attribute(model, "The capital of France is", FisherScope())  # doctest: +SKIP
+        >>> result.top(3)  # doctest: +SKIP
     """
     (result,) = attribute_many(
         model,
@@ -346,6 +352,11 @@ def attribute_many(
 
     Returns:
         One Attribution per scope, in order.
+
+    Example:
+        >>> fisher, temperature = attribute_many(  # doctest: +SKIP
+        ...     model, "The capital of France is", [FisherScope(), TemperatureScope()]
+        ... )
     """
     scopes = list(scopes)
     if not scopes:
@@ -353,82 +364,25 @@ def attribute_many(
     for scope in scopes:
         if not isinstance(scope, Scope):
             raise TypeError(f"scope must be a tlscopes Scope, got {type(scope).__name__}")
-    prepared = prepare_inputs(model, inputs, position)
-    processing = weight_processing(model)
-    for scope in scopes:
-        scope.check_model(processing)
-    with frozen_parameters(model):
-        # Every scope returns the same two capture hooks; the first scope's list serves all.
-        state = forward_state(model, prepared.tokens, prepared.positions, hooks_for=scopes[0].hooks)
-        W_U, _ = unembedding(model)
-        inputs_for_scopes = ScopeInputs(
-            state.final_state.detach(), state.logits, W_U.detach(), model
-        )
-        all_directions = [scope.directions(inputs_for_scopes) for scope in scopes]
-        ranks = [directions.vectors.shape[1] for directions in all_directions]
-        vectors = torch.cat([d.vectors for d in all_directions], dim=1)
-        grads = pull_back(state, vectors, directions_per_pass)
-    results = []
-    for directions, grads_for_scope, scope in zip(
-        all_directions, grads.split(ranks, dim=1), scopes, strict=True
-    ):
-        scores = combine(grads_for_scope, directions.weights).detach()
-        results.append(
-            build_attribution(
-                model,
-                prepared,
-                scores,
-                method=scope.name,
-                logits=state.logits,
-                target_ids=directions.target_ids,
-                details=directions.details,
-                top_k=top_k,
-            )
-        )
-    return results
-
-
-def build_attribution(
-    model: Any,
-    prepared: PreparedInputs,
-    scores: Tensor,
-    *,
-    method: str,
-    logits: Logits,
-    target_ids: Tensor | None,
-    details: dict[str, Any],
-    top_k: int = 10,
-) -> Attribution:
-    """Packs scores with tokens and the prediction being explained into an Attribution."""
     check_top_k(top_k)
-    check_finite_scores(scores)
-    scores = scores.cpu().clone()
-    for index, length in enumerate(prepared.lengths.tolist()):
-        scores[index, length:] = 0.0
-    probs = torch.softmax(logits.double(), dim=-1).cpu()
-    k = min(top_k, probs.shape[-1])
-    top_probs, top_ids = probs.topk(k, dim=-1)
-    tokens = [
-        token_strings(model, prepared.tokens[index, :length])
-        for index, length in enumerate(prepared.lengths.tolist())
-    ]
-    top_tokens = [token_strings(model, row) for row in top_ids]
-    target_probs = target_tokens = None
-    if target_ids is not None:
-        target_probs = probs.gather(1, target_ids.cpu()[:, None])[:, 0]
-        target_tokens = [token_string(model, int(i)) for i in target_ids]
-    return Attribution(
-        scores=scores,
-        tokens=tokens,
-        token_ids=prepared.tokens.cpu(),
-        positions=prepared.positions.cpu(),
-        method=method,
-        top_token_ids=top_ids,
-        top_tokens=top_tokens,
-        top_probs=top_probs.float(),
-        target_ids=None if target_ids is None else target_ids.cpu(),
-        target_probs=None if target_probs is None else target_probs.float(),
-        target_tokens=target_tokens,
-        details=details,
-        model_name=str(getattr(model.cfg, "model_name", "")),
+    prepared = prepare_inputs(model, inputs, position)
+    passed = scope_gradients(
+        model,
+        prepared.tokens,
+        scopes,
+        positions=prepared.positions,
+        directions_per_pass=directions_per_pass,
     )
+    return [
+        build_attribution(
+            model,
+            prepared,
+            passed.scores(index),
+            method=scope.name,
+            logits=passed.logits,
+            target_ids=passed.directions[index].target_ids,
+            details=passed.directions[index].details,
+            top_k=top_k,
+        )
+        for index, scope in enumerate(scopes)
+    ]

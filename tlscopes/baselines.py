@@ -15,26 +15,18 @@ Every function returns the same :class:`~tlscopes.results.Attribution` as the sc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tlscopes.attribute import (
-    ForwardState,
-    Inputs,
-    PreparedInputs,
-    build_attribution,
-    combine,
-    forward_state,
-    prepare_inputs,
-    pull_back,
-)
-from tlscopes.hooks import EmbeddingTransform, frozen_parameters
-from tlscopes.models import unembedding, weight_processing
+from tlscopes.assemble import build_attribution
+from tlscopes.attribute import Inputs, ScopeGradients, scope_gradients
+from tlscopes.hooks import EmbeddingTransform
+from tlscopes.inputs import PreparedInputs, prepare_inputs
+from tlscopes.models import unembedding
 from tlscopes.results import Attribution
-from tlscopes.scopes import Scope, ScopeDirections, ScopeInputs, SemanticScope, resolve_targets
+from tlscopes.scopes import Scope, SemanticScope, resolve_targets
 
 Target = int | str | Sequence[int | str] | Tensor | None
 
@@ -42,56 +34,17 @@ DEFAULT_N_STEPS = 100
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per batch of path points
 
 
-@dataclass
-class ScopeGradients:
-    """One forward pass and its input-only backward passes for several scopes.
-
-    Attributes:
-        embeddings: the token embeddings x that were differentiated [batch, pos, d_model]
-            (after any transform), detached.
-        logits: y W_U + b_U at the explained positions [batch, d_vocab], detached.
-        directions: each scope's directions, in order.
-        gradients: each scope's v^T J_t [batch, rank, pos, d_model], in order.
-    """
-
-    embeddings: Tensor
-    logits: Tensor
-    directions: list[ScopeDirections]
-    gradients: list[Tensor]
-
-    def scores(self, index: int) -> Tensor:
-        """Scope `index`'s token scores [batch, pos] (see :func:`tlscopes.attribute.combine`)."""
-        return combine(self.gradients[index], self.directions[index].weights).detach()
-
-
-def scope_gradients(
+def prompt_gradients(
     model: Any,
     prepared: PreparedInputs,
     scopes: Sequence[Scope],
     *,
     transform: EmbeddingTransform | None = None,
 ) -> ScopeGradients:
-    """The raw pulled-back gradients of several scopes, all from one forward pass.
-
-    This is what :func:`tlscopes.attribute.attribute_many` computes, but it keeps the gradients
-    (Input x Gradient needs them, not just their norms) and accepts an embedding transform (the
-    Integrated Gradients path scales the embeddings).
-    """
-    processing = weight_processing(model)
-    for scope in scopes:
-        scope.check_model(processing)
-    with frozen_parameters(model):
-        state = forward_state(model, prepared.tokens, prepared.positions, transform=transform)
-        W_U, _ = unembedding(model)
-        scope_inputs = ScopeInputs(state.final_state.detach(), state.logits, W_U.detach(), model)
-        directions = [scope.directions(scope_inputs) for scope in scopes]
-        ranks = [d.vectors.shape[1] for d in directions]
-        grads = pull_back(state, torch.cat([d.vectors for d in directions], dim=1))
-    return ScopeGradients(
-        embeddings=state.embeddings.detach(),
-        logits=state.logits,
-        directions=directions,
-        gradients=[g.detach() for g in grads.split(ranks, dim=1)],
+    """The engine (:func:`tlscopes.attribute.scope_gradients`) at each prompt's explained
+    position: its raw gradients, which Input x Gradient needs, not just their norms."""
+    return scope_gradients(
+        model, prepared.tokens, scopes, positions=prepared.positions, transform=transform
     )
 
 
@@ -109,7 +62,7 @@ def saliency(
 ) -> Attribution:
     """Plain gradient norm ||dz_target/dx_t||_2 (identical to Semantic Scope, paper eq. 11)."""
     prepared = prepare_inputs(model, inputs, position)
-    result = scope_gradients(model, prepared, [semantic_scope(target)])
+    result = prompt_gradients(model, prepared, [semantic_scope(target)])
     return build_attribution(
         model,
         prepared,
@@ -132,7 +85,7 @@ def input_x_gradient(
 ) -> Attribution:
     """Input x Gradient (paper eq. 10): ||x_t * dz_target/dx_t||_2, x_t the token embedding."""
     prepared = prepare_inputs(model, inputs, position)
-    result = scope_gradients(model, prepared, [semantic_scope(target)])
+    result = prompt_gradients(model, prepared, [semantic_scope(target)])
     scores = input_x_gradient_scores(result.embeddings, result.gradients[0][:, 0])
     return build_attribution(
         model,
@@ -173,16 +126,12 @@ def path_batch_size(model: Any, n_positions: int, memory_budget: int) -> int:
     return max(1, int(memory_budget) // bytes_per_path_point(model, n_positions))
 
 
-def scaled_forward(model: Any, prepared: PreparedInputs, scale: float = 1.0) -> ForwardState:
-    """One forward pass with the embeddings scaled by `scale` (for z(X) and z(0)), detached."""
-    with frozen_parameters(model):
-        state = forward_state(
-            model, prepared.tokens, prepared.positions, transform=lambda x: x * scale
-        )
-    return ForwardState(state.embeddings.detach(), state.final_state.detach(), state.logits)
+def scaled_forward(model: Any, prepared: PreparedInputs, scale: float = 1.0) -> ScopeGradients:
+    """One forward pass, no graph, with the embeddings scaled by `scale` (for z(X) and z(0))."""
+    return prompt_gradients(model, prepared, [], transform=lambda x: x * scale)
 
 
-def target_logit(model: Any, state: ForwardState, target_ids: Tensor) -> Tensor:
+def target_logit(model: Any, state: ScopeGradients, target_ids: Tensor) -> Tensor:
     """z_target = w_target^T y + b_target (before any soft-cap) per prompt [batch]."""
     W_U, b_U = unembedding(model)
     ids = target_ids.to(W_U.device)
@@ -253,7 +202,7 @@ def integrated_gradients(
             return x * scale.to(device=x.device, dtype=x.dtype)[:, None, None]
 
         chunk_targets = SemanticScope(tuple(target_ids[rows].tolist()))
-        result = scope_gradients(model, chunk_inputs, [chunk_targets], transform=along_path)
+        result = prompt_gradients(model, chunk_inputs, [chunk_targets], transform=along_path)
         grads = result.gradients[0][:, 0].cpu()
         if summed is None:
             summed = torch.zeros((n_prompts, *grads.shape[1:]), dtype=grads.dtype)
@@ -314,7 +263,6 @@ def random_attribution(
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_N_STEPS",
-    "ScopeGradients",
     "bytes_per_path_point",
     "input_x_gradient",
     "input_x_gradient_scores",
@@ -324,7 +272,7 @@ __all__ = [
     "random_attribution",
     "random_scores",
     "saliency",
-    "scope_gradients",
+    "prompt_gradients",
     "semantic_scope",
     "scaled_forward",
     "target_logit",

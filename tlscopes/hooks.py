@@ -24,6 +24,8 @@ from tlscopes.fused_attention import fused_attention
 from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
 
 EmbeddingTransform = Callable[[Embeddings], Embeddings]
+# TransformerLens forward hooks: (hook point name, fn(tensor, *, hook) -> tensor | None).
+HookList = list[tuple[str, Callable[..., Any]]]
 
 
 class StopForward(Exception):
@@ -34,10 +36,13 @@ class Capture:
     """Holds what the hooks capture during one forward pass.
 
     Args:
-        positions: the explained position of each prompt [batch].
+        positions: the explained positions [states]: y is taken at ``(rows[i], positions[i])``.
         transform: applied to the (detached) token embeddings before they become the leaf, e.g.
             to ablate or scale them; None keeps them as they are.
         stop: stop the forward pass at the unembedding once y is captured.
+        rows: the batch row of each explained position [states]; None: row i for position i
+            (one explained position per prompt). A row may appear several times (a matrix of
+            positions in one prompt).
     """
 
     def __init__(
@@ -46,8 +51,10 @@ class Capture:
         transform: EmbeddingTransform | None = None,
         *,
         stop: bool = True,
+        rows: Tensor | None = None,
     ) -> None:
         self.positions = positions
+        self.rows = torch.arange(len(positions)) if rows is None else rows
         self.transform = transform
         self.stop = stop
         self.embeddings: Embeddings | None = None
@@ -57,13 +64,13 @@ class Capture:
         leaf = tensor.detach()
         if self.transform is not None:
             leaf = self.transform(leaf)
-        leaf.requires_grad_(True)
+        leaf.requires_grad_(torch.is_grad_enabled())
         self.embeddings = leaf
         return leaf
 
     def final_state_hook(self, tensor: Tensor, *, hook: Any) -> Tensor:
-        rows = torch.arange(tensor.shape[0], device=tensor.device)
-        self.final_state = tensor[rows, self.positions.to(tensor.device)]
+        device = tensor.device
+        self.final_state = tensor[self.rows.to(device), self.positions.to(device)]
         if self.stop:
             raise StopForward
         return tensor

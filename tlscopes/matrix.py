@@ -3,8 +3,8 @@
 For a teacher-forced sequence (a translation, a time series) every target position has its own
 prediction to explain. y is captured at all those positions in one forward pass; then every
 position's directions are pulled back through that one graph, several per vmapped backward
-pass (:func:`tlscopes.attribute.pull_back_seeds`), each direction seeded only at its own
-position's y. Row i equals ``attribute(model, text, scope, position=positions[i])``.
+pass, each direction seeded only at its own position's y (the engine,
+:func:`tlscopes.attribute.scope_gradients`, with every explained position in batch row 0). Row i equals ``attribute(model, text, scope, position=positions[i])``.
 """
 
 from __future__ import annotations
@@ -15,21 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tlscopes.attribute import (
-    Inputs,
-    PreparedInputs,
-    build_attribution,
-    check_finite,
-    combine,
-    final_logits,
-    prepare_inputs,
-    pull_back_seeds,
-    resolve_directions_per_pass,
-)
-from tlscopes.hooks import Capture, StopForward, frozen_parameters, run_hooked
-from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK, unembedding, weight_processing
+from tlscopes.assemble import build_attribution, check_top_k
+from tlscopes.attribute import scope_gradients
+from tlscopes.inputs import Inputs, PreparedInputs, prepare_inputs
 from tlscopes.results import Attribution
-from tlscopes.scopes import Scope, ScopeInputs
+from tlscopes.scopes import Scope
 
 
 def resolve_matrix_positions(positions: Sequence[int], length: int) -> Tensor:
@@ -86,62 +76,32 @@ def attribution_matrix(
         )
     if not isinstance(scope, Scope):
         raise TypeError(f"scope must be a tlscopes Scope, got {type(scope).__name__}")
-    scope.check_model(weight_processing(model))
+    check_top_k(top_k)
     explained = resolve_matrix_positions(positions, int(prepared.lengths[0]))
     n_rows = len(explained)
-    with frozen_parameters(model):
-        capture = Capture(explained)
-
-        def take_all_positions(tensor: Tensor, *, hook: Any) -> Tensor:
-            capture.final_state = tensor[0, explained.to(tensor.device)]
-            raise StopForward
-
-        hooks = [(EMBED_HOOK, capture.embed_hook), (FINAL_STATE_HOOK, take_all_positions)]
-        run_hooked(model, prepared.tokens.to(model.W_U.device), hooks)
-        if capture.embeddings is None or capture.final_state is None:
-            raise RuntimeError("the forward pass did not reach hook_embed and unembed.hook_in")
-        final_state = capture.final_state  # [n_rows, d_model], one row per explained position
-        logits = final_logits(model, final_state.detach())
-        W_U, _ = unembedding(model)
-        directions = scope.directions(
-            ScopeInputs(final_state.detach(), logits, W_U.detach(), model)
-        )
-        grads = _pull_back_per_row(
-            final_state, capture.embeddings, directions.vectors, directions_per_pass
-        )
-    scores = combine(grads, directions.weights).detach()
+    # Every explained position is a state of batch row 0: the engine seeds each one alone.
+    passed = scope_gradients(
+        model,
+        prepared.tokens,
+        [scope],
+        positions=explained,
+        rows=torch.zeros(n_rows, dtype=torch.long),
+        directions_per_pass=directions_per_pass,
+    )
     repeated = PreparedInputs(
         prepared.tokens.expand(n_rows, -1), prepared.lengths.expand(n_rows), explained
     )
+    directions = passed.directions[0]
     return build_attribution(
         model,
         repeated,
-        scores,
+        passed.scores(0),
         method=scope.name,
-        logits=logits,
+        logits=passed.logits,
         target_ids=directions.target_ids,
         details=directions.details,
         top_k=top_k,
     )
-
-
-def _pull_back_per_row(
-    final_state: Tensor, embeddings: Tensor, vectors: Tensor, per_pass: int | None
-) -> Tensor:
-    """v_{i,r}^T dy_i/dx_t for every row i and direction r: [n_rows, rank, pos, d_model].
-
-    Seed k = (i, r) holds v_{i,r} in row i of y and zeros elsewhere, so its gradient is that of
-    row i's y alone, although every row shares one forward graph.
-    """
-    n_rows, rank, d_model = vectors.shape
-    eye = torch.eye(n_rows, dtype=final_state.dtype, device=final_state.device)
-    seeds = torch.einsum("ij,ird->irjd", eye, vectors.detach().to(final_state.dtype))
-    seeds = seeds.reshape(n_rows * rank, n_rows, d_model)
-    per_pass = resolve_directions_per_pass(embeddings.shape[:2].numel(), per_pass)
-    grads = pull_back_seeds(final_state, embeddings, seeds, per_pass)[:, 0]
-    grads = grads.reshape(n_rows, rank, *embeddings.shape[1:])
-    check_finite(grads)
-    return grads
 
 
 __all__ = ["attribution_matrix", "resolve_matrix_positions"]

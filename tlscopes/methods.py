@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlscopes import baselines
-from tlscopes.attribute import Inputs, attribute, build_attribution, prepare_inputs
+from tlscopes.assemble import build_attribution
+from tlscopes.attribute import Inputs, attribute, prepare_inputs
 from tlscopes.results import Attribution
 from tlscopes.scopes import FisherScope, Scope, TemperatureScope
 
@@ -158,7 +159,7 @@ def attribute_methods(
             scopes.append(FisherScope())
         if "temperature" in shared:
             scopes.append(TemperatureScope())
-        passed = baselines.scope_gradients(model, prepared, scopes)
+        passed = baselines.prompt_gradients(model, prepared, scopes)
         target_ids = passed.directions[0].target_ids
         semantic_scores = passed.scores(0)
         scores = {

@@ -11,7 +11,7 @@ differentiates v^T y with v fixed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,11 +21,9 @@ from torch import Tensor
 
 from tlscopes._types import Directions, DirectionWeights, HiddenStates, Logits
 from tlscopes.fisher import fisher_directions
-from tlscopes.hooks import Capture
+from tlscopes.hooks import Capture, HookList
 from tlscopes.models import WeightProcessing, logit_softcap, unembedding
 from tlscopes.tokens import require_tokenizer, token_strings
-
-HookList = list[tuple[str, Callable[..., Any]]]
 
 
 @dataclass(frozen=True)

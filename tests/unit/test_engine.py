@@ -95,20 +95,21 @@ def test_state_restored_after_exception(model):
     assert grad_flags(model) == flags
 
 
-def test_state_restored_after_exception_inside_forward(model):
-    flags = grad_flags(model)
+class BrokenScope(ts.TemperatureScope):
+    """A scope whose extra hook fails inside the forward pass (the engine attaches the hooks
+    the scopes return)."""
 
-    def broken(capture):
+    def hooks(self, capture):
         def hook(tensor, *, hook):
             raise ValueError("inside the forward pass")
 
         return capture.hooks() + [("blocks.0.hook_resid_pre", hook)]
 
+
+def test_state_restored_after_exception_inside_forward(model):
+    flags = grad_flags(model)
     with pytest.raises(ValueError, match="inside the forward pass"):
-        with ts.hooks.frozen_parameters(model):
-            ts.attribute.__globals__["forward_state"](
-                model, model.to_tokens("the cat"), torch.tensor([1]), hooks_for=broken
-            )
+        ts.attribute(model, model.to_tokens("the cat"), BrokenScope())
     assert attached_hooks(model) == 0
     assert grad_flags(model) == flags
 
