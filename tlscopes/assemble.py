@@ -3,6 +3,7 @@ the prediction they explain."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from tlscopes._types import Logits
 from tlscopes.inputs import PreparedInputs
+from tlscopes.provenance import provenance
 from tlscopes.results import Attribution
 from tlscopes.tokens import token_string, token_strings
 
@@ -43,8 +45,15 @@ def build_attribution(
     target_ids: Tensor | None,
     details: dict[str, Any],
     top_k: int = 10,
+    scope: Any = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> Attribution:
-    """Packs scores with tokens and the prediction being explained into an Attribution."""
+    """Packs scores with tokens and the prediction being explained into an Attribution.
+
+    Args:
+        scope, parameters: what produced the scores, recorded in ``info`` with the model and
+            versions (:func:`tlscopes.provenance.provenance`).
+    """
     check_top_k(top_k)
     check_finite_scores(scores)
     scores = scores.cpu().clone()
@@ -76,4 +85,5 @@ def build_attribution(
         target_tokens=target_tokens,
         details=details,
         model_name=str(getattr(model.cfg, "model_name", "")),
+        info=provenance(model, method, scope=scope, parameters=parameters),
     )

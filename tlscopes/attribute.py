@@ -383,6 +383,8 @@ def attribute_many(
             target_ids=passed.directions[index].target_ids,
             details=passed.directions[index].details,
             top_k=top_k,
+            scope=scope,
+            parameters={"position": position},
         )
         for index, scope in enumerate(scopes)
     ]

@@ -58,7 +58,14 @@ REQUIRED_FIELDS = (
     "top_tokens",
     "top_probs",
 )
-OPTIONAL_FIELDS = ("target_ids", "target_probs", "target_tokens", "details", "model_name")
+OPTIONAL_FIELDS = (
+    "target_ids",
+    "target_probs",
+    "target_tokens",
+    "details",
+    "model_name",
+    "info",
+)
 FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 
 
@@ -116,7 +123,7 @@ def encode(values: dict[str, Any]) -> str:
     for name, value in values.items():
         if isinstance(value, Tensor):
             payload[name] = _encode_tensor(value)
-        elif name == "details":
+        elif name in ("details", "info"):
             payload[name] = _encode_detail(value, "")
         else:
             payload[name] = value
@@ -318,10 +325,9 @@ def read(path: str | Path) -> dict[str, Any]:
             raise reader.fail(name, f"must be a string, found {payload[name]!r}")
         if name in payload:
             values[name] = payload[name]
-    if "details" in payload:
-        if not isinstance(payload["details"], dict):
-            raise reader.fail(
-                "details", f"must be an object, found {_describe(payload['details'])}"
-            )
-        values["details"] = reader.detail(payload["details"], "")
+    for name in ("details", "info"):
+        if name in payload:
+            if not isinstance(payload[name], dict):
+                raise reader.fail(name, f"must be an object, found {_describe(payload[name])}")
+            values[name] = reader.detail(payload[name], "")
     return values

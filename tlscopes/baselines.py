@@ -72,6 +72,7 @@ def saliency(
         target_ids=result.directions[0].target_ids,
         details={},
         top_k=top_k,
+        parameters={"position": position},
     )
 
 
@@ -96,6 +97,7 @@ def input_x_gradient(
         target_ids=result.directions[0].target_ids,
         details={},
         top_k=top_k,
+        parameters={"position": position},
     )
 
 
@@ -228,6 +230,7 @@ def integrated_gradients(
         target_ids=target_ids,
         details=details,
         top_k=top_k,
+        parameters={"n_steps": n_steps, "batch_size": batch_size, "position": position},
     )
 
 
@@ -257,6 +260,7 @@ def random_attribution(
         target_ids=None,
         details={"seed": int(seed)},
         top_k=top_k,
+        parameters={"seed": int(seed), "position": position},
     )
 
 

@@ -101,6 +101,8 @@ def attribution_matrix(
         target_ids=directions.target_ids,
         details=directions.details,
         top_k=top_k,
+        scope=scope,
+        parameters={"positions": explained.tolist()},
     )
 
 

@@ -183,6 +183,7 @@ def attribute_methods(
                 target_ids=target_ids if get_method(name).target_specific else None,
                 details=details.get(name, {}),
                 top_k=top_k,
+                parameters={"position": position, "shared_pass": shared},
             )
         if target is None:
             # Later methods explain the same top prediction the shared pass found.

@@ -33,6 +33,10 @@ class Attribution:
             its string, for methods that attribute a target (None otherwise).
         details: method-specific record (eigenvalues, beta_eff, n_steps, ...).
         model_name: the model's TransformerLens name.
+        info: where the result came from (provenance): the method and the scope with its
+            parameters, the model's name and kind, dtype and device, and the tlscopes,
+            TransformerLens and torch versions (:func:`tlscopes.provenance.provenance`). Also in
+            ``to_pandas().attrs``; kept by save and load ({} for files from before it existed).
     """
 
     scores: Tensor
@@ -48,6 +52,7 @@ class Attribution:
     target_tokens: list[str] | None = None
     details: dict[str, Any] = field(default_factory=dict)
     model_name: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.scores.shape[0]
@@ -81,6 +86,7 @@ class Attribution:
             target_tokens=None if self.target_tokens is None else [self.target_tokens[index]],
             details=details,
             model_name=self.model_name,
+            info=self.info,
         )
 
     def context_scores(self, index: int = 0) -> Tensor:
@@ -109,7 +115,9 @@ class Attribution:
                         "explained": position == int(self.positions[index]),
                     }
                 )
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        frame.attrs.update(self.info)
+        return frame
 
     def top(self, k: int = 10, index: int = 0) -> pd.DataFrame:
         """The k most influential tokens of prompt `index`, highest first."""
