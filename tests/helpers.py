@@ -277,11 +277,20 @@ def build_hf_family(
 
 
 def save_hf_family(family: str, directory: str, **kwargs: Any) -> Any:
-    """Builds a family's tiny model and saves it with the word-level tokenizer into `directory`."""
+    """Builds a family's tiny model and saves it with the word-level tokenizer into `directory`.
+
+    Gemma's tokenizer pads on the left, so the Gemma families' copy does too.
+    """
     model = build_hf_family(family, **kwargs)
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(directory)
-    build_tokenizer().save_pretrained(directory)
+    tokenizer = build_tokenizer()
+    if family in ONE_PLUS_WEIGHT_NORMS:
+        from transformers import AutoTokenizer
+
+        # Given at load, so that save_pretrained records it.
+        tokenizer = AutoTokenizer.from_pretrained(_TOKENIZER_DIR, padding_side="left")
+    tokenizer.save_pretrained(directory)
     return model
 
 
