@@ -156,3 +156,13 @@ def test_a_hugging_face_attention_beyond_the_allow_list_keeps_its_own_forward(br
             assert switched == bridge.cfg.n_layers - 1
     finally:
         hf_attention.__class__ = original
+
+
+def test_a_left_padding_tokenizer_still_fuses(monkeypatch):
+    # Without padding in the batch, the mask the bridge builds is the plain causal one.
+    model = helpers.build_bridge(helpers.build_hf_llama(dtype=torch.float32))
+    model.tokenizer.padding_side = "left"
+    calls = helpers.kernel_calls(monkeypatch)
+    actual, expected = helpers.fused_and_explicit_logits(model, PROMPTS[0])
+    assert len(calls) == model.cfg.n_layers
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
