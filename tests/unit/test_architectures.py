@@ -9,7 +9,6 @@ Where each kind puts x_t is checked explicitly (docs/architectures.md).
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -20,8 +19,6 @@ from tests.hf_reference import reference
 from tests.models import HAS_HOOKED
 from tlscopes.baselines import input_x_gradient
 from tlscopes.models import is_bridge
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FAMILIES = sorted(helpers.HF_FAMILIES)
 KINDS = ["bridge", "hooked"] if HAS_HOOKED else ["bridge"]
