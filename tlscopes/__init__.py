@@ -7,6 +7,7 @@ The public names below are imported on first use, so that ``import tlscopes.cli`
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,10 @@ __all__ = sorted(_HOMES)
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
+        # Submodules (``tlscopes.scopes``, ``tlscopes.hooks``, ...) stay reachable as attributes,
+        # as they were when this package imported them eagerly.
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'tlscopes' has no attribute {name!r}")
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value

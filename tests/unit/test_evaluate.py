@@ -357,8 +357,8 @@ def test_cli_registers_evaluate_and_checks_names():
 
     parser = cli.build_parser()
     args = parser.parse_args(["evaluate", "--task", "lambada", "--output", "x", "--methods", "bad"])
-    with pytest.raises(SystemExit, match="known methods: fisher"):
-        evaluate.run(args)
+    with pytest.raises(cli.UsageError, match="known methods: fisher"):
+        cli.commands()["evaluate"].run(args)
     args = parser.parse_args(["evaluate", "--task", "squad", "--output", "x"])
-    with pytest.raises(SystemExit, match="known tasks"):
-        evaluate.run(args)
+    with pytest.raises(cli.UsageError, match="known tasks"):
+        cli.commands()["evaluate"].run(args)

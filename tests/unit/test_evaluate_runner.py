@@ -232,14 +232,15 @@ def test_the_command_line_says_what_it_did(model, tmp_path, monkeypatch, capsys)
     prompts.write_text(json.dumps([{"text": t} for t in [*TEXTS[:2], "the"]]))
     command = ["evaluate", "--prompts", str(prompts), "--methods", "random", "--no-progress"]
     args = cli.build_parser().parse_args([*command, "--output", str(tmp_path / "out")])
-    assert evaluate.run(args) == 0
+    run = cli.commands()["evaluate"].run
+    assert run(args) == 0
     printed = capsys.readouterr().out
     assert "computed 2 passages, 0 already done" in printed
     assert "newly computed: random on 2 passages" in printed
     assert "skipped 1 passage as unusable" in printed and "lambada 2" in printed
     assert "LMB (n=2)" in printed
-    with directory_lock(tmp_path / "out"), pytest.raises(SystemExit, match="another run"):
-        evaluate.run(args)
+    with directory_lock(tmp_path / "out"), pytest.raises(cli.UsageError, match="another run"):
+        run(args)
 
 
 # --- a read-only directory -------------------------------------------------------------------

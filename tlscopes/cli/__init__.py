@@ -1,0 +1,125 @@
+"""Command line: ``tlscopes attribute``, ``demo`` and ``evaluate``.
+
+The library never prints; this module is where results are turned into text. Argument parsing
+imports neither torch nor TransformerLens, so ``tlscopes --help`` (and every subcommand's
+``--help``) answers at once; the heavy imports happen when a command runs. User errors (bad
+arguments, a target that splits, a file in the way) print one line and exit with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from tlscopes.cli.common import (
+    DEFAULT_MEMORY_GB,
+    DEFAULT_N_STEPS,
+    EXIT_USER_ERROR,
+    METHOD_NAMES,
+    TASK_NAMES,
+    USER_ERRORS,
+    Command,
+    UsageError,
+    non_empty_text,
+    positive_int,
+)
+from tlscopes.cli.evaluation import add_evaluate_arguments, run_evaluate
+from tlscopes.cli.explain import (
+    add_attribute_arguments,
+    add_demo_arguments,
+    run_attribute,
+    run_demo,
+)
+
+__all__ = [
+    "DEFAULT_MEMORY_GB",
+    "DEFAULT_N_STEPS",
+    "EXIT_USER_ERROR",
+    "METHOD_NAMES",
+    "TASK_NAMES",
+    "Command",
+    "UsageError",
+    "build_parser",
+    "commands",
+    "main",
+    "non_empty_text",
+    "positive_int",
+]
+
+
+def commands() -> dict[str, Command]:
+    """Every subcommand by name (a new dict per call)."""
+    return {
+        "attribute": Command(
+            "explain one prompt's next-token prediction with a scope",
+            "Scores every token of TEXT by how strongly it moves the model's prediction at the "
+            "explained position, along the scope's direction (Jacobian Scopes, arXiv "
+            "2601.16407), prints the top tokens and can write an HTML report and a JSON file.",
+            add_attribute_arguments,
+            run_attribute,
+        ),
+        "demo": Command(
+            "the three scopes on one prompt, with an offline HTML report",
+            "Runs the Fisher, Temperature and Semantic scopes on one prompt (default: 'The "
+            "capital of France is', target ' Paris'), prints the most influential tokens of "
+            "each and writes one HTML report that opens offline.",
+            add_demo_arguments,
+            run_demo,
+        ),
+        "evaluate": Command(
+            "AOPC faithfulness evaluation (paper section 5), resumable",
+            "Ablates each method's top-scoring tokens in the shipped LAMBADA / IWSLT passages "
+            "(or your own) and measures the drop in the target's log-probability (AOPC, paper "
+            "eq. 9). Results are appended per passage; rerunning the same command resumes.",
+            add_evaluate_arguments,
+            run_evaluate,
+        ),
+    }
+
+
+def build_parser(table: dict[str, Command] | None = None) -> argparse.ArgumentParser:
+    table = commands() if table is None else table
+    parser = argparse.ArgumentParser(
+        prog="tlscopes",
+        description="Jacobian Scopes (arXiv 2601.16407): token attributions for "
+        "TransformerLens models.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in table.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.description)
+        command.add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    table = commands()
+    parser = build_parser(table)
+    args = parser.parse_args(argv)
+    # Say what a slow step is doing (e.g. a first model load), without other libraries' logs.
+    library_logger = logging.getLogger("tlscopes")
+    if not library_logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        library_logger.addHandler(handler)
+        library_logger.setLevel(logging.INFO)
+    try:
+        return table[args.command].run(args)
+    except UsageError as error:
+        if args.debug:
+            raise
+        print(f"tlscopes {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"tlscopes {args.command}: error: {message} (--debug shows where)", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

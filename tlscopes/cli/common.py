@@ -1,0 +1,106 @@
+"""What every subcommand shares: constants, argument types, errors, the model load."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEMO_PROMPT = "The capital of France is"
+DEMO_OUTPUT = Path("tlscopes_demo.html")
+SCOPE_NAMES = ("fisher", "temperature", "semantic")
+# Kept here, not imported, so that --help needs no torch; tests check they match the library.
+METHOD_NAMES = (
+    "fisher",
+    "temperature",
+    "semantic",
+    "input_x_gradient",
+    "integrated_gradients",
+    "saliency",
+    "random",
+)
+TASK_NAMES = ("lambada", "iwslt")
+DEFAULT_N_STEPS = 100
+DEFAULT_MEMORY_GB = 2.0
+MODEL_HELP = (
+    "smollm2-135m (default, shipped offline), gemma3-270m (shipped offline), a local Hugging "
+    "Face model directory, or a TransformerLens model name (downloads from the hub)"
+)
+EXIT_USER_ERROR = 2
+
+# Errors that mean the input was wrong, not the program: one line, no traceback.
+USER_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+class UsageError(Exception):
+    """An argument that is wrong on its face, found before any model is loaded."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, a longer description, its arguments and its runner."""
+
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_empty_text(text: str) -> str:
+    """argparse type: a prompt with at least one non-space character."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the text is empty; pass a prompt to explain")
+    return text
+
+
+def load_with_message(args: argparse.Namespace) -> Any:
+    """Loads the model, saying so first: a first load of a shipped model de-quantises it."""
+    from tlscopes.models import load_model
+
+    print(
+        f"loading {args.model} ({args.kind}); the first load of a shipped model converts its "
+        "weights once (about a minute), later loads take seconds",
+        file=sys.stderr,
+        flush=True,
+    )
+    return load_model(args.model, kind=args.kind)
+
+
+def refuse_existing(path: Path | None, overwrite: bool) -> None:
+    if path is not None and path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it, or choose another path")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    parser.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "hooked", "bridge"],
+        help="TransformerLens model kind (auto: HookedTransformer on TransformerLens 3.x, "
+        "TransformerBridge on 4.x)",
+    )

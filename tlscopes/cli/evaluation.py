@@ -1,0 +1,127 @@
+"""``tlscopes evaluate``: the AOPC evaluation's command line (the library never prints)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tlscopes.cli.common import (
+    DEFAULT_MEMORY_GB,
+    DEFAULT_N_STEPS,
+    METHOD_NAMES,
+    TASK_NAMES,
+    UsageError,
+    add_model_arguments,
+    load_with_message,
+    positive_int,
+)
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task",
+        default="lambada",
+        help=f"{', '.join(TASK_NAMES)}, or both comma-separated (default lambada)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHOD_NAMES),
+        help=f"comma-separated method names (default all: {','.join(METHOD_NAMES)})",
+    )
+    parser.add_argument(
+        "--prompts", type=Path, help='a JSON list of {"text": ...} passages (one task only)'
+    )
+    parser.add_argument(
+        "--hub", action="store_true", help="the full task from the Hugging Face hub (network)"
+    )
+    parser.add_argument("--limit", type=positive_int, help="the first N passages of each task")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="results directory (resumed if it exists)"
+    )
+    parser.add_argument(
+        "--fractions",
+        default="0.05,0.1,0.2",
+        help="ablation fractions k, comma-separated (default 0.05,0.1,0.2)",
+    )
+    parser.add_argument(
+        "--n-steps",
+        type=positive_int,
+        default=DEFAULT_N_STEPS,
+        help=f"Integrated Gradients path points (default {DEFAULT_N_STEPS})",
+    )
+    parser.add_argument(
+        "--ig-batch-size", type=positive_int, help="Integrated Gradients path points per batch"
+    )
+    parser.add_argument(
+        "--memory-gb",
+        type=float,
+        default=DEFAULT_MEMORY_GB,
+        help="Integrated Gradients activation budget per batch in GiB, when --ig-batch-size is "
+        f"not given (default {DEFAULT_MEMORY_GB:g})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the random method's seed")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_arguments(parser)
+
+
+def check_evaluate_arguments(args: argparse.Namespace) -> None:
+    for task in _comma_list(args.task):
+        if task not in TASK_NAMES:
+            raise UsageError(f"unknown task {task!r}; known tasks: {', '.join(TASK_NAMES)}")
+    for name in _comma_list(args.methods):
+        if name not in METHOD_NAMES:
+            raise UsageError(f"unknown method {name!r}; known methods: {', '.join(METHOD_NAMES)}")
+    try:
+        fractions = [float(k) for k in args.fractions.split(",")]
+    except ValueError:
+        raise UsageError(f"--fractions must be numbers, got {args.fractions!r}") from None
+    if not all(0 < k <= 1 for k in fractions):
+        raise UsageError(f"--fractions must lie in (0, 1], got {args.fractions}")
+    if args.memory_gb <= 0:
+        raise UsageError(f"--memory-gb must be positive, got {args.memory_gb}")
+    if args.prompts is not None and len(_comma_list(args.task)) != 1:
+        raise UsageError("--prompts gives the passages of one task; pass a single --task")
+    if args.prompts is not None and not args.prompts.is_file():
+        raise UsageError(f"--prompts {args.prompts} is not a file")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    check_evaluate_arguments(args)
+    from tlscopes import datasets
+    from tlscopes.evaluate import Settings, run_evaluation
+    from tlscopes.run_directory import RunDirectoryError
+    from tlscopes.summaries import describe_run, format_table
+
+    tasks = _comma_list(args.task)
+    passages = {}
+    for task in tasks:
+        if args.hub:
+            passages[task] = datasets.load_hub_passages(task, limit=args.limit or 1000)
+        else:
+            passages[task] = datasets.load_passages(task, args.prompts, args.limit)
+    settings = Settings(
+        fractions=tuple(float(k) for k in _comma_list(args.fractions)),
+        n_steps=args.n_steps,
+        seed=args.seed,
+        ig_batch_size=args.ig_batch_size,
+        memory_budget=int(args.memory_gb * 1024**3),
+    )
+    model = load_with_message(args)
+    try:
+        result = run_evaluation(
+            model,
+            passages,
+            _comma_list(args.methods),
+            args.output,
+            settings=settings,
+            progress=not args.no_progress,
+        )
+    except RunDirectoryError as error:  # locked, or a file there is unreadable
+        raise UsageError(str(error)) from error
+    print(describe_run(result, args.output))
+    print(format_table(result.summary))
+    return 0
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
