@@ -135,7 +135,7 @@ def packaged_model_dir(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     logger.info(
         "First load of %s: de-quantising its GGUF file to float32 and caching it in %s "
-        "(once; this takes up to a minute)",
+        "(once; about a minute)",
         name,
         target,
     )
