@@ -1,7 +1,8 @@
 """The resumable AOPC evaluation runner (``tlscopes evaluate``): files, locking, resume.
 
 The metric itself (ablation sets, Delta_k, AOPC) is :mod:`tlscopes.ablation`; tables and
-summaries are :mod:`tlscopes.summaries`. :func:`run_evaluation` (``tlscopes evaluate``) writes a resumable run directory:
+summaries are :mod:`tlscopes.summaries`; the directory's files are read and written by
+:mod:`tlscopes.run_directory`. :func:`run_evaluation` writes a resumable run directory:
 
 - ``run.json``: the settings (written atomically; a resumed run must share them);
 - ``per_passage.csv``: one row per (task, passage, method), appended and fsynced per passage;
@@ -21,12 +22,8 @@ average different passages, and :func:`format_table` then shows n in every cell.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,17 +54,21 @@ from tlscopes.ablation import (
 )
 from tlscopes.methods import get_method
 from tlscopes.run_directory import (
+    PER_PASSAGE,
+    RUN_CONFIG,
+    SKIPPED,
+    SKIPPED_COLUMNS,
+    SUMMARY,
     Rows,
-    RunDirectoryError,
+    _append,
+    _check_config,
+    _read_per_passage,
+    _read_skipped,
+    _rewrite,
+    columns,
     exclusive_lock,
     is_not_writable,
-    optional,
-    parse_any,
-    parse_float,
-    parse_int,
-    parse_text,
-    read_json,
-    read_rows,
+    read_finished,
     write_atomic,
 )
 from tlscopes.summaries import (
@@ -79,127 +80,6 @@ from tlscopes.summaries import (
     paired_differences,
     summarize,
 )
-
-PER_PASSAGE = "per_passage.csv"
-SUMMARY = "aopc.csv"
-RUN_CONFIG = "run.json"
-SKIPPED = "skipped.csv"
-
-
-def columns(fractions: Sequence[float]) -> list[str]:
-    head = ["task", "passage", "method", "text_sha", "n_tokens", "n_context", "target_id", "logp"]
-    for fraction in fractions:
-        head += [f"n_ablated_{fraction_label(fraction)}", f"delta_{fraction_label(fraction)}"]
-    return head + ["aopc", "n_steps", "completeness_gap", "seed"]
-
-
-# Read back as strings: a task named "2017" or a hash of digits only stays what it was.
-TEXT_COLUMNS = ("task", "method", "text_sha", "reason")
-
-
-def _parsers(header: Sequence[str]) -> dict[str, Callable[[str], None]]:
-    """What each per_passage.csv column must hold for its row to count as finished."""
-    kinds: dict[str, Callable[[str], None]] = {
-        "task": parse_any,
-        "method": parse_text,
-        "text_sha": parse_text,
-        "n_steps": optional(parse_int),
-        "completeness_gap": optional(parse_float),
-        "seed": optional(parse_int),
-    }
-    for column in header:
-        if column not in kinds:
-            is_count = column in ("passage", "n_tokens", "n_context", "target_id")
-            is_count |= column.startswith("n_ablated_")
-            kinds[column] = parse_int if is_count else parse_float
-    return kinds
-
-
-def _fractions_of(path: Path) -> list[str]:
-    """The delta_<k> columns named in a per_passage.csv header, as <k> labels."""
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        first = next(csv.reader([handle.readline()]), [])
-    return [column.removeprefix("delta_") for column in first if column.startswith("delta_")]
-
-
-def _read_per_passage(path: Path, header: list[str], *, warn: bool = True) -> Rows | None:
-    key = ["task", "passage", "method"]
-    return read_rows(path, header, _parsers(header), key, text_columns=TEXT_COLUMNS, warn=warn)
-
-
-def read_finished(path: str | Path) -> pd.DataFrame | None:
-    """The usable rows of a per_passage.csv; None if it is missing or empty. Reads only.
-
-    A last line cut off by an interruption is left out; a damaged line (a wrong number of
-    fields, a value that does not parse, a (task, passage, method) already seen) is left out
-    with a warning naming the file and line. :func:`run_evaluation` removes such lines from the
-    file and computes those passages again.
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    header = columns([float(label) for label in _fractions_of(path)])
-    rows = _read_per_passage(path, header)
-    return None if rows is None else rows.frame
-
-
-SKIPPED_COLUMNS = ["task", "passage", "text_sha", "reason"]
-SKIPPED_PARSERS = {
-    "task": parse_any,
-    "passage": parse_int,
-    "text_sha": parse_text,
-    "reason": parse_any,
-}
-
-
-def _read_skipped(path: Path) -> Rows | None:
-    key = ["task", "passage"]
-    return read_rows(path, SKIPPED_COLUMNS, SKIPPED_PARSERS, key, text_columns=TEXT_COLUMNS)
-
-
-def _check_config(output: Path, record: dict[str, Any]) -> None:
-    path = output / RUN_CONFIG
-    previous = read_json(path)
-    if previous is None:
-        write_atomic(path, json.dumps(record, indent=1) + "\n")
-    elif not isinstance(previous, dict):
-        raise RunDirectoryError(
-            f"{path} holds {type(previous).__name__}, not a run's settings; delete it if the "
-            "results beside it were computed with the settings you run now, or choose another "
-            "--output directory"
-        )
-    elif previous != record:
-        raise ValueError(
-            f"{output} holds a run with different settings ({previous}, now {record}); "
-            "resume with the same settings or choose another --output directory"
-        )
-
-
-def _append(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
-    if not path.exists() or path.stat().st_size == 0:
-        writer.writeheader()
-    writer.writerows(rows)
-    # One write per passage, flushed to disk: an interruption loses at most the passage in
-    # progress, and a half-written last line is left out on resume (`read_finished`).
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _rewrite(path: Path, rows: Rows | None) -> None:
-    """Rewrites a CSV file without the lines reading it left out, so appends start on a clean
-    line and the warnings are not repeated. A directory we may not write to is left as it is
-    (the lines are left out when reading)."""
-    if rows is None or rows.dropped == 0:
-        return
-    try:
-        write_atomic(path, rows.text)
-    except OSError as error:
-        if not is_not_writable(error):
-            raise
 
 
 @dataclass(frozen=True)
