@@ -10,8 +10,6 @@ exactly that at hook_embed (tested): the two x_t are the same vector, no rescali
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -20,7 +18,6 @@ from tests.models import HAS_HOOKED
 from tlscopes.packaged import packaged_model_dir
 
 pytestmark = pytest.mark.integration
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPT = "The capital of France is"
 # float32 through 18 layers, summed in a different order by TransformerLens and Hugging Face:
