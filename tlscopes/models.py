@@ -172,13 +172,15 @@ def _hooked_from_hf(
         config = HookedTransformerConfig(**config_dict, dtype=dtype)
         state_dict = get_pretrained_state_dict(config_dir, config, hf_model=hf_model)
     model = hooked_class(config, tokenizer=tokenizer, move_to_device=True)
-    model.load_and_process_state_dict(
-        state_dict,
-        fold_ln=False,
-        center_writing_weights=False,
-        center_unembed=False,
-        fold_value_biases=False,
-    )
+    # Nothing is processed, so the weights are loaded as converted: load_and_process_state_dict
+    # would pass them through TransformerLens' processing, which rounds float64 weights through
+    # float32 even with every option off.
+    unexpected = model.load_state_dict(model.fill_missing_keys(state_dict), strict=False)[1]
+    if unexpected:
+        raise RuntimeError(
+            f"TransformerLens converted {config.original_architecture} weights that the "
+            f"HookedTransformer has no place for: {unexpected[:5]}; load with kind='bridge'"
+        )
     return model
 
 
