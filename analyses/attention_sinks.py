@@ -22,67 +22,15 @@ from typing import Any
 
 import pandas as pd
 import torch
-from jaxtyping import Float
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from analyses.ig_path import PathIntegrand
 from tlscopes import prepare_inputs, token_strings
-from tlscopes.hooks import StopForward, run_hooked
+from tlscopes.attention import attention_patterns, bos_positions
 from tlscopes.methods import attribute_methods
-from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
+from tlscopes.path_integrand import PathIntegrand
 
-PATTERN_HOOK = "blocks.{layer}.attn.hook_pattern"
 DEFAULT_METHODS = ("semantic", "fisher", "temperature", "input_x_gradient", "integrated_gradients")
-
-Patterns = Float[Tensor, "layer head_index query_pos key_pos"]
-
-
-def attention_patterns(model: Any, tokens: Tensor, scale: float = 1.0) -> Patterns:
-    """Every layer's attention pattern for one prompt, the token embeddings scaled by `scale`.
-
-    Args:
-        tokens: token ids [1, pos] or [pos].
-        scale: multiplies the token embeddings (``hook_embed``); alpha on the IG path.
-
-    Returns:
-        [layer, head_index, query_pos, key_pos]: softmax weights, each query's row sums to 1.
-    """
-    tokens = tokens.reshape(1, -1).to(model.W_U.device)
-    n_layers = int(model.cfg.n_layers)
-    captured: dict[int, Tensor] = {}
-
-    def scale_embeddings(tensor: Tensor, *, hook: Any) -> Tensor:
-        return tensor * scale
-
-    def keeper(layer: int) -> Any:
-        def keep(tensor: Tensor, *, hook: Any) -> Tensor:
-            captured[layer] = tensor[0].detach().cpu()
-            return tensor
-
-        return keep
-
-    def stop(tensor: Tensor, *, hook: Any) -> Tensor:
-        raise StopForward
-
-    hooks = [(EMBED_HOOK, scale_embeddings), (FINAL_STATE_HOOK, stop)]
-    hooks += [(PATTERN_HOOK.format(layer=layer), keeper(layer)) for layer in range(n_layers)]
-    # The pattern hooks keep TransformerLens' explicit attention (the fused kernel has no pattern).
-    run_hooked(model, tokens, hooks, grad=False)
-    if len(captured) != n_layers:
-        raise RuntimeError(
-            f"captured {len(captured)} of {n_layers} layers' attention patterns; the model has no "
-            "blocks.{l}.attn.hook_pattern hooks"
-        )
-    return torch.stack([captured[layer] for layer in range(n_layers)])
-
-
-def bos_positions(model: Any, tokens: Tensor) -> list[int]:
-    """Positions holding the tokenizer's BOS token (empty where it has none)."""
-    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
-    if bos is None:
-        return []
-    return (tokens.reshape(-1) == int(bos)).nonzero().flatten().tolist()
 
 
 def sink_mass(model: Any, text: str | Tensor, scale: float = 1.0) -> pd.DataFrame:
@@ -207,7 +155,7 @@ def sink_path(model: Any, integrand: PathIntegrand, *, n_early: int = 3) -> Sink
     """Per-layer sink mass at each alpha of an IG path integrand, next to its early share.
 
     Args:
-        integrand: from :func:`analyses.ig_path.path_integrand` (its prompt and alphas are used).
+        integrand: from :func:`tlscopes.path_integrand.path_integrand` (its prompt and alphas are used).
         n_early: how many leading tokens count as early.
     """
     sinks = []

@@ -27,8 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tlscopes import FisherScope, fisher_matrix, prepare_inputs
-from tlscopes.baselines import prompt_gradients
-from tlscopes.evaluate import (
+from tlscopes.ablation import (
     FRACTIONS,
     ablated_log_probs,
     ablation_count,
@@ -38,6 +37,7 @@ from tlscopes.evaluate import (
     prepare_passage,
     top_positions,
 )
+from tlscopes.baselines import prompt_gradients
 from tlscopes.models import unembedding
 
 DEFAULT_RANKS = (1, 4, 16, 64)

@@ -1,6 +1,6 @@
 """Checks tlscopes on an accelerator against the same computation on the CPU and exact Jacobians.
 
-Builds the tiny float64 test models (tests/helpers.py: randomised norm weights and biases), puts
+Builds the tiny float64 test models (tlscopes.toy: randomised norm weights and biases), puts
 one copy on the CPU and one on DEVICE, and compares, for every scope, Integrated Gradients and
 the AOPC ablation pass:
 
@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tlscopes as ts  # noqa: E402
-from tests import helpers  # noqa: E402
-from tests.reference import exact_jacobian, fisher_eig, scores_for  # noqa: E402
 from tlscopes import baselines, evaluate  # noqa: E402
+from tlscopes import toy as helpers  # noqa: E402
 from tlscopes.models import hooked_transformer_class  # noqa: E402
+from tlscopes.reference import exact_jacobian, fisher_eig, scores_for  # noqa: E402
 
 PROMPTS = ["the capital of france is paris and the capital of italy is", "one two three four five"]
 

@@ -97,6 +97,7 @@ def scope_gradients(
     rows: Tensor | None = None,
     transform: EmbeddingTransform | None = None,
     directions_per_pass: int | None = None,
+    observe: Sequence[tuple[str, Any]] = (),
 ) -> ScopeGradients:
     """The engine: every scope's v^T J_t at every explained position, from one forward pass.
 
@@ -110,6 +111,8 @@ def scope_gradients(
             (zeroing for ablation, scaling along an Integrated Gradients path).
         directions_per_pass: directions per backward pass (None: the measured default,
             :func:`resolve_directions_per_pass`); speed and memory only.
+        observe: extra forward hooks that read activations during the pass (e.g. attention
+            patterns); they must not change what they see.
 
     Example:
         >>> prepared = prepare_inputs(model, "The capital of France is")  # doctest: +SKIP
@@ -128,9 +131,8 @@ def scope_gradients(
     with frozen_parameters(model):  # also leaves any torch.inference_mode() for what follows
         rows = torch.arange(len(positions)) if rows is None else rows.clone()
         capture = Capture(positions.clone(), transform, rows=rows)
-        run_hooked(
-            model, tokens.to(model.W_U.device), _scope_hooks(scopes, capture), grad=bool(scopes)
-        )
+        hooks = _scope_hooks(scopes, capture) + list(observe)
+        run_hooked(model, tokens.to(model.W_U.device), hooks, grad=bool(scopes))
         if capture.embeddings is None or capture.final_state is None:
             raise RuntimeError(
                 "the forward pass did not reach hook_embed and unembed.hook_in; tlscopes needs a "

@@ -2,7 +2,7 @@
 
 import json
 
-from tests.unit.test_results import build_attribution
+from tests.unit.test_attribution_file import build_attribution
 from tlscopes.plotting import token_rows_page, tokens_page
 from tlscopes.results import Attribution
 from tlscopes.viz import POSITIVE_COLOR, combined_html

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_results import build_attribution
+from tests.unit.test_attribution_file import build_attribution
 from tlscopes.plotting import token_rows_page, tokens_page
 from tlscopes.viz import (
     HtmlReport,

@@ -1,4 +1,5 @@
-"""Inputs that must be refused with a clear error, and precisions that must still work."""
+"""Scopes on float32, float16 and bfloat16 models against float64, and under a final-logit
+soft-cap."""
 
 from __future__ import annotations
 
@@ -20,47 +21,6 @@ def model(request):
 
 def attached_hooks(model):
     return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in model.hook_dict.values())
-
-
-@pytest.mark.parametrize("bad_id", [-1, "d_vocab", "d_vocab+5"])
-def test_token_ids_outside_the_vocabulary_are_named(model, bad_id):
-    d_vocab = int(model.cfg.d_vocab)
-    value = {"d_vocab": d_vocab, "d_vocab+5": d_vocab + 5}.get(bad_id, bad_id)
-    ids = torch.tensor([3, 4, value, 5])
-    with pytest.raises(
-        ValueError, match=f"id {value} at index \\[0, 2\\].*vocabulary of {d_vocab}"
-    ):
-        ts.attribute(model, ids, ts.TemperatureScope())
-    assert attached_hooks(model) == 0
-
-
-@pytest.mark.parametrize("dtype", [torch.complex64, torch.float32, torch.bool])
-def test_non_integer_token_tensors_are_refused(model, dtype):
-    with pytest.raises(TypeError, match="integer tensor"):
-        ts.attribute(model, torch.tensor([3, 4, 5]).to(dtype), ts.TemperatureScope())
-
-
-@pytest.mark.parametrize("top_k", [0, -1, 2.5, True])
-def test_top_k_must_be_positive(model, top_k):
-    with pytest.raises(ValueError, match="top_k must be a positive integer"):
-        ts.attribute(model, TEXT, ts.TemperatureScope(), top_k=top_k)
-    assert attached_hooks(model) == 0
-
-
-def test_inputs_of_the_wrong_type_are_refused(model):
-    with pytest.raises(TypeError, match="inputs must be"):
-        ts.attribute(model, 17, ts.TemperatureScope())
-
-
-def test_a_direction_whose_scores_overflow_is_an_error_not_inf():
-    model = helpers.build_bridge(dtype=torch.float32)
-    with pytest.raises(FloatingPointError, match="overflowed"):
-        ts.attribute(model, TEXT, ts.DirectionScope(torch.full((16,), 1e30)))
-    assert attached_hooks(model) == 0
-    # A large but representable direction works, and scores scale linearly with it.
-    base = ts.attribute(model, TEXT, ts.DirectionScope(torch.ones(16)))
-    big = ts.attribute(model, TEXT, ts.DirectionScope(torch.full((16,), 1e15)))
-    torch.testing.assert_close(big.scores / 1e15, base.scores, rtol=1e-5, atol=0)
 
 
 HALF_BUILDERS = {

@@ -1,0 +1,79 @@
+"""Attention sinks: patterns, sink mass, early shares, along the IG path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from analyses import attention_sinks, ig_path
+from tests import helpers
+from tests.models import VARIANTS
+
+TEXT = "the person grew up in the south and studied at columbia . the person is"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def model(request):
+    return VARIANTS[request.param]()
+
+
+@pytest.fixture(scope="module")
+def bridge():
+    return helpers.build_bridge()
+
+
+def attached_hooks(model):
+    return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in model.hook_dict.values())
+
+
+def test_sink_mass_frame(model):
+    frame = attention_sinks.sink_mass(model, TEXT)
+    n = model.to_tokens(TEXT).shape[1]
+    assert len(frame) == model.cfg.n_layers * model.cfg.n_heads * n
+    # Hugging Face Llama takes the attention softmax in float32 even for a float64 model.
+    assert frame["total"].sub(1).abs().max() < 1e-6
+    assert (frame[frame["query"] == 0]["first"] - 1).abs().max() < 1e-6
+    # BOS is the first token here, so mass on BOS is mass on position 0.
+    assert attention_sinks.bos_positions(model, model.to_tokens(TEXT)) == [0]
+    assert (frame["bos"] - frame["first"]).abs().max() < 1e-12
+    table = attention_sinks.layer_head_sink(frame)
+    assert table.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    assert bool(((table >= 0) & (table <= 1)).all().all())
+
+
+def test_early_share():
+    scores = torch.tensor([3.0, 1.0, 1.0, 5.0, 0.0])
+    assert attention_sinks.early_share(scores, position=3, n_early=1) == pytest.approx(0.3)
+    assert attention_sinks.early_share(scores, position=2, n_early=2) == pytest.approx(0.8)
+
+
+def test_method_early_shares(bridge):
+    methods = ("semantic", "fisher", "integrated_gradients")
+    shares, results = attention_sinks.method_early_shares(
+        bridge, TEXT, target=" columbia", methods=methods, n_steps=4
+    )
+    assert list(shares["method"]) == list(methods) and set(results) == set(methods)
+    assert bool((shares["share_first"] <= shares["share_first_3"] + 1e-12).all())
+    assert bool(((shares["share_first_3"] > 0) & (shares["share_first_3"] <= 1)).all())
+    semantic = results["semantic"].scores[0]
+    assert shares["share_first"][0] == pytest.approx(float(semantic[0] / semantic.sum()))
+
+
+def test_sink_path_and_figure(bridge):
+    integrand = ig_path.path_integrand(bridge, TEXT, alphas=(0.05, 0.5, 1.0))
+    path = attention_sinks.sink_path(bridge, integrand, n_early=2)
+    assert path.layer_sink.shape == (3, bridge.cfg.n_layers)
+    assert bool(((path.layer_sink >= 0) & (path.layer_sink <= 1)).all())
+    torch.testing.assert_close(path.integrand_share, integrand.early_share(2))
+    patterns = attention_sinks.attention_patterns(bridge, integrand.token_ids, 0.5)
+    torch.testing.assert_close(path.layer_sink[1], patterns[:, :, 1:, 0].double().mean(dim=(1, 2)))
+    assert list(path.to_pandas().columns)[:2] == ["alpha", "sink_mass_mean"]
+    frame = attention_sinks.sink_mass(bridge, TEXT)
+    shares, _ = attention_sinks.method_early_shares(
+        bridge, TEXT, methods=("semantic", "temperature"), n_early=2
+    )
+    assert isinstance(attention_sinks.plot_attention_sinks(frame, path, shares), Figure)

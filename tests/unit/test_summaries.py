@@ -1,0 +1,58 @@
+"""Summaries: means, standard errors and paired differences by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tlscopes import evaluate, methods
+
+PROMPT = "the capital of france is paris and the capital of italy is rome"
+REPO = Path(__file__).resolve().parents[2]
+ALL = methods.method_names()
+OPTIONS = {"integrated_gradients": {"n_steps": 3}}
+
+
+def test_summarize_mean_and_standard_error():
+    frame = pd.DataFrame(
+        {
+            "task": ["lambada"] * 3,
+            "method": ["fisher"] * 3,
+            "aopc": [-1.0, -2.0, -3.0],
+            "delta_0.05": [1.0, 2.0, 3.0],
+            "delta_0.1": [0.0, 0.0, 0.0],
+            "delta_0.2": [0.0, 0.0, 0.0],
+            "n_steps": ["", "", ""],
+        }
+    )
+    summary = evaluate.summarize(frame)
+    assert summary.loc[0, "n"] == 3
+    assert summary.loc[0, "aopc_mean"] == pytest.approx(-2.0)
+    assert summary.loc[0, "aopc_sem"] == pytest.approx(1.0 / 3**0.5)
+    assert summary.loc[0, "delta_0.05"] == pytest.approx(2.0)
+    table = evaluate.format_table(summary)
+    assert "Fisher Scope" in table and "-2.00 ± 0.58" in table and "LMB (n=3)" in table
+
+
+def test_paired_differences_by_hand():
+    # Passage 2 has no semantic row: it is left out of the pair, not treated as zero.
+    frame = pd.DataFrame(
+        {
+            "task": ["lambada"] * 7,
+            "passage": [0, 1, 2, 0, 1, 0, 1],
+            "method": ["fisher"] * 3 + ["semantic"] * 2 + ["random"] * 2,
+            "aopc": [-1.5, -1.0, -9.0, -1.0, -2.0, -0.2, -0.4],
+        }
+    )
+    paired = evaluate.paired_differences(frame).set_index("method")
+    assert list(paired.index) == ["random", "fisher"]
+    assert paired.loc["fisher", "n"] == 2
+    assert paired.loc["fisher", "diff_mean"] == pytest.approx(0.25)  # (-0.5 + 1.0) / 2
+    assert paired.loc["fisher", "diff_sem"] == pytest.approx(0.75)  # std 0.75 * 2**0.5, n 2
+    assert paired.loc["fisher", "wins"] == pytest.approx(0.5)
+    assert paired.loc["random", "diff_mean"] == pytest.approx(1.2)
+    assert paired.loc["random", "wins"] == 0.0
+    with pytest.raises(ValueError, match="no 'saliency' rows"):
+        evaluate.paired_differences(frame, reference="saliency")
