@@ -29,11 +29,12 @@ from tlscopes import prepare_inputs, token_strings
 from tlscopes.attention import attention_patterns, bos_positions
 from tlscopes.methods import attribute_methods
 from tlscopes.path_integrand import PathIntegrand
+from tlscopes.protocols import TransformerLensModel
 
 DEFAULT_METHODS = ("semantic", "fisher", "temperature", "input_x_gradient", "integrated_gradients")
 
 
-def sink_mass(model: Any, text: str | Tensor, scale: float = 1.0) -> pd.DataFrame:
+def sink_mass(model: TransformerLensModel, text: str | Tensor, scale: float = 1.0) -> pd.DataFrame:
     """Attention mass on the first position (and on BOS) per layer, head and query.
 
     Args:
@@ -83,7 +84,7 @@ def early_share(scores: Tensor, position: int, n_early: int) -> float:
 
 
 def method_early_shares(
-    model: Any,
+    model: TransformerLensModel,
     text: str,
     *,
     target: int | str | None = None,
@@ -151,7 +152,9 @@ class SinkPath:
         )
 
 
-def sink_path(model: Any, integrand: PathIntegrand, *, n_early: int = 3) -> SinkPath:
+def sink_path(
+    model: TransformerLensModel, integrand: PathIntegrand, *, n_early: int = 3
+) -> SinkPath:
     """Per-layer sink mass at each alpha of an IG path integrand, next to its early share.
 
     Args:

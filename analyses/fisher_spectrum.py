@@ -39,6 +39,7 @@ from tlscopes.ablation import (
 )
 from tlscopes.baselines import prompt_gradients
 from tlscopes.models import unembedding
+from tlscopes.protocols import TransformerLensModel
 
 DEFAULT_RANKS = (1, 4, 16, 64)
 DEFAULT_BASELINES = ("semantic", "temperature", "input_x_gradient", "random")
@@ -62,7 +63,7 @@ class FisherSpectra:
         return self.eigenvalues.cumsum(dim=1) / self.traces[:, None]
 
 
-def passage_probabilities(model: Any, text: str) -> Tensor:
+def passage_probabilities(model: TransformerLensModel, text: str) -> Tensor:
     """The next-token distribution at a passage's last input position (its last token held out)."""
     passage = prepare_passage(model, text)
     with torch.no_grad():
@@ -80,7 +81,9 @@ def fisher_spectrum(W_U: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
     return values.cpu(), trace.cpu()
 
 
-def fisher_spectra(model: Any, texts: Sequence[str], *, progress: bool = True) -> FisherSpectra:
+def fisher_spectra(
+    model: TransformerLensModel, texts: Sequence[str], *, progress: bool = True
+) -> FisherSpectra:
     """The Fisher spectrum at the predicted position of each passage."""
     W_U, _ = unembedding(model)
     values, traces = [], []
@@ -91,7 +94,9 @@ def fisher_spectra(model: Any, texts: Sequence[str], *, progress: bool = True) -
     return FisherSpectra(torch.stack(values), torch.stack(traces))
 
 
-def rank_scores(model: Any, tokens: Tensor, ranks: Sequence[int]) -> dict[int, Tensor]:
+def rank_scores(
+    model: TransformerLensModel, tokens: Tensor, ranks: Sequence[int]
+) -> dict[int, Tensor]:
     """Rank-r Fisher Scope scores [pos] for each r, from one pass of max(ranks) directions.
 
     The rank-1 score here is sqrt(lambda_1) ||u_1^T J_t||, FisherScope()'s score times a
@@ -107,7 +112,7 @@ def rank_scores(model: Any, tokens: Tensor, ranks: Sequence[int]) -> dict[int, T
 
 
 def aopc_by_rank(
-    model: Any,
+    model: TransformerLensModel,
     texts: Sequence[str],
     *,
     ranks: Sequence[int] = DEFAULT_RANKS,

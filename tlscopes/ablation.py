@@ -37,6 +37,7 @@ from tlscopes import baselines
 from tlscopes.attribute import scope_gradients
 from tlscopes.methods import attribute_methods
 from tlscopes.models import context_length
+from tlscopes.protocols import TransformerLensModel
 
 FRACTIONS = (0.05, 0.10, 0.20)
 
@@ -66,7 +67,7 @@ class UnusablePassage(ValueError):
     :func:`run_evaluation` records it in ``skipped.csv`` and goes on."""
 
 
-def bos_token_id(model: Any) -> int | None:
+def bos_token_id(model: TransformerLensModel) -> int | None:
     """The model's BOS token id, or None if it has none.
 
     With a tokenizer, the tokenizer's ``bos_token_id``. A model built from a config has no
@@ -81,7 +82,7 @@ def bos_token_id(model: Any) -> int | None:
     return None if bos is None else int(bos)
 
 
-def has_bos(model: Any, tokens: Tensor) -> bool:
+def has_bos(model: TransformerLensModel, tokens: Tensor) -> bool:
     """Whether the first token of `tokens` [1, pos] is the model's BOS (:func:`bos_token_id`)."""
     bos = bos_token_id(model)
     return bos is not None and tokens.shape[1] > 0 and int(tokens[0, 0]) == bos
@@ -90,7 +91,7 @@ def has_bos(model: Any, tokens: Tensor) -> bool:
 PassageInput = str | Sequence[int] | Tensor
 
 
-def passage_tokens(model: Any, text: PassageInput) -> Tensor:
+def passage_tokens(model: TransformerLensModel, text: PassageInput) -> Tensor:
     """[1, pos] token ids: a string tokenized with the model's BOS convention, or ids as given
     ([pos] or [1, pos]; nothing is prepended to ids)."""
     if isinstance(text, str):
@@ -116,7 +117,7 @@ def describe_passage(text: PassageInput) -> str:
     return f"token ids {torch.as_tensor(text).flatten()[:10].tolist()}"
 
 
-def prepare_passage(model: Any, text: PassageInput) -> Passage:
+def prepare_passage(model: TransformerLensModel, text: PassageInput) -> Passage:
     """Splits off the target (the last token) of a passage given as text or token ids.
 
     Raises:
@@ -167,7 +168,7 @@ def zero_embeddings(embeddings: Tensor, keep: Tensor) -> Tensor:
 
 
 def ablated_log_probs(
-    model: Any, tokens: Tensor, position: int, target_id: int, keep: Tensor
+    model: TransformerLensModel, tokens: Tensor, position: int, target_id: int, keep: Tensor
 ) -> Tensor:
     """log p(target) at `position` for each ablation mask, all masks in one batch [n_sets].
 
@@ -243,7 +244,7 @@ def text_hash(text: PassageInput) -> str:
 
 
 def evaluate_passage(
-    model: Any,
+    model: TransformerLensModel,
     text: PassageInput,
     methods: Sequence[str],
     *,

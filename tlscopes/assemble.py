@@ -11,6 +11,7 @@ from torch import Tensor
 
 from tlscopes._types import Logits
 from tlscopes.inputs import PreparedInputs
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.provenance import provenance
 from tlscopes.results import Attribution
 from tlscopes.tokens import token_string, token_strings
@@ -36,7 +37,7 @@ def check_top_k(top_k: int) -> None:
 
 
 def build_attribution(
-    model: Any,
+    model: TransformerLensModel,
     prepared: PreparedInputs,
     scores: Tensor,
     *,

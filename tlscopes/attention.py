@@ -17,13 +17,14 @@ from torch import Tensor
 
 from tlscopes.attribute import scope_gradients
 from tlscopes.inputs import Inputs, prepare_inputs
+from tlscopes.protocols import TransformerLensModel
 
 PATTERN_HOOK = "blocks.{layer}.attn.hook_pattern"
 
 Patterns = Float[Tensor, "layer head_index query_pos key_pos"]
 
 
-def attention_patterns(model: Any, inputs: Inputs, scale: float = 1.0) -> Patterns:
+def attention_patterns(model: TransformerLensModel, inputs: Inputs, scale: float = 1.0) -> Patterns:
     """Every layer's attention pattern for one prompt, its token embeddings scaled by `scale`.
 
     Args:
@@ -68,7 +69,7 @@ def attention_patterns(model: Any, inputs: Inputs, scale: float = 1.0) -> Patter
     return torch.stack([captured[layer] for layer in range(n_layers)])
 
 
-def bos_positions(model: Any, tokens: Tensor) -> list[int]:
+def bos_positions(model: TransformerLensModel, tokens: Tensor) -> list[int]:
     """Positions holding the tokenizer's BOS token (empty where there is none)."""
     bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
     if bos is None:

@@ -32,6 +32,7 @@ from tlscopes.assemble import build_attribution, check_top_k
 from tlscopes.hooks import Capture, EmbeddingTransform, HookList, frozen_parameters, run_hooked
 from tlscopes.inputs import Inputs, PreparedInputs, prepare_inputs
 from tlscopes.models import logit_softcap, unembedding, weight_processing
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.results import Attribution
 from tlscopes.scopes import Scope, ScopeDirections, ScopeInputs
 
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-def final_logits(model: Any, final_state: Tensor) -> Logits:
+def final_logits(model: TransformerLensModel, final_state: Tensor) -> Logits:
     """Logits at the explained positions from y: y W_U + b_U, soft-capped where the model caps."""
     W_U, b_U = unembedding(model)
     logits = final_state @ W_U + b_U
@@ -89,7 +90,7 @@ class ScopeGradients:
 
 
 def scope_gradients(
-    model: Any,
+    model: TransformerLensModel,
     tokens: Tensor,
     scopes: Sequence[Scope],
     *,
@@ -296,7 +297,7 @@ def combine(grads: Tensor, weights: DirectionWeights) -> TokenScores:
 
 
 def attribute(
-    model: Any,
+    model: TransformerLensModel,
     inputs: Inputs,
     scope: Scope,
     *,
@@ -337,7 +338,7 @@ def attribute(
 
 
 def attribute_many(
-    model: Any,
+    model: TransformerLensModel,
     inputs: Inputs,
     scopes: Sequence[Scope],
     *,

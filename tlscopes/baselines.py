@@ -25,6 +25,7 @@ from tlscopes.attribute import Inputs, ScopeGradients, scope_gradients
 from tlscopes.hooks import EmbeddingTransform
 from tlscopes.inputs import PreparedInputs, prepare_inputs
 from tlscopes.models import unembedding
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.results import Attribution
 from tlscopes.scopes import Scope, SemanticScope, resolve_targets
 
@@ -35,7 +36,7 @@ DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per batch of path po
 
 
 def prompt_gradients(
-    model: Any,
+    model: TransformerLensModel,
     prepared: PreparedInputs,
     scopes: Sequence[Scope],
     *,
@@ -58,7 +59,12 @@ def semantic_scope(target: Target) -> SemanticScope:
 
 
 def saliency(
-    model: Any, inputs: Inputs, *, target: Target = None, position: int = -1, top_k: int = 10
+    model: TransformerLensModel,
+    inputs: Inputs,
+    *,
+    target: Target = None,
+    position: int = -1,
+    top_k: int = 10,
 ) -> Attribution:
     """Plain gradient norm ||dz_target/dx_t||_2 (identical to Semantic Scope, paper eq. 11)."""
     prepared = prepare_inputs(model, inputs, position)
@@ -82,7 +88,12 @@ def input_x_gradient_scores(embeddings: Tensor, gradient: Tensor) -> Tensor:
 
 
 def input_x_gradient(
-    model: Any, inputs: Inputs, *, target: Target = None, position: int = -1, top_k: int = 10
+    model: TransformerLensModel,
+    inputs: Inputs,
+    *,
+    target: Target = None,
+    position: int = -1,
+    top_k: int = 10,
 ) -> Attribution:
     """Input x Gradient (paper eq. 10): ||x_t * dz_target/dx_t||_2, x_t the token embedding."""
     prepared = prepare_inputs(model, inputs, position)
@@ -108,7 +119,7 @@ def path_alphas(n_steps: int, dtype: torch.dtype = torch.float64) -> Tensor:
     return (torch.arange(n_steps, dtype=dtype) + 0.5) / n_steps
 
 
-def bytes_per_path_point(model: Any, n_positions: int) -> int:
+def bytes_per_path_point(model: TransformerLensModel, n_positions: int) -> int:
     """A rough size of the activations one sequence keeps for its backward pass.
 
     Per layer and token: the residual stream and its norms, q/k/v/output and the MLP's hidden
@@ -123,17 +134,19 @@ def bytes_per_path_point(model: Any, n_positions: int) -> int:
     return int(cfg.n_layers) * n_positions * per_token * element
 
 
-def path_batch_size(model: Any, n_positions: int, memory_budget: int) -> int:
+def path_batch_size(model: TransformerLensModel, n_positions: int, memory_budget: int) -> int:
     """How many path points fit in `memory_budget` bytes of activations (at least one)."""
     return max(1, int(memory_budget) // bytes_per_path_point(model, n_positions))
 
 
-def scaled_forward(model: Any, prepared: PreparedInputs, scale: float = 1.0) -> ScopeGradients:
+def scaled_forward(
+    model: TransformerLensModel, prepared: PreparedInputs, scale: float = 1.0
+) -> ScopeGradients:
     """One forward pass, no graph, with the embeddings scaled by `scale` (for z(X) and z(0))."""
     return prompt_gradients(model, prepared, [], transform=lambda x: x * scale)
 
 
-def target_logit(model: Any, state: ScopeGradients, target_ids: Tensor) -> Tensor:
+def target_logit(model: TransformerLensModel, state: ScopeGradients, target_ids: Tensor) -> Tensor:
     """z_target = w_target^T y + b_target (before any soft-cap) per prompt [batch]."""
     W_U, b_U = unembedding(model)
     ids = target_ids.to(W_U.device)
@@ -142,7 +155,7 @@ def target_logit(model: Any, state: ScopeGradients, target_ids: Tensor) -> Tenso
 
 
 def integrated_gradients(
-    model: Any,
+    model: TransformerLensModel,
     inputs: Inputs,
     *,
     target: Target = None,
@@ -244,7 +257,12 @@ def random_scores(lengths: Sequence[int], positions: Sequence[int], generator: A
 
 
 def random_attribution(
-    model: Any, inputs: Inputs, *, seed: int = 0, position: int = -1, top_k: int = 10
+    model: TransformerLensModel,
+    inputs: Inputs,
+    *,
+    seed: int = 0,
+    position: int = -1,
+    top_k: int = 10,
 ) -> Attribution:
     """A seeded random ranking (the paper's random-ablation baseline); same seed, same scores."""
     prepared = prepare_inputs(model, inputs, position)

@@ -53,6 +53,7 @@ from tlscopes.ablation import (
     zero_embeddings,
 )
 from tlscopes.methods import get_method
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.run_directory import (
     PER_PASSAGE,
     RUN_CONFIG,
@@ -107,7 +108,7 @@ class EvaluationRun:
 
 
 def run_evaluation(
-    model: Any,
+    model: TransformerLensModel,
     passages: dict[str, Sequence[PassageInput]],
     methods: Sequence[str],
     output: str | Path,
@@ -203,7 +204,7 @@ def _plan(
 
 
 def _run_locked(
-    model: Any,
+    model: TransformerLensModel,
     passages: dict[str, Sequence[PassageInput]],
     methods: list[str],
     output: Path,

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tlscopes.protocols import TransformerLensModel
+
 # Architectures whose QK norm TransformerLens applies inside the explicit forward pass.
 _INLINE_QK_NORM = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
 _POSITIONAL = ("standard", "rotary", "shortformer")
@@ -307,12 +309,12 @@ def _bridge_fused_forward(
     return out, None
 
 
-def _attention_modules(model: Any) -> list[Any]:
+def _attention_modules(model: TransformerLensModel) -> list[Any]:
     return [block.attn for block in getattr(model, "blocks", [])]
 
 
 @contextlib.contextmanager
-def fused_attention(model: Any) -> Iterator[int]:
+def fused_attention(model: TransformerLensModel) -> Iterator[int]:
     """Runs a model's causal attention through the fused SDPA kernel inside the block.
 
     Works on a HookedTransformer (:func:`module_supports_fusion`) and on the Llama-like

@@ -22,6 +22,7 @@ from torch import Tensor
 from tlscopes._types import Embeddings
 from tlscopes.fused_attention import fused_attention
 from tlscopes.models import EMBED_HOOK, FINAL_STATE_HOOK
+from tlscopes.protocols import TransformerLensModel
 
 EmbeddingTransform = Callable[[Embeddings], Embeddings]
 # TransformerLens forward hooks: (hook point name, fn(tensor, *, hook) -> tensor | None).
@@ -83,7 +84,7 @@ _LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDiction
 _LOCKS_GUARD = threading.Lock()
 
 
-def model_lock(model: Any) -> threading.RLock:
+def model_lock(model: TransformerLensModel) -> threading.RLock:
     """The one re-entrant lock of `model`, shared by every tlscopes call on it.
 
     Attribution attaches hooks to the model and flips its parameters' requires_grad flags, both
@@ -100,7 +101,7 @@ def model_lock(model: Any) -> threading.RLock:
 
 
 @contextlib.contextmanager
-def frozen_parameters(model: Any) -> Iterator[None]:
+def frozen_parameters(model: TransformerLensModel) -> Iterator[None]:
     """Turns parameter gradients off and restores every requires_grad flag afterwards.
 
     Also holds the model's lock (:func:`model_lock`) and leaves any enclosing
@@ -110,7 +111,7 @@ def frozen_parameters(model: Any) -> Iterator[None]:
         yield from _frozen(model)
 
 
-def _frozen(model: Any) -> Iterator[None]:
+def _frozen(model: TransformerLensModel) -> Iterator[None]:
     # A TransformerBridge lists TransformerLens-style parameters; the wrapped Hugging Face
     # model's own parameters are what its forward pass uses, so take both, once each.
     found: dict[int, torch.nn.Parameter] = {}
@@ -129,7 +130,7 @@ def _frozen(model: Any) -> Iterator[None]:
 
 
 def run_hooked(
-    model: Any,
+    model: TransformerLensModel,
     tokens: Tensor,
     hooks: list[tuple[str, Callable[..., Any]]],
     *,

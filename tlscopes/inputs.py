@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from tlscopes.models import context_length
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.tokens import check_token_ids, require_tokenizer
 
 Inputs = str | Sequence[str] | Tensor
@@ -28,7 +28,9 @@ class PreparedInputs:
     positions: Tensor
 
 
-def prepare_inputs(model: Any, inputs: Inputs, position: int = -1) -> PreparedInputs:
+def prepare_inputs(
+    model: TransformerLensModel, inputs: Inputs, position: int = -1
+) -> PreparedInputs:
     """Tokenizes (with the model's BOS convention) and right-pads; resolves `position` per prompt.
 
     Args:
@@ -42,7 +44,7 @@ def prepare_inputs(model: Any, inputs: Inputs, position: int = -1) -> PreparedIn
         return _prepare_inputs(model, inputs, position)
 
 
-def _prepare_inputs(model: Any, inputs: Inputs, position: int) -> PreparedInputs:
+def _prepare_inputs(model: TransformerLensModel, inputs: Inputs, position: int) -> PreparedInputs:
     if isinstance(inputs, Tensor):
         tokens = _token_tensor(inputs)
         check_token_ids(tokens, int(model.cfg.d_vocab))
@@ -89,7 +91,7 @@ def _token_tensor(tokens: Tensor) -> Tensor:
     return tokens.detach().to("cpu", torch.long, copy=True)
 
 
-def _pad_id(model: Any) -> int:
+def _pad_id(model: TransformerLensModel) -> int:
     tokenizer = getattr(model, "tokenizer", None)
     for attribute_name in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, attribute_name, None)

@@ -10,7 +10,6 @@ pass, each direction seeded only at its own position's y (the engine,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,6 +17,7 @@ from torch import Tensor
 from tlscopes.assemble import build_attribution, check_top_k
 from tlscopes.attribute import scope_gradients
 from tlscopes.inputs import Inputs, PreparedInputs, prepare_inputs
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.results import Attribution
 from tlscopes.scopes import Scope
 
@@ -41,7 +41,7 @@ def resolve_matrix_positions(positions: Sequence[int], length: int) -> Tensor:
 
 
 def attribution_matrix(
-    model: Any,
+    model: TransformerLensModel,
     inputs: Inputs,
     scope: Scope,
     positions: Sequence[int],

@@ -20,6 +20,7 @@ from typing import Any
 from tlscopes import baselines
 from tlscopes.assemble import build_attribution
 from tlscopes.attribute import Inputs, attribute, prepare_inputs
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.results import Attribution
 from tlscopes.scopes import FisherScope, Scope, TemperatureScope
 
@@ -41,19 +42,37 @@ class Method:
     attribute: Callable[..., Attribution]
 
 
-def _fisher(model: Any, inputs: Inputs, *, target: Any = None, position: int = -1, rank: int = 1):
+def _fisher(
+    model: TransformerLensModel,
+    inputs: Inputs,
+    *,
+    target: Any = None,
+    position: int = -1,
+    rank: int = 1,
+):
     return attribute(model, inputs, FisherScope(rank=rank), position=position)
 
 
-def _temperature(model: Any, inputs: Inputs, *, target: Any = None, position: int = -1):
+def _temperature(
+    model: TransformerLensModel, inputs: Inputs, *, target: Any = None, position: int = -1
+):
     return attribute(model, inputs, TemperatureScope(), position=position)
 
 
-def _semantic(model: Any, inputs: Inputs, *, target: Any = None, position: int = -1):
+def _semantic(
+    model: TransformerLensModel, inputs: Inputs, *, target: Any = None, position: int = -1
+):
     return attribute(model, inputs, baselines.semantic_scope(target), position=position)
 
 
-def _random(model: Any, inputs: Inputs, *, target: Any = None, position: int = -1, seed: int = 0):
+def _random(
+    model: TransformerLensModel,
+    inputs: Inputs,
+    *,
+    target: Any = None,
+    position: int = -1,
+    seed: int = 0,
+):
     return baselines.random_attribution(model, inputs, seed=seed, position=position)
 
 
@@ -109,7 +128,7 @@ def get_method(name: str) -> Method:
 
 
 def attribute_by_name(
-    model: Any,
+    model: TransformerLensModel,
     inputs: Inputs,
     name: str,
     *,
@@ -122,7 +141,7 @@ def attribute_by_name(
 
 
 def attribute_methods(
-    model: Any,
+    model: TransformerLensModel,
     inputs: Inputs,
     names: Sequence[str],
     *,

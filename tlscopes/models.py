@@ -28,6 +28,7 @@ from torch import Tensor
 
 from tlscopes.packaged import PACKAGED_MODELS, packaged_model_dir
 from tlscopes.packaged import cache_root as cache_root  # re-exported: where loads are cached
+from tlscopes.protocols import TransformerLensModel
 
 EMBED_HOOK = "hook_embed"
 FINAL_STATE_HOOK = "unembed.hook_in"
@@ -54,7 +55,7 @@ def bridge_class() -> type:
     return TransformerBridge
 
 
-def is_bridge(model: Any) -> bool:
+def is_bridge(model: TransformerLensModel) -> bool:
     return isinstance(model, bridge_class())
 
 
@@ -64,7 +65,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
     kind: ModelKind = "auto",
-) -> Any:
+) -> TransformerLensModel:
     """Loads a TransformerLens model with unprocessed weights (no LayerNorm folding, no centering).
 
     Args:
@@ -126,7 +127,7 @@ def _resolve_kind(kind: ModelKind) -> Literal["hooked", "bridge"]:
 
 def _load_by_transformer_lens_name(
     name: str, *, dtype: torch.dtype, device: str | torch.device | None, kind: str
-) -> Any:
+) -> TransformerLensModel:
     if kind == "hooked":
         model = hooked_transformer_class().from_pretrained_no_processing(
             name, dtype=dtype, device=device
@@ -136,7 +137,9 @@ def _load_by_transformer_lens_name(
     return model.eval()
 
 
-def _bridge_from_hf(hf_model: Any, tokenizer: Any, dtype: torch.dtype, name: str) -> Any:
+def _bridge_from_hf(
+    hf_model: Any, tokenizer: Any, dtype: torch.dtype, name: str
+) -> TransformerLensModel:
     try:
         return bridge_class().boot_transformers(
             name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype
@@ -158,7 +161,7 @@ def _bridge_from_hf(hf_model: Any, tokenizer: Any, dtype: torch.dtype, name: str
 
 def _hooked_from_hf(
     model_dir: Path, hf_model: Any, tokenizer: Any, dtype: torch.dtype, name: str
-) -> Any:
+) -> TransformerLensModel:
     """A HookedTransformer with the Hugging Face model's weights, unprocessed, built offline."""
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
@@ -203,7 +206,7 @@ class WeightProcessing:
     centered_unembed: bool
 
 
-def weight_processing(model: Any) -> WeightProcessing:
+def weight_processing(model: TransformerLensModel) -> WeightProcessing:
     """Detects the weight processing that changes y or the target logit (see WeightProcessing).
 
     A HookedTransformer records folding in its config (normalization_type LNPre / RMSPre). A
@@ -255,7 +258,7 @@ def _unembed_is_centered(W_U: Tensor) -> bool:
         return bool(rows.mean(dim=1).abs().max() <= 1e-5 * scale)
 
 
-def unembedding(model: Any) -> tuple[Tensor, Tensor]:
+def unembedding(model: TransformerLensModel) -> tuple[Tensor, Tensor]:
     """W_U [d_model, d_vocab] and b_U [d_vocab] (zeros where the model has no unembedding bias)."""
     W_U = model.W_U
     b_U = getattr(model, "b_U", None)
@@ -264,7 +267,7 @@ def unembedding(model: Any) -> tuple[Tensor, Tensor]:
     return W_U, b_U
 
 
-def context_length(model: Any) -> int:
+def context_length(model: TransformerLensModel) -> int:
     """The longest input the model takes: its n_ctx, or the wrapped model's position limit."""
     limits = [int(model.cfg.n_ctx)]
     hf_config = getattr(getattr(model, "original_model", None), "config", None)
@@ -275,6 +278,6 @@ def context_length(model: Any) -> int:
     return min(limits)
 
 
-def logit_softcap(model: Any) -> float | None:
+def logit_softcap(model: TransformerLensModel) -> float | None:
     cap = getattr(model.cfg, "output_logits_soft_cap", None)
     return float(cap) if cap is not None and cap > 0 else None

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from tlscopes.baselines import prompt_gradients, scaled_forward
 from tlscopes.inputs import PreparedInputs, prepare_inputs
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.scopes import SemanticScope
 from tlscopes.tokens import token_string, token_strings
 
@@ -66,7 +66,7 @@ class PathIntegrand:
 
 
 def path_integrand(
-    model: Any,
+    model: TransformerLensModel,
     text: str | Tensor,
     *,
     target: int | str | None = None,

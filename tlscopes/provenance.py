@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from tlscopes.protocols import TransformerLensModel
+
 
 def _version(package: str) -> str | None:
     try:
@@ -43,13 +45,13 @@ def scope_parameters(scope: Any) -> dict[str, Any]:
     return {f.name: describe_value(getattr(scope, f.name)) for f in dataclasses.fields(scope)}
 
 
-def model_kind(model: Any) -> str:
+def model_kind(model: TransformerLensModel) -> str:
     """The TransformerLens model class: ``HookedTransformer`` or ``TransformerBridge``."""
     return type(model).__name__
 
 
 def provenance(
-    model: Any,
+    model: TransformerLensModel,
     method: str,
     *,
     scope: Any = None,

@@ -23,6 +23,7 @@ from tlscopes._types import Directions, DirectionWeights, HiddenStates, Logits
 from tlscopes.fisher import fisher_directions
 from tlscopes.hooks import Capture, HookList
 from tlscopes.models import WeightProcessing, logit_softcap, unembedding
+from tlscopes.protocols import TransformerLensModel
 from tlscopes.tokens import require_tokenizer, token_strings
 
 
@@ -40,7 +41,7 @@ class ScopeInputs:
     final_state: HiddenStates
     logits: Logits
     W_U: Float[Tensor, "d_model d_vocab"]
-    model: Any
+    model: TransformerLensModel
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Scope:
             )
 
 
-def resolve_token(model: Any, target: int | str) -> int:
+def resolve_token(model: TransformerLensModel, target: int | str) -> int:
     """A token id from an id or from a string that the tokenizer keeps as exactly one token."""
     d_vocab = int(model.cfg.d_vocab)
     if isinstance(target, bool) or not isinstance(target, (int, str)):
@@ -118,7 +119,7 @@ def resolve_token(model: Any, target: int | str) -> int:
     return int(ids[0])
 
 
-def resolve_targets(model: Any, target: Any, batch_size: int) -> Tensor:
+def resolve_targets(model: TransformerLensModel, target: Any, batch_size: int) -> Tensor:
     """One target id per prompt, from one target for all prompts or a sequence of them."""
     if isinstance(target, (int, str)) and not isinstance(target, bool):
         ids = [resolve_token(model, target)] * batch_size
@@ -285,7 +286,9 @@ class DirectionScope(Scope):
         return ScopeDirections(vectors, _unit_weights(vectors), details={"label": self.label})
 
 
-def contrast_direction(model: Any, token_a: int | str, token_b: int | str) -> Tensor:
+def contrast_direction(
+    model: TransformerLensModel, token_a: int | str, token_b: int | str
+) -> Tensor:
     """w_a - w_b: the direction that raises token a's logit against token b's."""
     a, b = resolve_token(model, token_a), resolve_token(model, token_b)
     return (model.W_U[:, a] - model.W_U[:, b]).detach()

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor
+
+from tlscopes.protocols import TransformerLensModel
 
 SEPARATOR = ","
 
@@ -145,7 +146,7 @@ def serialize(
     return Serialized(text, integers, digits, offset, scale)
 
 
-def digit_token_ids(model: Any) -> list[int]:
+def digit_token_ids(model: TransformerLensModel) -> list[int]:
     """The token ids of "0" to "9"; refuses tokenizers without one token per digit."""
     ids = []
     for digit in range(10):
@@ -191,7 +192,9 @@ def value_scores(scores: Tensor, groups: Sequence[Sequence[int]]) -> Tensor:
     return torch.stack([scores[list(group)].double().pow(2).sum().sqrt() for group in groups])
 
 
-def next_value_distribution(model: Any, text: str, digits: int = 2) -> pd.DataFrame:
+def next_value_distribution(
+    model: TransformerLensModel, text: str, digits: int = 2
+) -> pd.DataFrame:
     """The model's distribution over the next `digits`-digit value after a serialized prompt.
 
     P(d_1 ... d_n) = P(d_1 | prompt) P(d_2 | prompt, d_1) ... , read from one batched forward

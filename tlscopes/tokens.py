@@ -10,13 +10,14 @@ refused with an error that says to pass token ids.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from tlscopes.protocols import TransformerLensModel
 
-def has_tokenizer(model: Any) -> bool:
+
+def has_tokenizer(model: TransformerLensModel) -> bool:
     """Whether the model carries a tokenizer (TransformerLens sets None when built from a cfg)."""
     return getattr(model, "tokenizer", None) is not None
 
@@ -26,7 +27,7 @@ def id_token(token_id: int) -> str:
     return f"<{int(token_id)}>"
 
 
-def token_strings(model: Any, token_ids: Tensor | Sequence[int]) -> list[str]:
+def token_strings(model: TransformerLensModel, token_ids: Tensor | Sequence[int]) -> list[str]:
     """One display string per token id: the tokenizer's, or ``<id>`` without a tokenizer.
 
     >>> token_strings(model, torch.tensor([5, 17]))  # doctest: +SKIP
@@ -40,14 +41,14 @@ def token_strings(model: Any, token_ids: Tensor | Sequence[int]) -> list[str]:
     return [str(t) for t in model.to_str_tokens(torch.tensor(ids, dtype=torch.long))]
 
 
-def token_string(model: Any, token_id: int) -> str:
+def token_string(model: TransformerLensModel, token_id: int) -> str:
     """The display string of one token id (see :func:`token_strings`)."""
     if not has_tokenizer(model):
         return id_token(token_id)
     return str(model.to_single_str_token(int(token_id)))
 
 
-def require_tokenizer(model: Any, what: str) -> None:
+def require_tokenizer(model: TransformerLensModel, what: str) -> None:
     """Raises a ValueError naming `what` needed text when the model has no tokenizer."""
     if not has_tokenizer(model):
         raise ValueError(
