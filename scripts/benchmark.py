@@ -166,10 +166,19 @@ def bench_scopes(model: Any, lengths: list[int], repeats: int) -> list[dict]:
             "forward_fused_s": fused,
             "default_directions_per_pass": per_pass,
         }
+        floor = seconds["plain_floor"]
         for name, value in seconds.items():
             row[f"{name}_s"] = value
             row[f"{name}_ratio"] = value / base
             row[f"{name}_ratio_to_fused_forward"] = value / fused
+            row[f"{name}_over_floor"] = value / floor
+        # The targets, judged against the floor measured in this same run: each scope within
+        # 1.05x of it, and Fisher rank 1 within the floor plus a tenth of a forward pass.
+        row["semantic_temperature_within_1.05_floor"] = all(
+            seconds[name] <= 1.05 * floor for name in ("semantic", "temperature")
+        )
+        row["fisher_excess_over_floor_in_forwards"] = (seconds["fisher"] - floor) / base
+        row["fisher_within_floor_plus_0.1_forward"] = seconds["fisher"] <= floor + 0.1 * base
         rows.append(row)
     return rows
 
