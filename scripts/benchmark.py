@@ -17,6 +17,7 @@ ratios next to their references:
 * peak resident memory of attribution over 2,048 tokens (in a fresh subprocess).
 
 Usage: python scripts/benchmark.py [--repeats 7] [--quick] [--kind auto|hooked|bridge]
+                                   [--model smollm2-135m|gemma3-270m]
                                    [--sections scopes,fisher,...] [--json FILE]
 """
 
@@ -451,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 128 tokens only")
     parser.add_argument("--kind", default="auto", choices=["auto", "hooked", "bridge"])
     parser.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="the model the scopes, translation and IG sections run on (e.g. gemma3-270m)",
+    )
+    parser.add_argument(
         "--sections",
         default=",".join(SECTIONS),
         help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all)",
@@ -467,8 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 3 if args.quick else args.repeats
     lengths = [128] if args.quick else [128, 1024]
 
-    model = ts.load_model(kind=args.kind)
+    model = ts.load_model(args.model, kind=args.kind)
     report: dict[str, Any] = {
+        "model": args.model,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"{platform.processor() or platform.platform()}",
         "torch": torch.__version__,
