@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +143,14 @@ def packaged_model_dir(name: str) -> Path:
     # Build in a sibling temporary directory and rename, so a half-written cache never exists.
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".gguf-"))
+    # A progress bar (stderr), so a REPL or notebook user sees what the first load is doing.
+    steps = tqdm(total=2, desc=f"first load of {name}: preparing the GGUF file", unit="step")
     try:
-        _write_hf_directory(model, model.gguf_file(scratch), staging)
+        gguf = model.gguf_file(scratch)
+        steps.update()
+        steps.set_description(f"first load of {name}: de-quantising the weights")
+        _write_hf_directory(model, gguf, staging)
+        steps.update()
         try:
             staging.rename(target)
         except OSError:
@@ -151,6 +158,7 @@ def packaged_model_dir(name: str) -> Path:
             if not (target / "model.safetensors").exists():
                 raise
     finally:
+        steps.close()
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     logger.info("%s cached in %s", name, target)
