@@ -130,3 +130,28 @@ def test_demo_reports_the_size_of_what_it_wrote(tmp_path, capsys, tiny_model):
     printed = capsys.readouterr().out
     assert f"wrote {out} (" in printed and "KiB" in printed
     assert printed.count("== ") == 3
+
+
+def test_token_ids_instead_of_text(capsys, tiny_model):
+    assert cli.main(["attribute", "--ids", "0,5,7,9", "--scope", "temperature"]) == 0
+    assert "'<bos>'" in capsys.readouterr().out
+    assert cli.main(["attribute", "the cat", "--ids", "1,2"]) == cli.EXIT_USER_ERROR
+    assert "one of the two" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["attribute", "--ids", "1,x"])
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert cli.main(["attribute", "--ids", "1,100000"]) == cli.EXIT_USER_ERROR
+    assert "outside the model's vocabulary" in capsys.readouterr().err
+
+
+def test_a_model_without_a_tokenizer_shows_tokens_by_id(capsys, monkeypatch):
+    import tlscopes.models
+    from tests.models import build_bridge_without_tokenizer
+
+    model = build_bridge_without_tokenizer()
+    monkeypatch.setattr(tlscopes.models, "load_model", lambda *args, **kwargs: model)
+    assert cli.main(["attribute", "--ids", "3,17,5", "--scope", "temperature"]) == 0
+    printed = capsys.readouterr().out
+    assert "'<17>'" in printed and "'<5>'" in printed
+    assert cli.main(["attribute", "the cat"]) == cli.EXIT_USER_ERROR
+    assert "no tokenizer" in capsys.readouterr().err

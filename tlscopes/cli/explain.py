@@ -67,7 +67,15 @@ def _describe(attribution: Any, top: int) -> str:
 
 
 def add_attribute_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("text", type=non_empty_text, help="the prompt to explain")
+    parser.add_argument(
+        "text", nargs="?", type=non_empty_text, help="the prompt to explain (or give --ids)"
+    )
+    parser.add_argument(
+        "--ids",
+        type=token_ids,
+        help="the prompt as comma-separated token ids instead of text, used as given (no BOS "
+        "added); the way in for a model without a tokenizer",
+    )
     parser.add_argument("--scope", default="fisher", choices=SCOPE_NAMES, help="which scope")
     parser.add_argument(
         "--target",
@@ -94,7 +102,22 @@ def add_attribute_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
+def token_ids(text: str) -> list[int]:
+    """argparse type: comma-separated non-negative token ids."""
+    try:
+        ids = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--ids takes comma-separated integers, e.g. 1,17,5; got {text!r}"
+        ) from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"--ids takes non-negative token ids, got {text!r}")
+    return ids
+
+
 def _check_scope_arguments(args: argparse.Namespace) -> None:
+    if (args.text is None) == (args.ids is None):
+        raise UsageError("give the prompt as TEXT or as --ids, one of the two")
     if args.target is not None and args.scope != "semantic":
         raise UsageError(f"--target is for --scope semantic, not --scope {args.scope}")
     if args.rank != 1 and args.scope != "fisher":
@@ -111,7 +134,10 @@ def run_attribute(args: argparse.Namespace) -> int:
 
     model = load_with_message(args)
     scope = _make_scope(args.scope, args.target, args.rank)
-    result = attribute(model, args.text, scope, position=args.position)
+    import torch
+
+    inputs = args.text if args.ids is None else torch.tensor(args.ids, dtype=torch.long)
+    result = attribute(model, inputs, scope, position=args.position)
     print(_describe(result, args.top))
     if args.out:
         result.to_html(args.out)
