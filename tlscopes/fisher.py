@@ -51,7 +51,7 @@ on F~ found F~'s leading eigenvalues is what every Krylov eigensolver assumes (a
 orthogonal to a wanted eigenvector would miss it; the guards make that practically
 impossible). A tail too heavy for the split (trace above lambda_1 / 10, e.g. a flat p) or a
 certificate not met within 6 passes (a near-degenerate cluster) falls back to forming F on
-the support of p: as slow as the reference, and exact. Columns with p_i = 0 add nothing to F
+the support of p, as the reference does: as slow, and as accurate. Columns with p_i = 0 add nothing to F
 and are dropped first.
 
 tol is 1e-5 for float32 inputs and 1e-10 for float64. Products with W_U run in its dtype (the
@@ -196,7 +196,7 @@ def fisher_directions(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> 
     each at least once: it would miss a wanted eigenvector only if that start block were
     orthogonal to it. Inside a near-degenerate cluster only the Rayleigh quotient and the
     cluster's subspace are defined. Where the certificate cannot be met (a flat p, a cluster)
-    F is formed instead, exact and as slow as `fisher_directions_exact`. Signs follow
+    F is formed instead, with the accuracy and the cost of `fisher_directions_exact`. Signs follow
     `fisher_directions_exact` (largest-magnitude entry positive). Costs one streaming pass
     over W_U's tail columns for most real next-token distributions; W_U is read in its own
     memory order and never copied (scripts/benchmark_fisher.py measures it).
@@ -228,8 +228,8 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
         result = _solve(problem, rank, count, tolerance)
         if result is not None:
             return _finish(*result, W_U.dtype)
-    # As slow as the reference, and as exact: reached for a tail too heavy for the split (a
-    # flat p) or a spectrum the certificate cannot resolve within _MAX_PASSES passes.
+    # As slow as the reference, and as accurate: reached for a tail too heavy for the split
+    # (a flat p) or a spectrum the certificate cannot resolve within _MAX_PASSES passes.
     second_moment = (W * p) @ W.T / total
     w_bar = ((W @ p) / total).to(W.dtype)
     values, vectors = torch.linalg.eigh(second_moment - torch.outer(w_bar, w_bar))
@@ -349,11 +349,11 @@ def _split(W: Tensor, p: Tensor, total: float, count: int, tolerance: float) -> 
     # are padded by the rounding of the norms and of their own few operations.
     pad = (1 + 2 * (d_model + 8) * eps) / total
     norms = _column_norms(W)
-    shares = (norms.sqrt() + float(centre.norm())).square_().mul_(p)
+    shares = (norms.double().sqrt() + float(centre.norm())).square_().mul_(p)
     shares[head] = 0
     _, exponent = torch.frexp(p)
     exponent = exponent - int(exponent.min())
-    below = torch.cumsum(torch.bincount(exponent, weights=shares.double()), 0) * pad
+    below = torch.cumsum(torch.bincount(exponent, weights=shares), 0) * pad
     levels = int((below <= _DEEP_TAIL * tolerance * estimate).sum())
     deep = exponent < levels
     deep[head] = False
