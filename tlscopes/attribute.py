@@ -20,8 +20,9 @@ explained at one position each are the same computation.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,6 +30,11 @@ from torch import Tensor
 
 from tlscopes._types import DirectionWeights, Logits, TokenScores
 from tlscopes.assemble import build_attribution, check_top_k
+from tlscopes.backward import (
+    DIRECTION_TOKENS_PER_PASS,
+    pull_back,
+    resolve_directions_per_pass,
+)
 from tlscopes.hooks import Capture, EmbeddingTransform, HookList, frozen_parameters, run_hooked
 from tlscopes.inputs import Inputs, PreparedInputs, prepare_inputs
 from tlscopes.models import logit_softcap, unembedding, weight_processing
@@ -75,6 +81,9 @@ class ScopeGradients:
         rows: the batch row of each explained state [states].
         directions: each scope's directions, in order.
         gradients: each scope's v^T J_t for its state's row [states, rank, pos, d_model].
+        tap_gradients: for each scope, the gradient of v^T y (or v^T h) with respect to each
+            tapped activation, by hook name [states, rank, pos, ...] (exactly zero where the
+            activation does not influence the explained quantity).
     """
 
     embeddings: Tensor
@@ -83,6 +92,7 @@ class ScopeGradients:
     rows: Tensor
     directions: list[ScopeDirections]
     gradients: list[Tensor]
+    tap_gradients: list[dict[str, Tensor]] = field(default_factory=list)
 
     def scores(self, index: int) -> TokenScores:
         """Scope `index`'s token scores [states, pos] (see :func:`combine`)."""
@@ -99,6 +109,7 @@ def scope_gradients(
     transform: EmbeddingTransform | None = None,
     directions_per_pass: int | None = None,
     observe: Sequence[tuple[str, Any]] = (),
+    taps: Sequence[str] = (),
 ) -> ScopeGradients:
     """The engine: every scope's v^T J_t at every explained position, from one forward pass.
 
@@ -114,6 +125,8 @@ def scope_gradients(
             :func:`resolve_directions_per_pass`); speed and memory only.
         observe: extra forward hooks that read activations during the pass (e.g. attention
             patterns); they must not change what they see.
+        taps: hook point names whose activations are differentiated too (in the same backward
+            passes): each scope's gradients with respect to them are in ``tap_gradients``.
 
     Example:
         >>> prepared = prepare_inputs(model, "The capital of France is")  # doctest: +SKIP
@@ -129,29 +142,49 @@ def scope_gradients(
     processing = weight_processing(model)
     for scope in scopes:
         scope.check_model(processing)
+    taps = list(dict.fromkeys(taps))
+    check_hook_names(model, [s.explained_hook for s in scopes if s.explained_hook] + taps)
     with frozen_parameters(model):  # also leaves any torch.inference_mode() for what follows
         rows = torch.arange(len(positions)) if rows is None else rows.clone()
         capture = Capture(positions.clone(), transform, rows=rows)
-        hooks = _scope_hooks(scopes, capture) + list(observe)
-        run_hooked(model, tokens.to(model.W_U.device), hooks, grad=bool(scopes))
+        hooks = _scope_hooks(scopes, capture) + [(n, capture.tap_hook(n)) for n in taps]
+        run_hooked(model, tokens.to(model.W_U.device), hooks + list(observe), grad=bool(scopes))
         if capture.embeddings is None or capture.final_state is None:
             raise RuntimeError(
                 "the forward pass did not reach hook_embed and unembed.hook_in; tlscopes needs a "
                 "TransformerLens HookedTransformer or TransformerBridge"
             )
+        _check_captured(scopes, capture, taps)
         final_state = capture.final_state
         with torch.no_grad():
             logits = final_logits(model, final_state.detach())
         W_U, _ = unembedding(model)
-        scope_inputs = ScopeInputs(final_state.detach(), logits, W_U.detach(), model)
+        explained = {name: value.detach() for name, value in capture.explained.items()}
+        scope_inputs = ScopeInputs(final_state.detach(), logits, W_U.detach(), model, explained)
         directions = [scope.directions(scope_inputs) for scope in scopes]
-        if directions:
-            ranks = [d.vectors.shape[1] for d in directions]
-            vectors = torch.cat([d.vectors for d in directions], dim=1)
-            grads = pull_back(final_state, capture.embeddings, vectors, rows, directions_per_pass)
-            gradients = [g.detach() for g in grads.split(ranks, dim=1)]
-        else:
-            gradients = []
+        leaves = [capture.embeddings, *(capture.tapped[name] for name in taps)]
+        gradients: list[Tensor] = [torch.empty(0)] * len(scopes)
+        tap_gradients: list[dict[str, Tensor]] = [{} for _ in scopes]
+        # Scopes explaining the same quantity (y, or one hook point's h) share backward passes.
+        groups: dict[str | None, list[int]] = {}
+        for index, scope in enumerate(scopes):
+            groups.setdefault(scope.explained_hook, []).append(index)
+        for number, (hook, members) in enumerate(groups.items()):
+            outputs = final_state if hook is None else capture.explained[hook]
+            vectors = torch.cat([directions[i].vectors for i in members], dim=1)
+            grads = pull_back(
+                outputs,
+                leaves,
+                vectors,
+                rows,
+                directions_per_pass,
+                keep_graph=number < len(groups) - 1,
+            )
+            ranks = [directions[i].vectors.shape[1] for i in members]
+            split = [g.detach().split(ranks, dim=1) for g in grads]
+            for position, index in enumerate(members):
+                gradients[index] = split[0][position]
+                tap_gradients[index] = {name: split[1 + k][position] for k, name in enumerate(taps)}
     return ScopeGradients(
         embeddings=capture.embeddings.detach(),
         final_state=final_state.detach(),
@@ -159,7 +192,32 @@ def scope_gradients(
         rows=rows,
         directions=directions,
         gradients=gradients,
+        tap_gradients=tap_gradients,
     )
+
+
+def check_hook_names(model: TransformerLensModel, names: Sequence[str]) -> None:
+    """Refuses hook point names the model does not have, suggesting close ones."""
+    known = getattr(model, "hook_dict", {})
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=4)
+            hint = f"; did you mean {close}?" if close else ""
+            raise ValueError(
+                f"{type(model).__name__} has no hook point {name!r}{hint} "
+                "(model.hook_dict lists them all)"
+            )
+
+
+def _check_captured(scopes: Sequence[Scope], capture: Capture, taps: Sequence[str]) -> None:
+    missing = [s.explained_hook for s in scopes if s.explained_hook]
+    missing = [name for name in missing if name not in capture.explained]
+    missing += [name for name in taps if name not in capture.tapped]
+    if missing:
+        raise ValueError(
+            f"the forward pass never reached hook point(s) {missing}: tlscopes stops at the "
+            "unembedding (unembed.hook_in), so pick hook points before it"
+        )
 
 
 def _scope_hooks(scopes: Sequence[Scope], capture: Capture) -> HookList:
@@ -175,113 +233,6 @@ def _scope_hooks(scopes: Sequence[Scope], capture: Capture) -> HookList:
             if hook not in hooks:
                 hooks.append(hook)
     return hooks or capture.hooks()
-
-
-# Directions x tokens pulled back per backward pass by default. Measured on the default model
-# (2 CPU threads): a vmapped backward pass of r directions beats r plain ones up to about this
-# many direction-tokens (e.g. 8 directions at 128 tokens: 1.68 s vs 2.06 s) and loses beyond it
-# (3 at 512 tokens: 4.4 s vs 3.6 s; 3 at 1,024: 19 s vs 12 s).
-DIRECTION_TOKENS_PER_PASS = 768
-
-
-def resolve_directions_per_pass(n_tokens: int, requested: int | None = None) -> int:
-    """How many directions one backward pass takes: `requested`, or the measured default.
-
-    Args:
-        n_tokens: tokens in the forward pass (batch x positions).
-        requested: a caller's choice (None: ``DIRECTION_TOKENS_PER_PASS // n_tokens``, at
-            least 1).
-    """
-    if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-            raise ValueError(f"directions_per_pass must be a positive int, got {requested!r}")
-        return requested
-    return max(1, DIRECTION_TOKENS_PER_PASS // max(1, n_tokens))
-
-
-def pull_back_seeds(outputs: Tensor, leaf: Tensor, seeds: Tensor, per_pass: int) -> Tensor:
-    """The gradient of <seed_k, outputs> with respect to `leaf` for every seed k: [k, *leaf].
-
-    Seeds are taken `per_pass` at a time (one vmapped backward pass each; a single seed gets a
-    plain one), and the graph is kept until the last pass, so the forward pass is never rerun.
-    """
-    chunks = seeds.split(per_pass)
-    parts = []
-    for index, chunk in enumerate(chunks):
-        keep = index < len(chunks) - 1
-        if chunk.shape[0] == 1:
-            (grads,) = torch.autograd.grad(outputs, leaf, chunk[0], retain_graph=keep)
-            grads = grads[None]
-        else:
-            (grads,) = torch.autograd.grad(
-                outputs, leaf, chunk, is_grads_batched=True, retain_graph=keep
-            )
-        parts.append(grads)
-    return torch.cat(parts)
-
-
-def pull_back(
-    final_state: Tensor,
-    embeddings: Tensor,
-    vectors: Tensor,
-    rows: Tensor,
-    per_pass: int | None = None,
-) -> Tensor:
-    """v^T dy_s/dx_t for every explained state s, direction and position, from one graph.
-
-    Explained states in different batch rows are independent, so one seed holding every
-    state's r-th direction gives all their gradients at once. States that share a row (one
-    prompt explained at several positions) would mix, so they go into separate "slots": seed
-    (slot, r) holds the r-th direction of the slot's states and zeros elsewhere.
-
-    Args:
-        final_state: y at the explained positions [states, d_model], attached to the graph.
-        embeddings: the differentiated leaf [batch, pos, d_model].
-        vectors: [states, rank, d_model] directions, constants in the backward pass.
-        rows: the batch row of each state [states].
-        per_pass: seeds per backward pass (None: :func:`resolve_directions_per_pass`'s default).
-            The result does not depend on it beyond floating-point rounding.
-
-    Returns:
-        [states, rank, pos, d_model]: the gradient of v_{s,r}^T y_s with respect to x_{row(s), t}.
-    """
-    n_states, rank, d_model = vectors.shape
-    rows = rows.to(torch.long).cpu()
-    slots = _slots(rows)
-    n_slots = int(slots.max()) + 1
-    vectors = vectors.detach().to(final_state.dtype)
-    # seeds[slot, r, s] = v_{s,r} where s is in that slot, else 0.
-    in_slot = torch.nn.functional.one_hot(slots, n_slots).T.to(vectors)  # [slots, states]
-    seeds = torch.einsum("js,srd->jrsd", in_slot, vectors).reshape(
-        n_slots * rank, n_states, d_model
-    )
-    per_pass = resolve_directions_per_pass(embeddings.shape[:2].numel(), per_pass)
-    grads = pull_back_seeds(final_state, embeddings, seeds, per_pass)
-    grads = grads.reshape(n_slots, rank, *embeddings.shape)  # [slots, rank, batch, pos, d]
-    device_rows, device_slots = rows.to(grads.device), slots.to(grads.device)
-    grads = grads[device_slots, :, device_rows]  # [states, rank, pos, d]
-    check_finite(grads)
-    return grads
-
-
-def _slots(rows: Tensor) -> Tensor:
-    """For each state, how many earlier states share its row: states in one slot differ in row."""
-    slots = torch.zeros_like(rows)
-    seen: dict[int, int] = {}
-    for index, row in enumerate(rows.tolist()):
-        slots[index] = seen.get(row, 0)
-        seen[row] = int(slots[index]) + 1
-    return slots
-
-
-def check_finite(grads: Tensor) -> None:
-    finite = torch.isfinite(grads).flatten(start_dim=-1).all(dim=-1)  # [..., pos]
-    if not bool(finite.all()):
-        bad = (~finite).nonzero()[:5].tolist()
-        raise FloatingPointError(
-            f"non-finite embedding gradients at (state, direction, position) {bad}; the model "
-            "produced NaN/inf in the backward pass (try float32/float64 instead of half precision)"
-        )
 
 
 def combine(grads: Tensor, weights: DirectionWeights) -> TokenScores:

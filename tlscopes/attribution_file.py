@@ -48,6 +48,11 @@ TENSOR_FIELDS = {
     "target_ids": TensorField(False, ("batch",)),
     "target_probs": TensorField(True, ("batch",)),
 }
+# Tensors that LayerAttribution files (tlscopes.layer_file) keep beside an Attribution.
+LAYER_TENSOR_FIELDS = {
+    "layer_scores": TensorField(True, ("batch", "layer", "pos")),
+    "head_scores": TensorField(True, ("batch", "layer", "head", "pos")),
+}
 REQUIRED_FIELDS = (
     "scores",
     "tokens",
@@ -78,7 +83,7 @@ def _finite_or_name(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _encode_tensor(tensor: Tensor) -> dict[str, Any]:
+def encode_tensor(tensor: Tensor) -> dict[str, Any]:
     values: Any = tensor.detach().cpu().tolist()
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         flat = [_finite_or_name(v) for v in tensor.detach().cpu().double().flatten().tolist()]
@@ -122,7 +127,7 @@ def encode(values: dict[str, Any]) -> str:
     payload: dict[str, Any] = {"format_version": FORMAT_VERSION}
     for name, value in values.items():
         if isinstance(value, Tensor):
-            payload[name] = _encode_tensor(value)
+            payload[name] = encode_tensor(value)
         elif name in ("details", "info"):
             payload[name] = _encode_detail(value, "")
         else:
@@ -149,7 +154,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-class _Reader:
+class Reader:
     """Checks one file's payload; every error names the file and the field."""
 
     def __init__(self, path: str | Path) -> None:
@@ -159,7 +164,7 @@ class _Reader:
         return ValueError(f"{self.path}: field {field!r} {message}")
 
     def tensor(self, name: str, entry: Any) -> Tensor:
-        spec = TENSOR_FIELDS[name]
+        spec = TENSOR_FIELDS[name] if name in TENSOR_FIELDS else LAYER_TENSOR_FIELDS[name]
         kind = "floating-point" if spec.floating else "integer"
         allowed = FLOAT_DTYPES if spec.floating else INTEGER_DTYPES
         if not isinstance(entry, dict) or set(entry) != {"tensor", "dtype"}:
@@ -247,18 +252,25 @@ def read(path: str | Path) -> dict[str, Any]:
         payload = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a tlscopes Attribution file (not JSON: {error})") from None
+    return decode(payload, path)
+
+
+def decode(payload: Any, path: str | Path) -> dict[str, Any]:
+    """The Attribution fields in a decoded JSON payload, each checked; `path` names the source
+    in errors."""
     if not isinstance(payload, dict):
         raise ValueError(
             f"{path} is not a tlscopes Attribution file: expected a JSON object with the "
             f"Attribution fields, found a {type(payload).__name__}"
         )
+    payload = dict(payload)
     version = payload.pop("format_version", None)
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ValueError(
             f"{path} is not a tlscopes Attribution file this version reads: format_version "
             f"{version!r}, expected one of {list(READABLE_VERSIONS)}"
         )
-    reader = _Reader(path)
+    reader = Reader(path)
     missing = [name for name in REQUIRED_FIELDS if name not in payload]
     unknown = sorted(set(payload) - set(FIELDS))
     if missing or unknown:

@@ -60,6 +60,12 @@ class Capture:
         self.stop = stop
         self.embeddings: Embeddings | None = None
         self.final_state: Tensor | None = None
+        # Activations at internal hook points: taken at the explained positions (the explained
+        # quantity of an internal DirectionScope), or whole (layer resolution).
+        self.explained: dict[str, Tensor] = {}
+        self.tapped: dict[str, Tensor] = {}
+        self._explain_hooks: dict[str, Callable[..., Any]] = {}
+        self._tap_hooks: dict[str, Callable[..., Any]] = {}
 
     def embed_hook(self, tensor: Tensor, *, hook: Any) -> Tensor:
         leaf = tensor.detach()
@@ -75,6 +81,29 @@ class Capture:
         if self.stop:
             raise StopForward
         return tensor
+
+    def explain_hook(self, name: str) -> Callable[..., Any]:
+        """A hook keeping the activation at `name` at the explained positions, in the graph."""
+        if name not in self._explain_hooks:
+
+            def keep(tensor: Tensor, *, hook: Any) -> Tensor:
+                device = tensor.device
+                self.explained[name] = tensor[self.rows.to(device), self.positions.to(device)]
+                return tensor
+
+            self._explain_hooks[name] = keep
+        return self._explain_hooks[name]
+
+    def tap_hook(self, name: str) -> Callable[..., Any]:
+        """A hook keeping the whole activation at `name`, to differentiate with respect to."""
+        if name not in self._tap_hooks:
+
+            def keep(tensor: Tensor, *, hook: Any) -> Tensor:
+                self.tapped[name] = tensor
+                return tensor
+
+            self._tap_hooks[name] = keep
+        return self._tap_hooks[name]
 
     def hooks(self) -> list[tuple[str, Callable[..., Any]]]:
         return [(EMBED_HOOK, self.embed_hook), (FINAL_STATE_HOOK, self.final_state_hook)]

@@ -22,7 +22,7 @@ from tlscopes.assemble import build_attribution
 from tlscopes.attribute import Inputs, attribute, prepare_inputs
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results import Attribution
-from tlscopes.scopes import FisherScope, Scope, TemperatureScope
+from tlscopes.scopes import DirectionScope, FisherScope, Scope, TemperatureScope
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,14 @@ class Method:
         description: what the score is, in one line.
         target_specific: whether the score depends on a target token (the others are blind to it).
         attribute: ``fn(model, inputs, *, target, position, **options) -> Attribution``.
+        required_options: options the method cannot run without (a direction's ``vector``).
     """
 
     name: str
     description: str
     target_specific: bool
     attribute: Callable[..., Attribution]
+    required_options: tuple[str, ...] = ()
 
 
 def _fisher(
@@ -63,6 +65,19 @@ def _semantic(
     model: TransformerLensModel, inputs: Inputs, *, target: Any = None, position: int = -1
 ):
     return attribute(model, inputs, baselines.semantic_scope(target), position=position)
+
+
+def _direction(
+    model: TransformerLensModel,
+    inputs: Inputs,
+    *,
+    target: Any = None,
+    position: int = -1,
+    vector: Any = None,
+    at: str | None = None,
+    label: str = "direction",
+):
+    return attribute(model, inputs, DirectionScope(vector, label=label, at=at), position=position)
 
 
 def _random(
@@ -104,6 +119,13 @@ def _build_registry() -> dict[str, Method]:
         ),
         Method("saliency", "gradient norm ||dz_target/dx_t||", True, baselines.saliency),
         Method("random", "seeded uniform random scores", False, _random),
+        Method(
+            "direction",
+            "Direction Scope: ||v^T J_t|| for a given v, of y or of a hook point's h (sec. 6)",
+            False,
+            _direction,
+            required_options=("vector",),
+        ),
     ):
         _register(registry, method)
     return registry
@@ -115,9 +137,19 @@ METHODS: dict[str, Method] = _build_registry()
 SHARED_PASS = ("fisher", "temperature", "semantic", "saliency", "input_x_gradient")
 
 
-def method_names() -> list[str]:
-    """The registered method names, in registry order."""
-    return list(METHODS)
+def method_names(*, with_required_options: bool = False) -> list[str]:
+    """The registered method names, in registry order.
+
+    Args:
+        with_required_options: also list methods that need options to run (``direction`` needs
+            a ``vector``); by default only those that run on a prompt alone, as an evaluation
+            over all methods needs.
+    """
+    return [
+        name
+        for name, method in METHODS.items()
+        if with_required_options or not method.required_options
+    ]
 
 
 def get_method(name: str) -> Method:
@@ -136,8 +168,20 @@ def attribute_by_name(
     position: int = -1,
     **options: Any,
 ) -> Attribution:
-    """Runs the method registered as `name` (options: rank, n_steps, batch_size, seed, ...)."""
-    return get_method(name).attribute(model, inputs, target=target, position=position, **options)
+    """Runs the method registered as `name` (options: rank, n_steps, batch_size, seed, vector,
+    at, ...).
+
+    Example:
+        >>> attribute_by_name(model, text, "direction", vector=probe, at="blocks.8.hook_resid_post")
+        ... # doctest: +SKIP
+    """
+    method = get_method(name)
+    missing = [option for option in method.required_options if options.get(option) is None]
+    if missing:
+        raise ValueError(
+            f"method {name!r} needs the option(s) {missing}, e.g. vector=torch.randn(d)"
+        )
+    return method.attribute(model, inputs, target=target, position=position, **options)
 
 
 def attribute_methods(
@@ -167,7 +211,11 @@ def attribute_methods(
     """
     names = list(dict.fromkeys(names))
     for name in names:
-        get_method(name)
+        if get_method(name).required_options:
+            raise ValueError(
+                f"method {name!r} needs options ({', '.join(get_method(name).required_options)}); "
+                "run it with attribute_by_name"
+            )
     prepared = prepare_inputs(model, inputs, position)
     results: dict[str, Attribution] = {}
     shared = [name for name in names if name in SHARED_PASS]

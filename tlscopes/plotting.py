@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from tlscopes.viz import colored_tokens, colored_tokens_multi, html_page, legend_html
@@ -144,3 +146,67 @@ __all__ = [
     "token_rows_page",
     "tokens_page",
 ]
+
+
+def layer_heatmap(result: Any, index: int = 0, *, normalize: str = "layer") -> Figure:
+    """A LayerAttribution as a layer x token heat map (and, with heads, a layer x head panel:
+    each head's score summed over positions).
+
+    Args:
+        normalize: "layer" scales each layer's row to its largest score (where in the sequence
+            each depth draws from), "global" one scale for all (how influence grows with depth).
+    """
+    if normalize not in ("layer", "global"):
+        raise ValueError(f"normalize must be 'layer' or 'global', got {normalize!r}")
+    tokens = result.tokens[index]
+    position = int(result.positions[index])
+    scores = result.scores[index, :, : position + 1].double()
+    peak = scores.amax(dim=1, keepdim=True) if normalize == "layer" else scores.max()
+    shown = (scores / peak.clamp_min(1e-300)).numpy()
+    panels = 2 if result.head_scores is not None else 1
+    width = max(6.0, 0.35 * (position + 1) + 2.5)
+    figure = Figure(figsize=(width + 3.5 * (panels - 1), 0.3 * scores.shape[0] + 2.5))
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    image = axes[0].imshow(shown, aspect="auto", cmap="Blues", vmin=0, vmax=1)
+    axes[0].set_xticks(range(position + 1))
+    axes[0].set_xticklabels([display_token(t) for t in tokens[: position + 1]], rotation=70)
+    axes[0].set_ylabel("layer (residual stream entering it)")
+    axes[0].set_title(f"{result.inputs.method} scope by layer ({normalize} scale)")
+    figure.colorbar(image, ax=axes[0], fraction=0.04)
+    if result.head_scores is not None:
+        per_head = result.head_scores[index, :, :, : position + 1].double().sum(dim=-1)
+        head_image = axes[1].imshow(per_head.numpy(), aspect="auto", cmap="Oranges")
+        axes[1].set_xlabel("head")
+        axes[1].set_ylabel("layer")
+        axes[1].set_title("heads (summed over positions)")
+        figure.colorbar(head_image, ax=axes[1], fraction=0.04)
+    figure.tight_layout()
+    return figure
+
+
+def layer_attribution_html(result: Any, path: Any = None) -> Any:
+    """A page for a LayerAttribution that opens offline: per prompt the heat map (an inline PNG)
+    and the input tokens coloured by their scores. Returns an HtmlReport."""
+    import base64
+    import io
+
+    from tlscopes.viz import HtmlReport
+
+    parts: list = []
+    for index, tokens in enumerate(result.tokens):
+        buffer = io.BytesIO()
+        result.heatmap(index).savefig(buffer, format="png", dpi=90)
+        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+        scores = result.input_scores[index, : len(tokens)].double()
+        peak = float(scores.max()) if len(tokens) else 0.0
+        values = (scores / peak if peak > 0 else scores).tolist()
+        parts += [
+            f"<section><h2>prompt {index}: layer by token</h2>",
+            f'<img alt="layer by token heat map" src="data:image/png;base64,{encoded}">',
+            "<h3>input tokens</h3>",
+            colored_tokens(list(tokens), values),
+            "</section>",
+        ]
+    title = f"tlscopes: {result.inputs.method} by layer on {result.inputs.model_name}"
+    report = HtmlReport(html_page(title, parts))
+    return report if path is None else report.save(path)

@@ -53,6 +53,50 @@ def exact_jacobian(model: Any, tokens: torch.Tensor, position: int):
     return y, jacrev(fn)(x)
 
 
+def activation_of(model: Any, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+    """The activation at `hook_name` for one prompt [pos, ...], detached."""
+    captured = {}
+
+    def take(tensor, *, hook):
+        captured["a"] = tensor[0].detach().clone()
+        return tensor
+
+    with torch.no_grad(), model.hooks(fwd_hooks=[(hook_name, take)]):
+        model(tokens[None])
+    return captured["a"]
+
+
+def activation_jacobian(
+    model: Any,
+    tokens: torch.Tensor,
+    position: int,
+    hook_name: str,
+    output_hook: str = "unembed.hook_in",
+):
+    """(out, J) with J[..., t, ...] = d out / d a_t, a the activation at `hook_name` (substituted
+    by a hook, so everything downstream of it is a function of it alone) and out the activation
+    at `output_hook` at `position` (default y)."""
+    a = activation_of(model, tokens, hook_name)
+
+    def fn(activation: torch.Tensor) -> torch.Tensor:
+        captured = {}
+
+        def replace(tensor, *, hook):
+            return activation[None].reshape(tensor.shape)
+
+        def take(tensor, *, hook):
+            captured["out"] = tensor[0, position]
+            return tensor
+
+        with model.hooks(fwd_hooks=[(hook_name, replace), (output_hook, take)]):
+            model(tokens[None])
+        return captured["out"]
+
+    with torch.no_grad():
+        out = fn(a)
+    return out, jacrev(fn)(a)
+
+
 def fisher_eig(W_U: torch.Tensor, logits: torch.Tensor):
     """Eigenvalues (descending) and eigenvectors of F = W_U (diag p - p p^T) W_U^T, formed."""
     p = torch.softmax(logits.double(), dim=-1)

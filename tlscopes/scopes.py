@@ -11,7 +11,7 @@ differentiates v^T y with v fixed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,12 +36,15 @@ class ScopeInputs:
         logits: y W_U + b_U at that position [batch, d_vocab] (soft-capped where the model caps).
         W_U: unembedding [d_model, d_vocab].
         model: the model, for tokenizer look-ups.
+        explained: activations at internal hook points at the explained positions, by hook
+            name [batch, d] (for scopes that explain an internal quantity).
     """
 
     final_state: HiddenStates
     logits: Logits
     W_U: Float[Tensor, "d_model d_vocab"]
     model: TransformerLensModel
+    explained: Mapping[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class Scope:
     # Which weight processing leaves this scope's scores unchanged (see `check_model`).
     invariant_to_folded_norm: ClassVar[bool] = False
     invariant_to_centered_unembed: ClassVar[bool] = True
+
+    @property
+    def explained_hook(self) -> str | None:
+        """The hook point whose activation this scope explains; None: y, the final norm's output."""
+        return None
 
     def hooks(self, capture: Capture) -> HookList:
         """The TransformerLens hooks this scope needs: the embedding patch and the y capture."""
@@ -248,42 +256,66 @@ class TemperatureScope(Scope):
 
 @dataclass(frozen=True)
 class DirectionScope(Scope):
-    """Any fixed hidden-space direction v (the paper's general vector-Jacobian framework).
+    """Any fixed direction v (the paper's general vector-Jacobian framework).
 
-    For example a contrast w_a - w_b between two tokens' unembedding columns. The vector is used
-    as given (not normalised), so scores scale with its norm.
+    By default the explained quantity is v^T y, y the final norm's output: e.g. a contrast
+    w_a - w_b between two tokens' unembedding columns. With ``at`` it is v^T h, h the activation
+    at that TransformerLens hook point at the explained position (an SAE feature's encoder
+    direction, a linear probe, a steering vector at ``blocks.8.hook_resid_post``). The vector is
+    used as given (not normalised), so scores scale with its norm.
 
     Args:
-        vector: [d_model], or [batch, d_model] with one direction per prompt.
+        vector: [d], or [batch, d] with one direction per prompt; d is d_model for y, else the
+            hook point's last axis.
         label: a name for the direction, kept in the result.
+        at: a hook point name (``model.hook_dict``), taken before the unembedding; None: y.
     """
 
     vector: Tensor
     label: str = "direction"
+    at: str | None = None
     name: ClassVar[str] = "direction"
 
     def __post_init__(self) -> None:
         if not isinstance(self.vector, Tensor) or self.vector.ndim not in (1, 2):
-            raise ValueError("DirectionScope vector must be a tensor [d_model] or [batch, d_model]")
+            raise ValueError("DirectionScope vector must be a tensor [d] or [batch, d]")
         if not bool(torch.isfinite(self.vector).all()):
             raise ValueError("DirectionScope vector has non-finite entries")
+        if self.at is not None and (not isinstance(self.at, str) or not self.at):
+            raise ValueError(
+                f"DirectionScope at must be a hook point name or None, got {self.at!r}"
+            )
+
+    @property
+    def explained_hook(self) -> str | None:
+        return self.at
+
+    def hooks(self, capture: Capture) -> HookList:
+        extra = [] if self.at is None else [(self.at, capture.explain_hook(self.at))]
+        return capture.hooks() + extra
 
     def directions(self, inputs: ScopeInputs) -> ScopeDirections:
-        y = inputs.final_state
-        vector = self.vector.to(device=y.device, dtype=y.dtype)
-        if vector.shape[-1] != y.shape[-1]:
+        h = inputs.final_state if self.at is None else inputs.explained[self.at]
+        where = "the model's d_model" if self.at is None else f"{self.at}'s last axis"
+        if h.ndim != 2:
             raise ValueError(
-                f"DirectionScope vector has {vector.shape[-1]} entries; the model's d_model is "
-                f"{y.shape[-1]}"
+                f"DirectionScope at={self.at!r}: that hook point's activation at one position has "
+                f"shape {tuple(h.shape[1:])}; pick one of shape [d] (e.g. a residual stream hook)"
+            )
+        vector = self.vector.to(device=h.device, dtype=h.dtype)
+        if vector.shape[-1] != h.shape[-1]:
+            raise ValueError(
+                f"DirectionScope vector has {vector.shape[-1]} entries; {where} is {h.shape[-1]}"
             )
         if vector.ndim == 1:
-            vector = vector.expand(y.shape[0], -1)
-        elif vector.shape[0] != y.shape[0]:
+            vector = vector.expand(h.shape[0], -1)
+        elif vector.shape[0] != h.shape[0]:
             raise ValueError(
-                f"DirectionScope has {vector.shape[0]} vectors for {y.shape[0]} prompts"
+                f"DirectionScope has {vector.shape[0]} vectors for {h.shape[0]} prompts"
             )
         vectors = vector[:, None, :]
-        return ScopeDirections(vectors, _unit_weights(vectors), details={"label": self.label})
+        details = {"label": self.label} if self.at is None else {"label": self.label, "at": self.at}
+        return ScopeDirections(vectors, _unit_weights(vectors), details=details)
 
 
 def contrast_direction(

@@ -63,3 +63,20 @@ def test_shared_passes_give_the_same_scores_as_each_method_alone(name):
         options = {"seed": 5} if method == "random" else OPTIONS.get(method, {})
         alone = methods.attribute_by_name(model, prompts, method, target=" rome", **options)
         torch.testing.assert_close(together[method].scores, alone.scores, rtol=1e-9, atol=1e-12)
+
+
+def test_a_direction_by_name_equals_the_scope_and_needs_its_vector(model):
+    import tlscopes as ts
+
+    v = torch.linspace(-1, 1, model.cfg.d_model, dtype=torch.float64)
+    by_name = methods.attribute_by_name(
+        model, PROMPT, "direction", vector=v, at="blocks.1.hook_resid_pre"
+    )
+    scope = ts.DirectionScope(v, at="blocks.1.hook_resid_pre")
+    torch.testing.assert_close(by_name.scores, ts.attribute(model, PROMPT, scope).scores)
+    with pytest.raises(ValueError, match="needs the option"):
+        methods.attribute_by_name(model, PROMPT, "direction")
+    with pytest.raises(ValueError, match="attribute_by_name"):
+        methods.attribute_methods(model, PROMPT, ["fisher", "direction"])
+    assert "direction" not in methods.method_names()
+    assert "direction" in methods.method_names(with_required_options=True)
