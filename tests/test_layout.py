@@ -24,6 +24,7 @@ PUBLIC_MODULES = {
     "tlscopes.evaluate",
     "tlscopes.fisher",
     "tlscopes.inputs",
+    "tlscopes.layers",
     "tlscopes.matrix",
     "tlscopes.methods",
     "tlscopes.models",
