@@ -373,6 +373,70 @@ def bench_peers(
     return rows
 
 
+def bench_layers(model: Any, lengths: list[int], repeats: int) -> list[dict]:
+    """attribute_layers (residual stream of every layer; and every head) over attribute, same
+    scope and input, interleaved; and the peak memory of attribute_layers at 2,048 tokens."""
+    rows = []
+    scope = ts.FisherScope()
+    for length in lengths:
+        tokens = tokens_of_length(model, length)
+        fns = {
+            "attribute": lambda tokens=tokens: ts.attribute(model, tokens, scope),
+            "layers": lambda tokens=tokens: ts.attribute_layers(model, tokens, scope),
+            "layers_heads": lambda tokens=tokens: ts.attribute_layers(
+                model, tokens, scope, heads=True
+            ),
+        }
+        seconds = interleaved_medians(fns, repeats)
+        base = seconds["attribute"]
+        rows.append(
+            {
+                "tokens": length,
+                "attribute_s": base,
+                "layers_s": seconds["layers"],
+                "layers_heads_s": seconds["layers_heads"],
+                "layers_over_attribute": seconds["layers"] / base,
+                "layers_heads_over_attribute": seconds["layers_heads"] / base,
+                "layers_within_1.1": seconds["layers"] <= 1.1 * base,
+                "layers_heads_within_1.3": seconds["layers_heads"] <= 1.3 * base,
+            }
+        )
+    kind = "bridge" if ts.models.is_bridge(model) else "hooked"
+    probe = LAYERS_MEMORY_PROBE.format(kind=kind, text=TEXT.replace('"', ""))
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    rows.append(
+        {
+            "tokens": 2048,
+            "layers_heads_peak_rss_mib": float(output[-1]),
+            "loaded_mib": float(output[-2]),
+        }
+    )
+    return rows
+
+
+LAYERS_MEMORY_PROBE = """
+import warnings, torch, tlscopes as ts
+warnings.filterwarnings("ignore")
+
+
+def status_mib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+
+
+model = ts.load_model(kind="{kind}")
+loaded = status_mib("VmRSS")
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")
+tokens = model.to_tokens("{text}" * 120)[:, :2048]
+ts.attribute_layers(model, tokens, ts.FisherScope(), heads=True)
+print(loaded, status_mib("VmHWM"))
+"""
+
+
 def _ratio(ours: float | None, theirs: float | None) -> float | None:
     return None if ours is None or theirs is None else ours / theirs
 
@@ -443,6 +507,7 @@ SECTIONS = {
     "integrated_gradients": "Integrated Gradients, 32 points: batched vs sequential",
     "peers": "tlscopes time over peers' (same weights, same input)",
     "memory": "memory, attribution over 2,048 tokens",
+    "layers": "attribute_layers over attribute (Fisher rank 1); memory at 2,048 tokens",
 }
 
 
@@ -498,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         "integrated_gradients": lambda: bench_integrated_gradients(model, repeats),
         "peers": peers,
         "memory": bench_memory,
+        "layers": lambda: bench_layers(model, lengths, repeats),
     }
     for key in SECTIONS:
         if key in chosen:
