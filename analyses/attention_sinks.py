@@ -26,7 +26,16 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from tlscopes import prepare_inputs, token_strings
-from tlscopes.attention import attention_patterns, bos_positions
+from tlscopes.attention import (
+    DEFAULT_SINK_EPSILON,
+    DEFAULT_SINK_HEAD_SHARE,
+    attention_patterns,
+    bos_positions,
+    score_share,
+    sink_head_share,
+    sink_positions,
+)
+from tlscopes.layers import attribute_layers
 from tlscopes.methods import attribute_methods
 from tlscopes.path_integrand import PathIntegrand
 from tlscopes.protocols import TransformerLensModel
@@ -273,3 +282,102 @@ __all__ = [
     "sink_mass",
     "sink_path",
 ]
+
+
+# Sinks beside the attributions (issue: layer resolution) ------------------------------------------
+
+
+def sink_table(
+    model: TransformerLensModel, text: str | Tensor, *, epsilon: float = DEFAULT_SINK_EPSILON
+) -> pd.DataFrame:
+    """Per layer and key position, the share of the layer's heads that sink on it: the standard
+    metric (a key's importance for a head is its mean attention over queries; the head sinks on
+    it when that exceeds epsilon, 0.3 by default)."""
+    tokens = prepare_inputs(model, text).tokens[0]
+    share = sink_head_share(attention_patterns(model, tokens), epsilon)  # [layer, pos]
+    names = token_strings(model, tokens)
+    layer, position = torch.meshgrid(
+        torch.arange(share.shape[0]), torch.arange(share.shape[1]), indexing="ij"
+    )
+    return pd.DataFrame(
+        {
+            "layer": layer.flatten().numpy(),
+            "position": position.flatten().numpy(),
+            "token": [names[p] for p in position.flatten().tolist()],
+            "head_share": share.flatten().numpy(),
+        }
+    )
+
+
+def layer_sink_shares(
+    model: TransformerLensModel,
+    text: str | Tensor,
+    scope: Any,
+    *,
+    epsilon: float = DEFAULT_SINK_EPSILON,
+    min_head_share: float = DEFAULT_SINK_HEAD_SHARE,
+) -> tuple[pd.DataFrame, Any, list[int]]:
+    """How much of each layer's scope score falls on sink positions.
+
+    Returns:
+        The table (layer, share_on_sinks, share_on_bos; layer -1 is the input tokens), the
+        LayerAttribution, and the detected sink positions.
+    """
+    tokens = prepare_inputs(model, text).tokens[0]
+    sinks = sink_positions(attention_patterns(model, tokens), epsilon, min_head_share)
+    bos = bos_positions(model, tokens)
+    layered = attribute_layers(model, tokens, scope)
+    rows = [
+        {
+            "layer": -1,
+            "share_on_sinks": float(score_share(layered.input_scores[0], sinks)),
+            "share_on_bos": float(score_share(layered.input_scores[0], bos)),
+        }
+    ]
+    for layer in range(layered.n_layers):
+        scores = layered.scores[0, layer]
+        rows.append(
+            {
+                "layer": layer,
+                "share_on_sinks": float(score_share(scores, sinks)),
+                "share_on_bos": float(score_share(scores, bos)),
+            }
+        )
+    return pd.DataFrame(rows), layered, sinks
+
+
+def path_sink_shares(
+    model: TransformerLensModel,
+    integrand: PathIntegrand,
+    *,
+    epsilon: float = DEFAULT_SINK_EPSILON,
+    min_head_share: float = DEFAULT_SINK_HEAD_SHARE,
+) -> pd.DataFrame:
+    """Along the IG path (paper appendix A.6): at each alpha, the sink positions detected in that
+    alpha's attention patterns and the share of the integrand's norm on them."""
+    rows = []
+    for row, alpha in enumerate(integrand.alphas.tolist()):
+        patterns = attention_patterns(model, integrand.token_ids, alpha)
+        sinks = sink_positions(patterns, epsilon, min_head_share)
+        norms = integrand.norms[row, : integrand.position + 1]
+        rows.append(
+            {
+                "alpha": alpha,
+                "sinks": sinks,
+                "share_on_sinks": float(score_share(norms, sinks)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_layer_sink_shares(tables: dict[str, pd.DataFrame]) -> Figure:
+    """Each scope's share of its score on sink positions, by layer (input tokens at -1)."""
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    axis = figure.subplots()
+    for name, table in tables.items():
+        axis.plot(table["layer"], table["share_on_sinks"], "o-", label=name, markersize=3)
+    axis.set_xlabel("layer (-1: input tokens)")
+    axis.set_ylabel("share of the score on sink positions")
+    axis.set_ylim(0, 1.02)
+    axis.legend(fontsize=8)
+    return figure

@@ -1,5 +1,5 @@
-"""Attention patterns of a prompt, read during one engine forward pass (for attention-sink
-analyses, paper appendix A.6).
+"""Attention patterns of a prompt, read during one engine forward pass, and attention sinks
+(paper appendix A.6).
 
 A key position is a *sink* for a head when the head's queries park much of their attention on
 it. The patterns come from ``blocks.{l}.attn.hook_pattern`` [batch, head_index, query_pos,
@@ -77,4 +77,81 @@ def bos_positions(model: TransformerLensModel, tokens: Tensor) -> list[int]:
     return (tokens.reshape(-1) == int(bos)).nonzero().flatten().tolist()
 
 
-__all__ = ["PATTERN_HOOK", "Patterns", "attention_patterns", "bos_positions"]
+# Attention sinks ---------------------------------------------------------------------------------
+
+DEFAULT_SINK_EPSILON = 0.3
+DEFAULT_SINK_HEAD_SHARE = 0.25
+
+
+def key_importance(patterns: Patterns) -> Float[Tensor, "layer head_index key_pos"]:
+    """Each key position's importance for each head: its mean attention over all queries,
+    (1/T) sum_q A[q, k] (causal queries before k contribute 0)."""
+    return patterns.double().mean(dim=-2)
+
+
+def sink_heads(patterns: Patterns, epsilon: float = DEFAULT_SINK_EPSILON) -> Tensor:
+    """[layer, head_index, key_pos] booleans: the head sinks on the key, its importance > epsilon
+    (0.3 by default, as in the attention-sink literature)."""
+    if not 0 < epsilon < 1:
+        raise ValueError(f"epsilon must lie in (0, 1), got {epsilon}")
+    return key_importance(patterns) > epsilon
+
+
+def sink_head_share(patterns: Patterns, epsilon: float = DEFAULT_SINK_EPSILON) -> Tensor:
+    """[layer, key_pos]: the share of each layer's heads that sink on each position."""
+    return sink_heads(patterns, epsilon).double().mean(dim=1)
+
+
+def sink_positions(
+    patterns: Patterns,
+    epsilon: float = DEFAULT_SINK_EPSILON,
+    min_head_share: float = DEFAULT_SINK_HEAD_SHARE,
+) -> list[int]:
+    """Positions that at least `min_head_share` of all heads (every layer) sink on."""
+    share = sink_heads(patterns, epsilon).double().flatten(0, 1).mean(dim=0)
+    return (share >= min_head_share).nonzero().flatten().tolist()
+
+
+def score_share(scores: Tensor, positions: list[int]) -> Tensor:
+    """The share of scores [..., pos] that falls on `positions` (0 where the scores are all 0)."""
+    total = scores.double().sum(dim=-1)
+    chosen = scores.double()[..., positions].sum(dim=-1) if positions else torch.zeros_like(total)
+    return torch.where(total > 0, chosen / total.clamp_min(1e-300), torch.zeros_like(total))
+
+
+def without_positions(result: Any, positions: list[int]) -> Any:
+    """A copy of an Attribution or LayerAttribution whose scores at `positions` are 0, so that
+    views normalised to the largest score (HTML, plots) show the rest: e.g. with BOS and the
+    detected sinks left out, whose scores otherwise drown every other token. The left-out
+    positions are recorded in ``info["masked_positions"]``."""
+    import dataclasses
+
+    def zeroed(scores: Tensor) -> Tensor:
+        scores = scores.clone()
+        scores[..., positions] = 0.0
+        return scores
+
+    if hasattr(result, "inputs"):  # a LayerAttribution
+        inputs = without_positions(result.inputs, positions)
+        heads = None if result.head_scores is None else zeroed(result.head_scores)
+        return dataclasses.replace(
+            result, scores=zeroed(result.scores), inputs=inputs, head_scores=heads
+        )
+    info = {**result.info, "masked_positions": sorted(set(positions))}
+    return dataclasses.replace(result, scores=zeroed(result.scores), info=info)
+
+
+__all__ = [
+    "DEFAULT_SINK_EPSILON",
+    "DEFAULT_SINK_HEAD_SHARE",
+    "PATTERN_HOOK",
+    "Patterns",
+    "attention_patterns",
+    "bos_positions",
+    "key_importance",
+    "score_share",
+    "sink_head_share",
+    "sink_heads",
+    "sink_positions",
+    "without_positions",
+]

@@ -77,3 +77,24 @@ def test_sink_path_and_figure(bridge):
         bridge, TEXT, methods=("semantic", "temperature"), n_early=2
     )
     assert isinstance(attention_sinks.plot_attention_sinks(frame, path, shares), Figure)
+
+
+def test_sinks_beside_layer_scores_and_along_the_path(bridge):
+    import tlscopes as ts
+
+    table = attention_sinks.sink_table(bridge, TEXT)
+    n_tokens = len(bridge.to_tokens(TEXT)[0])
+    assert len(table) == bridge.cfg.n_layers * n_tokens
+    assert table["head_share"].between(0, 1).all()
+    shares, layered, sinks = attention_sinks.layer_sink_shares(bridge, TEXT, ts.FisherScope())
+    assert list(shares["layer"]) == [-1, *range(bridge.cfg.n_layers)]
+    assert shares["share_on_sinks"].between(0, 1).all()
+    # Layer 0 equals the input scores, so their shares agree.
+    assert shares["share_on_sinks"][0] == pytest.approx(shares["share_on_sinks"][1], rel=1e-9)
+    expected = float(layered.scores[0, 1, sinks].sum() / layered.scores[0, 1].sum()) if sinks else 0
+    assert shares["share_on_sinks"][2] == pytest.approx(expected)
+    integrand = ig_path.path_integrand(bridge, TEXT, alphas=(0.1, 1.0))
+    along = attention_sinks.path_sink_shares(bridge, integrand)
+    assert list(along["alpha"]) == [0.1, 1.0] and along["share_on_sinks"].between(0, 1).all()
+    figure = attention_sinks.plot_layer_sink_shares({"fisher": shares})
+    assert isinstance(figure, Figure)

@@ -52,3 +52,49 @@ def test_a_model_without_a_tokenizer_has_no_bos_positions():
     ids = torch.tensor([3, 4, 5])
     assert bos_positions(model, ids) == []
     assert attention_patterns(model, ids).shape[-1] == 3
+
+
+def test_the_sink_metric_by_hand():
+    from tlscopes.attention import key_importance, sink_head_share, sink_heads, sink_positions
+
+    # One layer, two heads, three positions. Head 0 parks everything on position 0; head 1
+    # attends to the diagonal.
+    parked = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0]])
+    diagonal = torch.eye(3)
+    patterns = torch.stack([parked, diagonal])[None]  # [1, 2, 3, 3]
+    torch.testing.assert_close(
+        key_importance(patterns)[0], torch.tensor([[1.0, 0, 0], [1 / 3, 1 / 3, 1 / 3]]).double()
+    )
+    assert sink_heads(patterns)[0].tolist() == [[True, False, False], [True, True, True]]
+    assert sink_heads(patterns, epsilon=0.5)[0].tolist() == [
+        [True, False, False],
+        [False, False, False],
+    ]
+    assert sink_head_share(patterns, epsilon=0.5)[0].tolist() == [0.5, 0.0, 0.0]
+    assert sink_positions(patterns, epsilon=0.5, min_head_share=0.5) == [0]
+    assert sink_positions(patterns, epsilon=0.5, min_head_share=0.6) == []
+    with pytest.raises(ValueError, match="epsilon"):
+        sink_heads(patterns, epsilon=1.5)
+
+
+def test_score_share_and_masked_results():
+    import tlscopes as ts
+    from tlscopes import toy
+    from tlscopes.attention import score_share, without_positions
+
+    torch.testing.assert_close(
+        score_share(torch.tensor([2.0, 1.0, 1.0]), [0]), torch.tensor(0.5).double()
+    )
+    assert float(score_share(torch.zeros(3), [0])) == 0.0
+    model = toy.build_bridge()
+    result = ts.attribute(model, TEXT, ts.TemperatureScope())
+    masked = without_positions(result, [0, 2])
+    assert bool((masked.scores[0, [0, 2]] == 0).all())
+    torch.testing.assert_close(masked.scores[0, 3:], result.scores[0, 3:])
+    assert masked.info["masked_positions"] == [0, 2] and "masked_positions" not in result.info
+    layered = ts.attribute_layers(model, TEXT, ts.TemperatureScope(), heads=True)
+    masked_layers = without_positions(layered, [0])
+    assert bool((masked_layers.scores[..., 0] == 0).all())
+    assert bool((masked_layers.head_scores[..., 0] == 0).all())
+    assert bool((masked_layers.input_scores[..., 0] == 0).all())
+    torch.testing.assert_close(masked_layers.scores[..., 1:], layered.scores[..., 1:])
