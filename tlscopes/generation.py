@@ -1,0 +1,371 @@
+"""Attribution while generating: every generated token's prediction explained by a scope.
+
+:func:`attribute_generation` first generates a continuation of each prompt (greedy, or sampling
+that a seed makes reproducible), with plain forward passes and no cache. Then one forward pass
+over the whole text captures y at every position where a generated token was predicted, and the
+scope's directions at all those positions are pulled back through that one graph (the engine of
+:func:`tlscopes.matrix.attribution_matrix`, :func:`tlscopes.attribute.scope_gradients`, with one
+explained state per (prompt, step) and states of one prompt seeded apart). Step s of prompt b
+explains the prediction of generated token s, made at position ``prompt_length[b] + s - 1``;
+its row equals ``attribute(model, text_ids, scope, position=prompt_length[b] + s - 1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tlscopes.assemble import check_finite_scores, check_top_k
+from tlscopes.attribute import scope_gradients
+from tlscopes.generation_result import GenerationAttribution
+from tlscopes.inputs import Inputs, PreparedInputs, _pad_id, prepare_inputs
+from tlscopes.models import context_length
+from tlscopes.protocols import TransformerLensModel
+from tlscopes.provenance import provenance
+from tlscopes.scopes import DirectionScope, Scope, SemanticScope
+from tlscopes.tokens import has_tokenizer, token_strings
+
+__all__ = ["GenerationAttribution", "Sampler", "attribute_generation", "generate_ids"]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How the next token is chosen from the logits: greedy, or seeded sampling.
+
+    Sampling draws from softmax(logits / temperature) restricted to the top_k most likely
+    tokens (all tokens when top_k is None). Every prompt has its own torch.Generator seeded
+    with `seed`, so a prompt's continuation does not depend on the other prompts in the batch.
+    """
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+            raise TypeError(f"temperature must be a number, got {self.temperature!r}")
+        if not self.temperature > 0 or self.temperature == float("inf"):
+            raise ValueError(f"temperature must be positive and finite, got {self.temperature}")
+        if self.top_k is not None and (
+            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
+        ):
+            raise ValueError(f"top_k must be a positive integer or None, got {self.top_k!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if not self.do_sample and (self.temperature != 1.0 or self.top_k is not None):
+            raise ValueError(
+                "temperature and top_k shape sampling, but do_sample is False (greedy); pass "
+                "do_sample=True to sample, or leave them at their defaults"
+            )
+
+    def generators(self, batch: int) -> list[torch.Generator] | None:
+        if not self.do_sample:
+            return None
+        return [torch.Generator().manual_seed(self.seed) for _ in range(batch)]
+
+    def choose(
+        self, logits: Tensor, rows: Tensor, generators: list[torch.Generator] | None
+    ) -> Tensor:
+        """The next token id of each prompt in `rows` from its logits [rows, d_vocab]."""
+        if generators is None:
+            return logits.argmax(dim=-1).cpu()
+        scaled = logits.detach().double().cpu() / self.temperature
+        if self.top_k is not None and self.top_k < scaled.shape[-1]:
+            kept = scaled.topk(self.top_k, dim=-1)
+            scaled = torch.full_like(scaled, -torch.inf).scatter(-1, kept.indices, kept.values)
+        probs = torch.softmax(scaled, dim=-1)
+        chosen = [
+            torch.multinomial(probs[i], 1, generator=generators[int(row)])
+            for i, row in enumerate(rows)
+        ]
+        return torch.cat(chosen)
+
+
+def _eos_id(model: TransformerLensModel) -> int | None:
+    value = getattr(getattr(model, "tokenizer", None), "eos_token_id", None)
+    return None if value is None else int(value)
+
+
+def generate_ids(
+    model: TransformerLensModel,
+    prepared: PreparedInputs,
+    *,
+    max_new_tokens: int,
+    sampler: Sampler,
+    eos_id: int | None,
+    pad_id: int,
+) -> tuple[Tensor, Tensor]:
+    """Continues each prompt of a right-padded batch, one plain forward pass per step.
+
+    Each step runs the prompts still generating (over their longest text so far, right-padded,
+    which a causal model never sees at a real token) and reads the logits at each one's last
+    token. A prompt stops after generating `eos_id` (None: never).
+
+    Returns:
+        The generated ids [batch, max_new_tokens] (`pad_id` after a prompt stopped) and how
+        many each prompt generated [batch].
+    """
+    batch = prepared.tokens.shape[0]
+    lengths = prepared.lengths.clone()
+    text = torch.full((batch, int(lengths.max()) + max_new_tokens), pad_id, dtype=torch.long)
+    for index, length in enumerate(lengths.tolist()):
+        text[index, :length] = prepared.tokens[index, :length]
+    generated = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long)
+    counts = torch.zeros(batch, dtype=torch.long)
+    active = torch.ones(batch, dtype=torch.bool)
+    generators = sampler.generators(batch)
+    for step in range(max_new_tokens):
+        rows = active.nonzero().flatten()
+        if len(rows) == 0:
+            break
+        current = lengths[rows] + step  # every active prompt has generated `step` tokens
+        tokens = text[rows, : int(current.max())]
+        # No scopes: the engine's forward pass alone, stopped at y, with the logits there.
+        logits = scope_gradients(model, tokens, [], positions=current - 1).logits
+        chosen = sampler.choose(logits, rows, generators)
+        text[rows, current] = chosen
+        generated[rows, step] = chosen
+        counts[rows] += 1
+        if eos_id is not None:
+            active[rows[chosen == eos_id]] = False
+    return generated, counts
+
+
+def _per_state_scope(scope: Scope, rows: Tensor, targets: Tensor, batch: int) -> Scope:
+    """The scope with per-prompt arguments repeated for each of a prompt's steps; a
+    SemanticScope without a target explains each step's generated token."""
+    if isinstance(scope, SemanticScope):
+        if scope.target is None:
+            return dataclasses.replace(scope, target=tuple(int(t) for t in targets))
+        if not isinstance(scope.target, (int, str)) or isinstance(scope.target, bool):
+            given = list(scope.target)
+            if len(given) != batch:
+                raise ValueError(
+                    f"SemanticScope has {len(given)} targets for {batch} prompts; pass one per "
+                    "prompt, one for all, or none (each step's generated token)"
+                )
+            return dataclasses.replace(scope, target=tuple(given[int(r)] for r in rows))
+    if isinstance(scope, DirectionScope) and scope.vector.ndim == 2:
+        if scope.vector.shape[0] != batch:
+            raise ValueError(
+                f"DirectionScope has {scope.vector.shape[0]} vectors for {batch} prompts"
+            )
+        return dataclasses.replace(scope, vector=scope.vector[rows])
+    return scope
+
+
+def _check_arguments(max_new_tokens: int, stop_at_eos: bool, top_predictions: int) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not isinstance(stop_at_eos, bool):
+        raise TypeError(f"stop_at_eos must be True or False, got {stop_at_eos!r}")
+    check_top_k(top_predictions)
+
+
+def attribute_generation(
+    model: TransformerLensModel,
+    prompt: Inputs,
+    scope: Scope,
+    *,
+    max_new_tokens: int = 20,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+    top_predictions: int = 10,
+    directions_per_pass: int | None = None,
+) -> GenerationAttribution:
+    """Generates a continuation and explains every generated token's prediction with a scope.
+
+    Args:
+        model: a HookedTransformer or TransformerBridge with unprocessed weights.
+        prompt: a string, a list of strings (right-padded into one batch; each prompt's result
+            equals its unbatched result), or token ids [pos] / [batch, pos].
+        scope: FisherScope and TemperatureScope need no target; ``SemanticScope()`` explains
+            each step's generated token (a target, or one per prompt, is used as given);
+            DirectionScope as everywhere (a [batch, d] vector gives one per prompt).
+        max_new_tokens: how many tokens to generate at most per prompt.
+        do_sample: sample (seeded) instead of taking the most likely token.
+        temperature, top_k: sampling from softmax(logits / temperature) over the top_k most
+            likely tokens (None: all); only with do_sample.
+        seed: seeds each prompt's own torch.Generator, so sampling is reproducible.
+        stop_at_eos: a prompt stops after generating the tokenizer's eos token (the eos step is
+            kept); the others go on. A model without a tokenizer has no eos and never stops early.
+        top_predictions: how many of each step's most likely tokens to keep.
+        directions_per_pass: as in :func:`tlscopes.attribute.attribute`; speed and memory only.
+
+    Returns:
+        A GenerationAttribution: ``scores`` [batch, step, pos], 0 after each step's explained
+        position, on steps a prompt did not generate and on padding.
+
+    Example:
+        >>> result = attribute_generation(model, "The capital of France is", FisherScope())
+        ... # doctest: +SKIP
+        >>> result.generated_text[0], result.scores.shape  # doctest: +SKIP
+    """
+    if not isinstance(scope, Scope):
+        raise TypeError(f"scope must be a tlscopes Scope, got {type(scope).__name__}")
+    _check_arguments(max_new_tokens, stop_at_eos, top_predictions)
+    sampler = Sampler(do_sample, temperature, top_k, seed)
+    prepared = prepare_inputs(model, prompt)
+    longest, n_ctx = int(prepared.lengths.max()), context_length(model)
+    if longest + max_new_tokens > n_ctx:
+        raise ValueError(
+            f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
+            f"model's context of {n_ctx} tokens; lower max_new_tokens or shorten the prompt"
+        )
+    eos_id = _eos_id(model) if stop_at_eos else None
+    pad_id = _pad_id(model)
+    generated, counts = generate_ids(
+        model,
+        prepared,
+        max_new_tokens=max_new_tokens,
+        sampler=sampler,
+        eos_id=eos_id,
+        pad_id=pad_id,
+    )
+    batch, n_steps = len(counts), int(counts.max())
+    generated = generated[:, :n_steps]
+    lengths = prepared.lengths + counts
+    text = torch.full((batch, int(lengths.max())), pad_id, dtype=torch.long)
+    for index in range(batch):
+        length = int(prepared.lengths[index])
+        text[index, :length] = prepared.tokens[index, :length]
+        text[index, length : int(lengths[index])] = generated[index, : int(counts[index])]
+    rows = torch.cat([torch.full((int(n),), b, dtype=torch.long) for b, n in enumerate(counts)])
+    steps = torch.cat([torch.arange(int(n)) for n in counts])
+    positions = prepared.lengths[rows] + steps - 1
+    state_scope = _per_state_scope(scope, rows, generated[rows, steps], batch)
+    passed = scope_gradients(
+        model,
+        text,
+        [state_scope],
+        positions=positions,
+        rows=rows,
+        directions_per_pass=directions_per_pass,
+    )
+    state_scores = passed.scores(0).cpu()
+    check_finite_scores(state_scores)
+    scores = torch.zeros((batch, n_steps, text.shape[1]), dtype=state_scores.dtype)
+    scores[rows, steps] = state_scores
+    # Causal models give exactly 0 after the explained position; written so on every kind.
+    after = torch.arange(text.shape[1])[None, None, :] > (
+        prepared.lengths[:, None, None] + torch.arange(n_steps)[None, :, None] - 1
+    )
+    scores[after.expand_as(scores)] = 0.0
+    records = _step_records(passed.logits, passed.final_state, generated[rows, steps])
+    parameters = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "temperature": temperature,
+        "top_k": top_k,
+        "seed": seed,
+        "stop_at_eos": stop_at_eos,
+    }
+    return _assemble(
+        model,
+        text=text,
+        lengths=lengths,
+        prompt_lengths=prepared.lengths,
+        generated=generated,
+        counts=counts,
+        scores=scores,
+        grid=(rows, steps),
+        records=records,
+        top_predictions=top_predictions,
+        details=passed.directions[0].details,
+        scope=scope,
+        info=provenance(model, scope.name, scope=scope, parameters=parameters),
+    )
+
+
+def _step_records(logits: Tensor, final_state: Tensor, chosen: Tensor) -> dict[str, Tensor]:
+    """Per state: the chosen token's probability, the entropy (nats) of the next-token
+    distribution and beta_eff = ||y||, all at temperature 1 (the model's own distribution)."""
+    probs = torch.softmax(logits.detach().double().cpu(), dim=-1)
+    return {
+        "probs": probs.gather(1, chosen[:, None])[:, 0],
+        "entropy": torch.special.entr(probs).sum(dim=-1),
+        "beta_eff": final_state.detach().double().cpu().norm(dim=-1),
+        "distribution": probs,
+    }
+
+
+def _per_prompt(value: Any, rows: Tensor, steps: Tensor, counts: Tensor) -> Any:
+    """A per-state list regrouped into one list per prompt (other values as they are)."""
+    if not isinstance(value, list) or len(value) != len(rows):
+        return value
+    grouped: list[list[Any]] = [[] for _ in counts]
+    for item, row in zip(value, rows.tolist(), strict=True):
+        grouped[row].append(item)
+    return grouped
+
+
+def _assemble(
+    model: TransformerLensModel,
+    *,
+    text: Tensor,
+    lengths: Tensor,
+    prompt_lengths: Tensor,
+    generated: Tensor,
+    counts: Tensor,
+    scores: Tensor,
+    grid: tuple[Tensor, Tensor],
+    records: dict[str, Tensor],
+    top_predictions: int,
+    details: dict[str, Any],
+    scope: Scope,
+    info: dict[str, Any],
+) -> GenerationAttribution:
+    rows, steps = grid
+    batch, n_steps = generated.shape
+    k = min(top_predictions, records["distribution"].shape[-1])
+    top_probs, top_ids = records["distribution"].topk(k, dim=-1)
+    per_step = {
+        name: torch.zeros((batch, n_steps), dtype=torch.float64)
+        for name in ("probs", "entropy", "beta_eff")
+    }
+    for name, values in per_step.items():
+        values[rows, steps] = records[name]
+    grid_ids = torch.zeros((batch, n_steps, k), dtype=torch.long)
+    grid_probs = torch.zeros((batch, n_steps, k), dtype=torch.float64)
+    grid_ids[rows, steps], grid_probs[rows, steps] = top_ids, top_probs
+    top_tokens = [
+        [token_strings(model, grid_ids[b, s]) for s in range(int(counts[b]))] for b in range(batch)
+    ]
+    generated_tokens = [token_strings(model, generated[b, : int(counts[b])]) for b in range(batch)]
+    if has_tokenizer(model):
+        generated_text = [
+            str(model.tokenizer.decode(generated[b, : int(counts[b])].tolist()))
+            for b in range(batch)
+        ]
+    else:
+        generated_text = ["".join(tokens) for tokens in generated_tokens]
+    return GenerationAttribution(
+        scores=scores,
+        tokens=[token_strings(model, text[b, : int(lengths[b])]) for b in range(batch)],
+        token_ids=text,
+        prompt_lengths=prompt_lengths.clone(),
+        generated_ids=generated.clone(),
+        generated_lengths=counts.clone(),
+        generated_tokens=generated_tokens,
+        generated_text=generated_text,
+        probs=per_step["probs"],
+        entropy=per_step["entropy"],
+        beta_eff=per_step["beta_eff"],
+        top_token_ids=grid_ids,
+        top_tokens=top_tokens,
+        top_probs=grid_probs,
+        method=scope.name,
+        details={key: _per_prompt(v, rows, steps, counts) for key, v in details.items()},
+        model_name=str(getattr(model.cfg, "model_name", "")),
+        info=info,
+    )
