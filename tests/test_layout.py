@@ -22,6 +22,7 @@ PUBLIC_MODULES = {
     "tlscopes.baselines",
     "tlscopes.datasets",
     "tlscopes.evaluate",
+    "tlscopes.explorer",
     "tlscopes.fisher",
     "tlscopes.inputs",
     "tlscopes.layers",

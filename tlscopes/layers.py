@@ -133,6 +133,13 @@ class LayerAttribution:
     def _repr_html_(self) -> str:
         return self.to_html().html
 
+    def explore(self, index: int = 0) -> Any:
+        """The offline explorer page of prompt `index`: its scores, prediction and the layer x
+        token map (:func:`tlscopes.explorer_data.explore_layers`); returns an HtmlReport."""
+        from tlscopes.explorer_data import explore_layers
+
+        return explore_layers(self, index)
+
 
 def block_of(hook_name: str, n_layers: int) -> int:
     """The block a hook point belongs to: -1 before the blocks (embeddings), n_layers after."""

@@ -1,0 +1,350 @@
+// tlscopes explorer: one prompt explained at every position, rendered from a JSON payload.
+// Every piece of text from the payload goes into the page with textContent (never as markup).
+(function () {
+  "use strict";
+  if (window.TlscopesExplorer) {
+    window.TlscopesExplorer.mountAll();
+    return;
+  }
+  const COLORMAPS = {
+    blues: ["#ffffff", "#c6dbef", "#6baed6", "#2171b5", "#08306b"],
+    oranges: ["#ffffff", "#fdd0a2", "#fd8d3c", "#d94801", "#7f2704"],
+    greys: ["#ffffff", "#d9d9d9", "#969696", "#525252", "#000000"],
+    viridis: ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"],
+    magma: ["#000004", "#51127c", "#b73779", "#fc8961", "#fcfdbf"],
+  };
+  const LOG_DECADES = 4;
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const key in attrs) node.setAttribute(key, attrs[key]);
+    return node;
+  }
+  function hex(color) {
+    return [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
+  }
+  function colormap(name, t) {
+    const stops = COLORMAPS[name] || COLORMAPS.blues;
+    const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+    const i = Math.min(Math.floor(x), stops.length - 2);
+    const a = hex(stops[i]), b = hex(stops[i + 1]), f = x - i;
+    return a.map((v, k) => Math.round(v + (b[k] - v) * f));
+  }
+  function css(rgb) {
+    return "rgb(" + rgb.join(", ") + ")";
+  }
+  function ink(rgb) {
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140 ? "#fff" : "#111";
+  }
+  function fmt(value) {
+    if (value === null || value === undefined) return "n/a";
+    return Number(value).toPrecision(3);
+  }
+  function option(select, value, label) {
+    const node = el("option", "", label);
+    node.value = value;
+    select.appendChild(node);
+  }
+  function labelled(text, control) {
+    const label = el("label", "", text + " ");
+    label.appendChild(control);
+    return label;
+  }
+  function checkbox(className, checked) {
+    const box = el("input", className);
+    box.type = "checkbox";
+    box.checked = checked;
+    return box;
+  }
+
+  function mount(container, data) {
+    container.textContent = "";
+    container.classList.add("tlx");
+    container.dataset.mounted = "1";
+    const state = {
+      scope: 0,
+      row: data.positions.length - 1,
+      scale: "linear",
+      cmap: "blues",
+      masked: new Set(data.masked || []),
+    };
+    const rowOf = new Map(data.positions.map((p, i) => [p, i]));
+
+    const controls = el("div", "tlx-controls");
+    const scopeSelect = el("select", "tlx-scope");
+    data.scopes.forEach((s, i) => option(scopeSelect, String(i), s.name));
+    const scaleSelect = el("select", "tlx-scale");
+    option(scaleSelect, "linear", "linear");
+    option(scaleSelect, "log", "log");
+    const cmapSelect = el("select", "tlx-cmap");
+    Object.keys(COLORMAPS).forEach((name) => option(cmapSelect, name, name));
+    const hoverBox = checkbox("tlx-hover", false);
+    const maskBox = checkbox("tlx-maskmode", false);
+    const unmask = el("button", "tlx-unmask", "unmask all");
+    unmask.type = "button";
+    controls.append(
+      labelled("scope", scopeSelect),
+      labelled("colour", scaleSelect),
+      labelled("colormap", cmapSelect),
+      labelled("hover explains", hoverBox),
+      labelled("click masks", maskBox),
+      unmask
+    );
+    container.appendChild(controls);
+    const status = el("div", "tlx-status");
+    const note = el("div", "tlx-note");
+    const legend = el("div", "tlx-legend");
+    const legendLow = el("span", "tlx-low"), legendBar = el("span", "tlx-bar");
+    const legendHigh = el("span", "tlx-high"), legendNote = el("span", "tlx-note");
+    legend.append(legendLow, legendBar, legendHigh, legendNote);
+    const tokens = el("div", "tlx-tokens");
+    const hoverInfo = el("div", "tlx-note tlx-hover-info", "Hover a token for its score.");
+    container.append(status, note, legend, tokens, hoverInfo);
+    const spans = data.tokens.map((token, position) => {
+      const span = el("span", "tlx-token", token);
+      span.dataset.pos = String(position);
+      if (rowOf.has(position)) span.classList.add("tlx-selectable");
+      tokens.appendChild(span);
+      return span;
+    });
+    const panels = el("div", "tlx-panels");
+    const predictionPanel = el("div", "tlx-panel tlx-bars tlx-prediction");
+    const topPanel = el("div", "tlx-panel tlx-top");
+    panels.append(predictionPanel, topPanel);
+    const seriesPanel = el("div", "tlx-panel tlx-series");
+    const layerPanel = el("div", "tlx-panel tlx-layer-panel");
+    container.append(panels, seriesPanel, layerPanel);
+
+    function current() {
+      const scope = data.scopes[state.scope];
+      const position = data.positions[state.row];
+      const row = scope.rows[state.row];
+      const scores = data.tokens.map((_, t) => (t < row.length && row[t] !== null ? row[t] : 0));
+      const live = scores.map((_, t) => t <= position && !state.masked.has(t));
+      let peak = 0, total = 0, smallest = Infinity;
+      scores.forEach((s, t) => {
+        if (!live[t]) return;
+        peak = Math.max(peak, s);
+        total += s;
+        if (s > 0) smallest = Math.min(smallest, s);
+      });
+      const low = Math.max(smallest === Infinity ? peak : smallest, peak * Math.pow(10, -LOG_DECADES));
+      return { scope, position, scores, live, peak, total, low };
+    }
+    function level(view, value) {
+      if (!(view.peak > 0) || !(value > 0)) return 0;
+      if (state.scale === "log") {
+        if (view.low >= view.peak) return 1;
+        const t = (Math.log10(value) - Math.log10(view.low)) / (Math.log10(view.peak) - Math.log10(view.low));
+        return Math.min(Math.max(t, 0), 1);
+      }
+      return value / view.peak;
+    }
+    function explain(position) {
+      if (!rowOf.has(position)) return;
+      state.row = rowOf.get(position);
+      render();
+    }
+
+    function renderBars(view) {
+      predictionPanel.textContent = "";
+      predictionPanel.appendChild(el("h3", "", "prediction after position " + view.position));
+      const shown = data.predictions[state.row] || [];
+      const top = shown.reduce((m, p) => Math.max(m, p[1] || 0), 0) || 1;
+      for (const [token, prob] of shown) {
+        const line = el("div", "tlx-row");
+        const fill = el("div", "tlx-fill");
+        fill.style.width = (10 * (prob || 0) / top).toFixed(2) + "em";
+        line.append(el("span", "tlx-label", token), fill, el("span", "tlx-value", fmt(prob)));
+        predictionPanel.appendChild(line);
+      }
+    }
+    function renderTop(view) {
+      topPanel.textContent = "";
+      topPanel.appendChild(el("h3", "", "most influential tokens (masked left out)"));
+      const table = el("table");
+      const head = el("tr");
+      ["position", "token", "score", "share"].forEach((h) => head.appendChild(el("th", "", h)));
+      table.appendChild(head);
+      const order = view.scores.map((s, t) => t).filter((t) => view.live[t]);
+      order.sort((a, b) => view.scores[b] - view.scores[a] || a - b);
+      for (const t of order.slice(0, 10)) {
+        const tr = el("tr");
+        const share = view.total > 0 ? (100 * view.scores[t]) / view.total : 0;
+        tr.append(
+          el("td", "tlx-num", String(t)),
+          el("td", "tlx-tok", data.tokens[t]),
+          el("td", "tlx-num", fmt(view.scores[t])),
+          el("td", "tlx-num", share.toFixed(1) + "%")
+        );
+        table.appendChild(tr);
+      }
+      topPanel.appendChild(table);
+    }
+    function renderSeries(view) {
+      seriesPanel.textContent = "";
+      if (!data.series) return;
+      const values = data.series.values, groups = data.series.groups;
+      seriesPanel.appendChild(el("h3", "", "time series: values (line) and their influence (bars; delimiters left out)"));
+      const width = Math.max(320, Math.min(900, 14 * values.length)), height = 190, pad = 24;
+      const plot = svg("svg", { width: width, height: height, class: "tlx-series-plot" });
+      const lo = Math.min(...values), hi = Math.max(...values);
+      const x = (i) => pad + ((width - 2 * pad) * (values.length > 1 ? i / (values.length - 1) : 0.5));
+      const y = (v) => pad + (height / 2 - pad) * (hi > lo ? (hi - v) / (hi - lo) : 0.5);
+      const influence = groups.map((g) => {
+        const live = g.filter((t) => view.live[t]);
+        if (!live.length) return null;
+        return Math.sqrt(live.reduce((sum, t) => sum + view.scores[t] * view.scores[t], 0));
+      });
+      const peak = influence.reduce((m, v) => (v === null ? m : Math.max(m, v)), 0);
+      const barWidth = Math.max(2, (width - 2 * pad) / values.length - 2);
+      influence.forEach((v, i) => {
+        const h = peak > 0 && v !== null ? (height / 2 - pad) * (v / peak) : 0;
+        const bar = svg("rect", { x: x(i) - barWidth / 2, y: height - pad - h, width: barWidth, height: h, fill: v === null ? "#ccc" : css(colormap(state.cmap, 0.75)), class: "tlx-influence" });
+        const title = svg("title", {});
+        title.textContent = "value " + i + " = " + values[i] + ": influence " + fmt(v);
+        bar.appendChild(title);
+        bar.dataset.value = String(i);
+        plot.appendChild(bar);
+      });
+      plot.appendChild(svg("polyline", { points: values.map((v, i) => x(i) + "," + y(v)).join(" "), fill: "none", stroke: "#444", "stroke-width": 1.5 }));
+      values.forEach((v, i) => {
+        const dot = svg("circle", { cx: x(i), cy: y(v), r: 3, fill: "#d62728", class: "tlx-point" });
+        const title = svg("title", {});
+        title.textContent = "value " + i + " = " + v;
+        dot.appendChild(title);
+        plot.appendChild(dot);
+      });
+      seriesPanel.appendChild(plot);
+    }
+    function renderLayers(view) {
+      layerPanel.textContent = "";
+      const map = (data.layers || []).find((m) => m.scope === view.scope.name);
+      if (!map) return;
+      layerPanel.appendChild(el("h3", "", "layer × token map (" + map.scope + ", position " + map.position + "; rows: layers 0 to " + (map.rows.length - 1) + ")"));
+      if (map.position !== view.position) {
+        const go = el("button", "tlx-layer-go", "show position " + map.position);
+        go.type = "button";
+        go.addEventListener("click", () => explain(map.position));
+        layerPanel.appendChild(go);
+        return;
+      }
+      const grid = el("div", "tlx-layers");
+      const columns = map.rows[0].length;
+      grid.style.gridTemplateColumns = "3em repeat(" + columns + ", minmax(0.7em, 1fr))";
+      let peak = 0;
+      map.rows.forEach((r) => r.forEach((v, t) => { if (v !== null && !state.masked.has(t)) peak = Math.max(peak, v); }));
+      const scaled = { peak: peak, low: peak * Math.pow(10, -LOG_DECADES) };
+      map.rows.forEach((r, layer) => {
+        grid.appendChild(el("span", "", "L" + layer));
+        r.forEach((v, t) => {
+          const cell = el("span", "tlx-cell");
+          if (state.masked.has(t)) cell.classList.add("tlx-masked");
+          else cell.style.background = css(colormap(state.cmap, level(scaled, v || 0)));
+          cell.title = "layer " + layer + ", position " + t + " " + JSON.stringify(data.tokens[t]) + ": " + fmt(v);
+          grid.appendChild(cell);
+        });
+      });
+      layerPanel.appendChild(grid);
+    }
+    function render() {
+      const view = current();
+      container.dataset.position = String(view.position);
+      container.dataset.scope = view.scope.name;
+      const target = view.scope.targets ? view.scope.targets[state.row] : null;
+      const details = view.scope.details ? view.scope.details[state.row] || {} : {};
+      let text = "Explaining the prediction after position " + view.position + " (" + JSON.stringify(data.tokens[view.position]) + ")";
+      if (target !== null && target !== undefined) text += "; target " + JSON.stringify(target);
+      if (details.beta_eff !== undefined) text += "; β_eff " + fmt(details.beta_eff);
+      if (details.eigenvalues) text += "; Fisher λ " + details.eigenvalues.map(fmt).join(", ");
+      status.textContent = text + ".";
+      note.textContent = view.scope.note + ". Click a token with a solid border to explain its prediction" + (data.positions.length > 1 ? "; ← and → step through positions." : ".");
+      const stops = [0, 0.25, 0.5, 0.75, 1].map((t) => css(colormap(state.cmap, t)));
+      legendBar.style.background = "linear-gradient(to right, " + stops.join(", ") + ")";
+      legendLow.textContent = state.scale === "log" ? fmt(view.low) : "0";
+      legendHigh.textContent = fmt(view.peak);
+      legendNote.textContent = (state.scale === "log" ? "log colour" : "linear colour") + "; masked tokens (struck through) are left out of the scale and the shares: " + (state.masked.size ? [...state.masked].sort((a, b) => a - b).join(", ") : "none");
+      spans.forEach((span, t) => {
+        const score = view.scores[t];
+        span.dataset.score = fmt(score);
+        span.classList.toggle("tlx-explained", t === view.position);
+        span.classList.toggle("tlx-after", t > view.position);
+        span.classList.toggle("tlx-masked", state.masked.has(t));
+        if (t > view.position) {
+          span.style.background = "";
+          span.style.color = "";
+        } else {
+          const rgb = colormap(state.cmap, level(view, score));
+          span.style.background = css(rgb);
+          span.style.color = ink(rgb);
+        }
+      });
+      if (state.hovered !== undefined) describe(view, state.hovered);
+      renderBars(view);
+      renderTop(view);
+      renderSeries(view);
+      renderLayers(view);
+    }
+
+    function hover(position) {
+      state.hovered = position;
+      const view = current();
+      describe(view, position);
+      if (hoverBox.checked && position !== view.position) explain(position);
+    }
+    function describe(view, position) {
+      const share = view.total > 0 && view.live[position] ? (100 * view.scores[position]) / view.total : 0;
+      hoverInfo.textContent = "position " + position + " " + JSON.stringify(data.tokens[position]) + ": score " + fmt(view.scores[position]) + (view.live[position] ? ", " + share.toFixed(1) + "% of the unmasked total" : state.masked.has(position) ? " (masked)" : " (after the explained position)");
+    }
+    tokens.addEventListener("click", (event) => {
+      const span = event.target.closest(".tlx-token");
+      if (!span) return;
+      const position = Number(span.dataset.pos);
+      if (maskBox.checked || event.altKey) {
+        if (state.masked.has(position)) state.masked.delete(position);
+        else state.masked.add(position);
+        render();
+      } else {
+        explain(position);
+      }
+    });
+    tokens.addEventListener("mouseover", (event) => {
+      const span = event.target.closest(".tlx-token");
+      if (span) hover(Number(span.dataset.pos));
+    });
+    container.tabIndex = 0;
+    container.addEventListener("keydown", (event) => {
+      if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+      const next = state.row + (event.key === "ArrowLeft" ? -1 : 1);
+      if (next < 0 || next >= data.positions.length) return;
+      state.row = next;
+      render();
+      event.preventDefault();
+    });
+    scopeSelect.addEventListener("change", () => { state.scope = Number(scopeSelect.value); render(); });
+    scaleSelect.addEventListener("change", () => { state.scale = scaleSelect.value; render(); });
+    cmapSelect.addEventListener("change", () => { state.cmap = cmapSelect.value; render(); });
+    unmask.addEventListener("click", () => { state.masked.clear(); render(); });
+    render();
+    return { explain: explain, render: render, state: state };
+  }
+
+  function mountAll() {
+    document.querySelectorAll("script.tlx-data").forEach((script) => {
+      const container = script.parentElement;
+      if (container.dataset.mounted) return;
+      const data = JSON.parse(script.textContent);
+      container.removeChild(script);
+      mount(container, data);
+    });
+  }
+  window.TlscopesExplorer = { mount: mount, mountAll: mountAll };
+  mountAll();
+})();
