@@ -35,6 +35,14 @@ from torch import Tensor
 
 from tlscopes import baselines
 from tlscopes.attribute import scope_gradients
+from tlscopes.authors_protocol import (
+    AUTHORS_ALPHAS,
+    PROTOCOLS,
+    authors_ablation_count,
+    authors_candidates,
+    log_prob_input_x_gradient,
+    log_prob_integrated_gradients,
+)
 from tlscopes.methods import attribute_methods
 from tlscopes.models import context_length
 from tlscopes.protocols import TransformerLensModel
@@ -91,15 +99,17 @@ def has_bos(model: TransformerLensModel, tokens: Tensor) -> bool:
 PassageInput = str | Sequence[int] | Tensor
 
 
-def passage_tokens(model: TransformerLensModel, text: PassageInput) -> Tensor:
-    """[1, pos] token ids: a string tokenized with the model's BOS convention, or ids as given
-    ([pos] or [1, pos]; nothing is prepended to ids)."""
+def passage_tokens(model: TransformerLensModel, text: PassageInput, *, bos: bool = True) -> Tensor:
+    """[1, pos] token ids: a string tokenized with the model's BOS convention (none if `bos` is
+    False), or ids as given ([pos] or [1, pos]; nothing is prepended to ids)."""
     if isinstance(text, str):
         if getattr(model, "tokenizer", None) is None:
             raise ValueError(
                 f"passage {text[:40]!r} is text, but the model has no tokenizer (it was built "
                 "from a config); pass each passage as token ids"
             )
+        if not bos:
+            return model.to_tokens(text, prepend_bos=False, truncate=False).cpu()
         return model.to_tokens(text, truncate=False).cpu()
     tokens = torch.as_tensor(text).cpu()
     if tokens.is_floating_point() or tokens.dtype == torch.bool:
@@ -117,15 +127,20 @@ def describe_passage(text: PassageInput) -> str:
     return f"token ids {torch.as_tensor(text).flatten()[:10].tolist()}"
 
 
-def prepare_passage(model: TransformerLensModel, text: PassageInput) -> Passage:
+def prepare_passage(
+    model: TransformerLensModel, text: PassageInput, *, bos: bool = True
+) -> Passage:
     """Splits off the target (the last token) of a passage given as text or token ids.
+
+    With ``bos=False`` (the authors' protocol) no BOS is prepended to text and the first token
+    is context even if it is the BOS id.
 
     Raises:
         UnusablePassage: fewer than two tokens besides BOS, or an input (every token but the
             last) longer than the model's context.
     """
-    tokens = passage_tokens(model, text)
-    start = 1 if has_bos(model, tokens) else 0
+    tokens = passage_tokens(model, text, bos=bos)
+    start = 1 if bos and has_bos(model, tokens) else 0
     if tokens.shape[1] - start < 2:
         raise UnusablePassage(
             f"passage {describe_passage(text)} has {tokens.shape[1] - start} token(s) besides "
@@ -167,10 +182,11 @@ def zero_embeddings(embeddings: Tensor, keep: Tensor) -> Tensor:
     return torch.where(keep[:, :, None].to(embeddings.device), embeddings, 0.0)
 
 
-def ablated_log_probs(
-    model: TransformerLensModel, tokens: Tensor, position: int, target_id: int, keep: Tensor
+def ablated_log_softmax(
+    model: TransformerLensModel, tokens: Tensor, position: int, keep: Tensor
 ) -> Tensor:
-    """log p(target) at `position` for each ablation mask, all masks in one batch [n_sets].
+    """The next-token log-probabilities at `position` for each ablation mask, all masks in one
+    batch [n_sets, d_vocab] (float64, on the CPU).
 
     Only the token embeddings (``hook_embed``) are zeroed; positional embeddings, attention and
     every other activation are left to the model. The pass stops at the unembedding.
@@ -183,7 +199,15 @@ def ablated_log_probs(
         positions=torch.full((n_sets,), position, dtype=torch.long),
         transform=lambda embeddings: zero_embeddings(embeddings, keep),
     )
-    return torch.log_softmax(passed.logits.double(), dim=-1)[:, target_id].cpu()
+    return torch.log_softmax(passed.logits.double(), dim=-1).cpu()
+
+
+def ablated_log_probs(
+    model: TransformerLensModel, tokens: Tensor, position: int, target_id: int, keep: Tensor
+) -> Tensor:
+    """log p(target) at `position` for each ablation mask, all masks in one batch [n_sets]
+    (:func:`ablated_log_softmax`)."""
+    return ablated_log_softmax(model, tokens, position, keep)[:, target_id]
 
 
 def trapezoid(fractions: Sequence[float], deltas: Sequence[float]) -> float:
@@ -217,8 +241,11 @@ class Settings:
     seed: int = 0
     ig_batch_size: int | None = None
     memory_budget: int = baselines.DEFAULT_MEMORY_BUDGET
+    protocol: str = "paper"
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         fractions = tuple(self.fractions)
         if len(fractions) < 2 or list(fractions) != sorted(set(fractions)):
             raise ValueError(f"fractions must be at least two increasing values, got {fractions}")
@@ -226,7 +253,17 @@ class Settings:
             ablation_count(fraction, 1)
 
     def record(self) -> dict[str, Any]:
-        """The settings a resumed run must share (batch sizes change nothing but speed)."""
+        """The settings a resumed run must share (batch sizes change nothing but speed). The
+        paper protocol is not named (older run directories hold it); the authors' protocol
+        records its name and its Integrated Gradients alphas instead of n_steps."""
+        if self.protocol == "authors":
+            ig: dict[str, Any] = {"ig_alphas": list(AUTHORS_ALPHAS)}
+            return {
+                "protocol": "authors",
+                "fractions": list(self.fractions),
+                **ig,
+                "seed": self.seed,
+            }
         return {"fractions": list(self.fractions), "n_steps": self.n_steps, "seed": self.seed}
 
 
@@ -243,6 +280,65 @@ def text_hash(text: PassageInput) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _attributions(
+    model: TransformerLensModel,
+    passage: Passage,
+    methods: Sequence[str],
+    settings: Settings,
+    seed: int,
+) -> dict[str, Any]:
+    """name -> Attribution of the ground-truth target, in the protocol's variant."""
+    authors = settings.protocol == "authors"
+    variants = {"input_x_gradient", "integrated_gradients"} if authors else set()
+    shared = [name for name in methods if name not in variants]
+    results = attribute_methods(
+        model,
+        passage.tokens,
+        shared,
+        target=passage.target_id,
+        n_steps=settings.n_steps,
+        ig_batch_size=settings.ig_batch_size,
+        memory_budget=settings.memory_budget,
+        seed=seed,
+    )
+    if "input_x_gradient" in variants & set(methods):
+        results["input_x_gradient"] = log_prob_input_x_gradient(
+            model, passage.tokens, target=passage.target_id
+        )
+    if "integrated_gradients" in variants & set(methods):
+        results["integrated_gradients"] = log_prob_integrated_gradients(
+            model, passage.tokens, target=passage.target_id
+        )
+    return {name: results[name] for name in methods}
+
+
+def _chosen_sets(
+    scores: dict[str, Tensor], passage: Passage, settings: Settings, seed: int
+) -> tuple[list[int], dict[str, list[tuple[int, ...]]]]:
+    """The ablation counts n_k and each method's ablated positions per fraction.
+
+    Authors' protocol: the target is one more candidate (:func:`authors_candidates`); choosing
+    it ablates nothing at the explained position, so it is left out of the ablation set.
+    """
+    n_context = len(passage.context)
+    if settings.protocol == "paper":
+        counts = [ablation_count(k, n_context) for k in settings.fractions]
+        return counts, {
+            name: [top_positions(values, passage.context, c) for c in counts]
+            for name, values in scores.items()
+        }
+    target_slot = passage.tokens.shape[1]
+    counts = [authors_ablation_count(k, n_context + 1) for k in settings.fractions]
+    chosen = {}
+    for name, values in scores.items():
+        candidates, ranked = authors_candidates(values, passage.context, name == "random", seed)
+        chosen[name] = [
+            tuple(p for p in top_positions(ranked, candidates, c) if p != target_slot)
+            for c in counts
+        ]
+    return counts, chosen
+
+
 def evaluate_passage(
     model: TransformerLensModel,
     text: PassageInput,
@@ -256,29 +352,22 @@ def evaluate_passage(
 
     `text` is a string, or token ids (needed on a model without a tokenizer; see
     :func:`bos_token_id` for how a BOS is recognised there). Raises :class:`UnusablePassage`
-    for a passage with fewer than two tokens besides BOS.
+    for a passage with fewer than two tokens besides BOS. Under the authors' protocol
+    (:mod:`tlscopes.authors_protocol`) the rows also hold ``prediction_id``, the top-1 token
+    whose log-probability Delta_k measures, and ``logp`` is that token's.
     """
-    passage = prepare_passage(model, text)
-    results = attribute_methods(
-        model,
-        passage.tokens,
-        methods,
-        target=passage.target_id,
-        n_steps=settings.n_steps,
-        ig_batch_size=settings.ig_batch_size,
-        memory_budget=settings.memory_budget,
-        seed=passage_seed(settings.seed, task, index),
-    )
-    n_context = len(passage.context)
-    counts = [ablation_count(k, n_context) for k in settings.fractions]
-    chosen = {
-        name: [top_positions(result.scores[0], passage.context, c) for c in counts]
-        for name, result in results.items()
-    }
+    authors = settings.protocol == "authors"
+    passage = prepare_passage(model, text, bos=not authors)
+    seed = passage_seed(settings.seed, task, index)
+    results = _attributions(model, passage, methods, settings, seed)
+    scores = {name: result.scores[0] for name, result in results.items()}
+    counts, chosen = _chosen_sets(scores, passage, settings, seed)
     # The unablated input first; every distinct set once.
     sets = list(dict.fromkeys([(), *(s for sets in chosen.values() for s in sets)]))
     keep = keep_masks(passage.tokens.shape[1], sets)
-    log_probs = ablated_log_probs(model, passage.tokens, passage.position, passage.target_id, keep)
+    table = ablated_log_softmax(model, passage.tokens, passage.position, keep)
+    measured = int(table[0].argmax()) if authors else passage.target_id
+    log_probs = table[:, measured]
     row_of = {positions: row for row, positions in enumerate(sets)}
     original = float(log_probs[0])
     rows = []
@@ -290,7 +379,7 @@ def evaluate_passage(
             "method": name,
             "text_sha": text_hash(text),
             "n_tokens": passage.tokens.shape[1],
-            "n_context": n_context,
+            "n_context": len(passage.context),
             "target_id": passage.target_id,
             "logp": original,
         }
@@ -299,8 +388,12 @@ def evaluate_passage(
             row[f"delta_{fraction_label(fraction)}"] = delta
         row["aopc"] = aopc(settings.fractions, deltas)
         is_ig = name == "integrated_gradients"
-        row["n_steps"] = settings.n_steps if is_ig else ""
-        row["completeness_gap"] = result.details["completeness_gap"][0] if is_ig else ""
+        steps = len(AUTHORS_ALPHAS) if authors else settings.n_steps
+        row["n_steps"] = steps if is_ig else ""
+        gap = is_ig and not authors  # the authors' sum is not a path integral's estimate
+        row["completeness_gap"] = result.details["completeness_gap"][0] if gap else ""
         row["seed"] = result.details["seed"] if name == "random" else ""
+        if authors:
+            row["prediction_id"] = measured
         rows.append(row)
     return rows

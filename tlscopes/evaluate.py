@@ -55,6 +55,7 @@ from tlscopes.ablation import (
 from tlscopes.methods import get_method
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.run_directory import (
+    ALIGNED_SUMMARY,
     PER_PASSAGE,
     RUN_CONFIG,
     SKIPPED,
@@ -80,6 +81,7 @@ from tlscopes.summaries import (
     format_table,
     paired_differences,
     summarize,
+    target_aligned,
 )
 
 
@@ -217,7 +219,7 @@ def _run_locked(
     record = {"model": str(getattr(model.cfg, "model_name", "")), **settings.record()}
     _check_config(output, record)
     path, skipped_path = output / PER_PASSAGE, output / SKIPPED
-    header = columns(settings.fractions)
+    header = columns(settings.fractions, optional_columns(settings))
     finished, skipped = _read_per_passage(path, header), _read_skipped(skipped_path)
     plan = _plan(passages, methods, finished, skipped, path)
     _rewrite(path, finished)
@@ -254,9 +256,9 @@ def _run_locked(
                 newly_computed[name] += 1
         bar.update(1)
         if count % summary_every == 0:
-            _write_summary(output, path, settings.fractions)
+            _write_summary(output, path, header, settings.fractions)
     bar.close()
-    frame = _write_summary(output, path, settings.fractions)
+    frame = _write_summary(output, path, header, settings.fractions)
     return EvaluationRun(
         frame,
         summarize(frame, settings.fractions),
@@ -267,13 +269,27 @@ def _run_locked(
     )
 
 
-def _write_summary(output: Path, path: Path, fractions: Sequence[float]) -> pd.DataFrame:
-    """Writes aopc.csv if it changed (a finished run in a directory we may not write to is
-    read, not written; a failed write there is a warning) and returns the per-passage rows."""
-    rows = _read_per_passage(path, columns(fractions), warn=False)
-    frame = pd.DataFrame(columns=columns(fractions)) if rows is None else rows.frame
-    text = summarize(frame, fractions).to_csv(index=False, lineterminator="\n")
-    target = output / SUMMARY
+def optional_columns(settings: Settings) -> tuple[str, ...]:
+    """The optional per_passage.csv columns a run with these settings writes."""
+    return ("prediction_id",) if settings.protocol == "authors" else ()
+
+
+def _write_summary(
+    output: Path, path: Path, header: list[str], fractions: Sequence[float]
+) -> pd.DataFrame:
+    """Writes aopc.csv (and, where rows name the top-1 prediction, aopc_target_aligned.csv)
+    if it changed (a finished run in a directory we may not write to is read, not written; a
+    failed write there is a warning) and returns the per-passage rows."""
+    rows = _read_per_passage(path, header, warn=False)
+    frame = pd.DataFrame(columns=header) if rows is None else rows.frame
+    _write_if_changed(output / SUMMARY, summarize(frame, fractions))
+    if "prediction_id" in frame.columns:
+        _write_if_changed(output / ALIGNED_SUMMARY, summarize(target_aligned(frame), fractions))
+    return frame
+
+
+def _write_if_changed(target: Path, summary: pd.DataFrame) -> None:
+    text = summary.to_csv(index=False, lineterminator="\n")
     if not target.exists() or target.read_text(encoding="utf-8") != text:
         try:
             write_atomic(target, text)
@@ -282,9 +298,8 @@ def _write_summary(output: Path, path: Path, fractions: Sequence[float]) -> pd.D
                 raise
             warnings.warn(
                 f"could not update {target} ({error}); the summary is returned but not saved",
-                stacklevel=3,
+                stacklevel=4,
             )
-    return frame
 
 
 # The metric and the summaries live in their own modules; these names stay importable from

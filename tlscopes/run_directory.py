@@ -245,15 +245,26 @@ def _problem(
 
 PER_PASSAGE = "per_passage.csv"
 SUMMARY = "aopc.csv"
+ALIGNED_SUMMARY = "aopc_target_aligned.csv"
 RUN_CONFIG = "run.json"
 SKIPPED = "skipped.csv"
 
 
-def columns(fractions: Sequence[float]) -> list[str]:
+# Columns after the paper protocol's, in this order, present only in runs that compute them.
+OPTIONAL_COLUMNS = ("prediction_id",)
+
+
+def columns(fractions: Sequence[float], extra: Sequence[str] = ()) -> list[str]:
+    """per_passage.csv's header; `extra` names optional columns (:data:`OPTIONAL_COLUMNS`),
+    e.g. ``prediction_id`` under the authors' protocol."""
     head = ["task", "passage", "method", "text_sha", "n_tokens", "n_context", "target_id", "logp"]
     for fraction in fractions:
         head += [f"n_ablated_{fraction_label(fraction)}", f"delta_{fraction_label(fraction)}"]
-    return head + ["aopc", "n_steps", "completeness_gap", "seed"]
+    return (
+        head
+        + ["aopc", "n_steps", "completeness_gap", "seed"]
+        + [column for column in OPTIONAL_COLUMNS if column in extra]
+    )
 
 
 # Read back as strings: a task named "2017" or a hash of digits only stays what it was.
@@ -272,16 +283,20 @@ def _parsers(header: Sequence[str]) -> dict[str, Callable[[str], None]]:
     }
     for column in header:
         if column not in kinds:
-            is_count = column in ("passage", "n_tokens", "n_context", "target_id")
+            is_count = column in ("passage", "n_tokens", "n_context", "target_id", "prediction_id")
             is_count |= column.startswith("n_ablated_")
             kinds[column] = parse_int if is_count else parse_float
     return kinds
 
 
+def _header_of(path: Path) -> list[str]:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        return next(csv.reader([handle.readline()]), [])
+
+
 def _fractions_of(path: Path) -> list[str]:
     """The delta_<k> columns named in a per_passage.csv header, as <k> labels."""
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        first = next(csv.reader([handle.readline()]), [])
+    first = _header_of(path)
     return [column.removeprefix("delta_") for column in first if column.startswith("delta_")]
 
 
@@ -301,7 +316,7 @@ def read_finished(path: str | Path) -> pd.DataFrame | None:
     path = Path(path)
     if not path.exists():
         return None
-    header = columns([float(label) for label in _fractions_of(path)])
+    header = columns([float(label) for label in _fractions_of(path)], _header_of(path))
     rows = _read_per_passage(path, header)
     return None if rows is None else rows.frame
 

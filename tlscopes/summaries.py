@@ -70,6 +70,19 @@ def summarize(per_passage: pd.DataFrame, fractions: Sequence[float] = FRACTIONS)
     )
 
 
+def target_aligned(per_passage: pd.DataFrame) -> pd.DataFrame:
+    """The rows of passages where the top-1 prediction is the ground-truth token (the authors'
+    rebuttal's "target-aligned" subset; needs the ``prediction_id`` column that the authors'
+    protocol writes). There the two protocols' Delta_k measure the same token."""
+    if "prediction_id" not in per_passage.columns:
+        raise ValueError(
+            "these rows have no prediction_id column; only runs with --protocol authors "
+            "record the top-1 prediction"
+        )
+    aligned = per_passage["prediction_id"].astype(int) == per_passage["target_id"].astype(int)
+    return per_passage[aligned]
+
+
 def paired_differences(per_passage: pd.DataFrame, reference: str = "semantic") -> pd.DataFrame:
     """Each method's AOPC minus the reference method's on the same passages, per task.
 

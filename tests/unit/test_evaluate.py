@@ -154,3 +154,27 @@ def test_cli_registers_evaluate_and_checks_names():
     args = parser.parse_args(["evaluate", "--task", "squad", "--output", "x"])
     with pytest.raises(cli.UsageError, match="known tasks"):
         cli.commands()["evaluate"].run(args)
+
+
+def test_cli_protocol_authors_records_it_and_prints_the_target_aligned_table(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from tlscopes import cli
+    from tlscopes.cli import evaluation
+
+    model = helpers.build_bridge()
+    monkeypatch.setattr(evaluation, "load_with_message", lambda args: model)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"text": PROMPT}, {"text": "the cat sat on the mat"}]))
+    out = tmp_path / "run"
+    argv = ["evaluate", "--prompts", str(prompts), "--output", str(out), "--no-progress"]
+    argv += ["--methods", "semantic,random", "--protocol", "authors"]
+    args = cli.build_parser().parse_args(argv)
+    assert cli.commands()["evaluate"].run(args) == 0
+    printed = capsys.readouterr().out
+    assert "target-aligned subset (top-1 prediction = ground truth" in printed
+    assert json.loads((out / "run.json").read_text())["protocol"] == "authors"
+    default = cli.build_parser().parse_args(["evaluate", "--output", "x"])
+    assert default.protocol == "paper"

@@ -60,6 +60,16 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         f"not given (default {DEFAULT_MEMORY_GB:g})",
     )
     parser.add_argument("--seed", type=int, default=0, help="the random method's seed")
+    parser.add_argument(
+        "--protocol",
+        choices=("paper", "authors"),
+        default="paper",
+        help="paper (default): the paper's text (Delta on the ground-truth token, BOS never "
+        "ablated, n_k rounded half up over the context); authors: the authors' benchmark "
+        "script (Delta on the top-1 prediction, no BOS, n_k = max(1, floor(k n_tokens)) with "
+        "the target counted, Input x Gradient and Integrated Gradients on log p, IG at "
+        "alpha = 0.2..1.0, --n-steps ignored)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_arguments(parser)
 
@@ -90,7 +100,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from tlscopes import datasets
     from tlscopes.evaluate import Settings, run_evaluation
     from tlscopes.run_directory import RunDirectoryError
-    from tlscopes.summaries import describe_run, format_table
+    from tlscopes.summaries import describe_run, format_table, summarize, target_aligned
 
     tasks = _comma_list(args.task)
     passages = {}
@@ -105,6 +115,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         ig_batch_size=args.ig_batch_size,
         memory_budget=int(args.memory_gb * 1024**3),
+        protocol=args.protocol,
     )
     model = load_with_message(args)
     try:
@@ -120,6 +131,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     print(describe_run(result, args.output))
     print(format_table(result.summary))
+    if "prediction_id" in result.per_passage.columns:
+        aligned = target_aligned(result.per_passage)
+        passages = aligned.drop_duplicates(["task", "passage"])
+        print(
+            f"\ntarget-aligned subset (top-1 prediction = ground truth, {len(passages)} passages):"
+        )
+        print(format_table(summarize(aligned, settings.fractions)))
     return 0
 
 
