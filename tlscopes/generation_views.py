@@ -19,6 +19,7 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from tlscopes.plotting import display_token
@@ -58,8 +59,8 @@ def generation_heatmap(
     shown[future] = math.nan
     figure = Figure(figsize=(max(5.0, 0.32 * width + 2.5), max(3.0, 0.3 * count + 2.2)))
     axes = figure.subplots()
-    image = axes.imshow(shown.numpy(), aspect="auto", cmap="Blues", vmin=0, vmax=1)
-    image.cmap.set_bad("white")
+    blues = colormaps["Blues"].with_extremes(bad="white")
+    image = axes.imshow(shown.numpy(), aspect="auto", cmap=blues, vmin=0, vmax=1)
     axes.axvline(prompt_length - 0.5, color="red", linewidth=1)
     axes.set_xticks(range(width))
     axes.set_xticklabels([display_token(t) for t in result.tokens[index][:width]], rotation=70)

@@ -183,18 +183,26 @@ def test_sampler_draws_from_the_tempered_top_k_distribution():
     assert set(draws.tolist()) == {0, 1}
 
 
-def test_a_prompt_stops_at_eos_and_the_others_go_on():
+def eos_stopping_bridge(prompts=PROMPTS, step=3, max_new_tokens=8):
+    """A tiny bridge on which prompt 0 generates eos at `step` (greedy) and prompt 1 does not:
+    eos gets a copy of the unembedding of the token prompt 0 generates there, slightly larger,
+    so it wins wherever that token would."""
     model = helpers.build_bridge()
-    prompts = ["the cat sat on", "one two"]
-    before = attribute_generation(model, prompts, ts.TemperatureScope(), max_new_tokens=8)
+    before = attribute_generation(
+        model, prompts, ts.TemperatureScope(), max_new_tokens=max_new_tokens
+    )
     eos = model.tokenizer.eos_token_id
     assert eos not in before.generated_ids.tolist()[0]
-    # Give eos a copy of the unembedding of prompt 0's fourth generated token, slightly larger:
-    # eos now wins wherever that token would, so prompt 0 stops there.
-    replaced = int(before.generated_ids[0, 3])
+    replaced = int(before.generated_ids[0, step])
     with torch.no_grad():
         lm_head = model.original_model.lm_head.weight
         lm_head[eos] = 1.02 * lm_head[replaced]
+    return model
+
+
+def test_a_prompt_stops_at_eos_and_the_others_go_on():
+    model = eos_stopping_bridge()
+    prompts = PROMPTS
     stopped = attribute_generation(model, prompts, ts.TemperatureScope(), max_new_tokens=8)
     going_on = attribute_generation(
         model, prompts, ts.TemperatureScope(), max_new_tokens=8, stop_at_eos=False
