@@ -44,116 +44,19 @@ from tlscopes.authors_protocol import (
     log_prob_integrated_gradients,
 )
 from tlscopes.methods import attribute_methods
-from tlscopes.models import context_length
+from tlscopes.passages import (
+    Passage,
+    PassageInput,
+    UnusablePassage,
+    bos_token_id,
+    describe_passage,
+    has_bos,
+    passage_tokens,
+    prepare_passage,
+)
 from tlscopes.protocols import TransformerLensModel
 
 FRACTIONS = (0.05, 0.10, 0.20)
-
-
-@dataclass(frozen=True)
-class Passage:
-    """A passage as the evaluation sees it.
-
-    Attributes:
-        tokens: the input, every token but the last [1, pos].
-        target_id: the last token, whose log-probability is measured.
-        context: the positions that may be ablated (all input positions but a BOS) [n_context].
-    """
-
-    tokens: Tensor
-    target_id: int
-    context: Tensor
-
-    @property
-    def position(self) -> int:
-        return self.tokens.shape[1] - 1
-
-
-class UnusablePassage(ValueError):
-    """A passage the evaluation cannot use: fewer than two tokens besides BOS (there must be a
-    target and at least one context token), or longer than the model's context.
-    :func:`run_evaluation` records it in ``skipped.csv`` and goes on."""
-
-
-def bos_token_id(model: TransformerLensModel) -> int | None:
-    """The model's BOS token id, or None if it has none.
-
-    With a tokenizer, the tokenizer's ``bos_token_id``. A model built from a config has no
-    tokenizer; then only a ``bos_token_id`` set on ``model.cfg`` counts, since
-    ``cfg.default_prepend_bos`` says that a BOS would be prepended but not which id it is.
-    """
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        bos = getattr(tokenizer, "bos_token_id", None)
-    else:
-        bos = getattr(getattr(model, "cfg", None), "bos_token_id", None)
-    return None if bos is None else int(bos)
-
-
-def has_bos(model: TransformerLensModel, tokens: Tensor) -> bool:
-    """Whether the first token of `tokens` [1, pos] is the model's BOS (:func:`bos_token_id`)."""
-    bos = bos_token_id(model)
-    return bos is not None and tokens.shape[1] > 0 and int(tokens[0, 0]) == bos
-
-
-PassageInput = str | Sequence[int] | Tensor
-
-
-def passage_tokens(model: TransformerLensModel, text: PassageInput, *, bos: bool = True) -> Tensor:
-    """[1, pos] token ids: a string tokenized with the model's BOS convention (none if `bos` is
-    False), or ids as given ([pos] or [1, pos]; nothing is prepended to ids)."""
-    if isinstance(text, str):
-        if getattr(model, "tokenizer", None) is None:
-            raise ValueError(
-                f"passage {text[:40]!r} is text, but the model has no tokenizer (it was built "
-                "from a config); pass each passage as token ids"
-            )
-        if not bos:
-            return model.to_tokens(text, prepend_bos=False, truncate=False).cpu()
-        return model.to_tokens(text, truncate=False).cpu()
-    tokens = torch.as_tensor(text).cpu()
-    if tokens.is_floating_point() or tokens.dtype == torch.bool:
-        raise TypeError(f"passage token ids must be integers, got dtype {tokens.dtype}")
-    if tokens.ndim == 2 and tokens.shape[0] == 1:
-        tokens = tokens[0]
-    if tokens.ndim != 1:
-        raise ValueError(f"passage token ids must be [pos] or [1, pos], got {tuple(tokens.shape)}")
-    return tokens.long()[None]
-
-
-def describe_passage(text: PassageInput) -> str:
-    if isinstance(text, str):
-        return repr(text[:40])
-    return f"token ids {torch.as_tensor(text).flatten()[:10].tolist()}"
-
-
-def prepare_passage(
-    model: TransformerLensModel, text: PassageInput, *, bos: bool = True
-) -> Passage:
-    """Splits off the target (the last token) of a passage given as text or token ids.
-
-    With ``bos=False`` (the authors' protocol) no BOS is prepended to text and the first token
-    is context even if it is the BOS id.
-
-    Raises:
-        UnusablePassage: fewer than two tokens besides BOS, or an input (every token but the
-            last) longer than the model's context.
-    """
-    tokens = passage_tokens(model, text, bos=bos)
-    start = 1 if bos and has_bos(model, tokens) else 0
-    if tokens.shape[1] - start < 2:
-        raise UnusablePassage(
-            f"passage {describe_passage(text)} has {tokens.shape[1] - start} token(s) besides "
-            "BOS; it needs at least two (context and target)"
-        )
-    inputs = tokens[:, :-1]
-    if inputs.shape[1] > context_length(model):
-        raise UnusablePassage(
-            f"passage {describe_passage(text)} is {inputs.shape[1]} tokens before its target, "
-            f"longer than the model's context of {context_length(model)} tokens"
-        )
-    context = torch.arange(start, inputs.shape[1])
-    return Passage(inputs, int(tokens[0, -1]), context)
 
 
 def ablation_count(fraction: float, n_context: int) -> int:
@@ -397,3 +300,30 @@ def evaluate_passage(
             row["prediction_id"] = measured
         rows.append(row)
     return rows
+
+
+# The passage helpers live in tlscopes.passages; they stay importable from here.
+__all__ = [
+    "FRACTIONS",
+    "Passage",
+    "PassageInput",
+    "Settings",
+    "UnusablePassage",
+    "ablated_log_probs",
+    "ablated_log_softmax",
+    "ablation_count",
+    "aopc",
+    "bos_token_id",
+    "describe_passage",
+    "evaluate_passage",
+    "fraction_label",
+    "has_bos",
+    "keep_masks",
+    "passage_seed",
+    "passage_tokens",
+    "prepare_passage",
+    "text_hash",
+    "top_positions",
+    "trapezoid",
+    "zero_embeddings",
+]
