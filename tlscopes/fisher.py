@@ -26,16 +26,17 @@ dozens of products from a random start.
    by p_i (||w_i|| + ||c||)^2, add up to at most tol lambda_1 / 4: it is never read, only its
    column norms, which are computed once per W_U and remembered. The tail is the rest.
 
-2. One pass. The head's own leading eigenvectors (block Krylov on G_head, cheap) plus two
-   fixed pseudo-random guard vectors form a block V of rank + 6 vectors. One streaming pass
-   over the tail's columns, in W_U's memory order, gives G_tail V, the tail's part of w_bar
-   and its trace t. Then F = F~ + E, where F~ replaces G_tail by the part the pass saw,
+2. One pass. Block Krylov on the head alone (cheap) gives its leading `rank` eigenvectors,
+   close to F's: the block V. One streaming pass over the tail's columns, in W_U's memory
+   order, gives G_tail V, the tail's part of w_bar and its trace t; its cost grows with the
+   width of V, so V holds only the wanted vectors. Then F = F~ + E, where F~ replaces G_tail by the part the pass saw,
    G - (1 - P) G (1 - P) (P the projector on V), and ||E|| <= t' + d: t' = t - trace(V^T G V)
    bounds what the pass did not see, d the deep tail (with its unread part of delta).
 
 3. Krylov on F~. F~ is the head plus low-rank terms, so its products cost a fraction of a
-   pass; block Krylov with full Rayleigh-Ritz (every start vector, the guards among them,
-   expanded at least once) gives Ritz pairs (theta_j, x_j) with residuals rho~_j.
+   pass; block Krylov with full Rayleigh-Ritz from the head's rank + 4 leading vectors and
+   two fixed pseudo-random guard vectors (each expanded at least once, in the head's search
+   or here) gives Ritz pairs (theta_j, x_j) with residuals rho~_j.
 
 4. Certificate. ||F x_j - theta_j x_j|| <= rho~_j + t' ||(1 - P) x_j|| + d, since the unseen
    part acts only outside V; the head's vectors are close to F's, so ||(1 - P) x_j|| is about
@@ -87,7 +88,7 @@ _CHUNK_BYTES = 1 << 27
 # float64 and give the start vectors through their Gram matrix (k^3, so k stays small).
 _MIN_HEAD = 4096
 _HEAD_FRACTION = 16
-_GRAM_HEAD = 256
+_GRAM_HEAD = 64
 # The tail left beyond the head: its trace is aimed at _ONE_PASS sqrt(tol) lambda_1, so that
 # one pass certifies; a tail trace above _HEAVY_TAIL lambda_1 makes the split not pay.
 _ONE_PASS = 0.5
@@ -223,7 +224,7 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
     probs, total = _normalised(probs, W_U.dtype)
     W, p = _restrict_to_support(W_U, probs)
     count = min(rank + _OVERSAMPLE, W.shape[0])
-    problem = _split(W, p, total, count, tolerance)
+    problem = _split(W, p, total, rank, count, tolerance)
     if problem is not None:
         result = _solve(problem, rank, count, tolerance)
         if result is not None:
@@ -307,7 +308,9 @@ class _Problem:
         )
 
 
-def _split(W: Tensor, p: Tensor, total: float, count: int, tolerance: float) -> _Problem | None:
+def _split(
+    W: Tensor, p: Tensor, total: float, rank: int, count: int, tolerance: float
+) -> _Problem | None:
     """Chooses the head and the deep tail, takes the first pass over the tail between them,
     and returns the split problem; None when the tail is too heavy for the split to pay."""
     d_model, support = W.shape
@@ -365,14 +368,16 @@ def _split(W: Tensor, p: Tensor, total: float, count: int, tolerance: float) -> 
     in_tail[head] = False
     tail = torch.nonzero(in_tail).squeeze(1)
     tail_p = p[tail]
-    # The pass sees G_tail only on these vectors, so they should already be close to F's: the
-    # head's own leading Ritz vectors (a few products with the head), plus the guards.
-    ritz = _block_krylov(head_only.apply, start, count, count + _GUARDS, _START_TOLERANCE)
+    # The head's own leading Ritz vectors (a few products with the head), close to F's. The
+    # pass applies G_tail to the wanted ones only: the residual bound needs it where the
+    # answer lies, and the unseen trace bounds the rest for the ordering. A pass costs about
+    # its width in products over the tail, so it is kept narrow.
+    ritz = _block_krylov(head_only.apply, start, rank, count + _GUARDS, _START_TOLERANCE)
     if ritz is not None:
         leading = ritz[1][:, :count]
         guards = _orthonormal_complement(_guard_vectors(leading), leading)
         start = torch.cat([leading, guards], dim=1)
-    seen = start
+    seen = start[:, :rank]
     second_moment, tail_sum, cross = _pass(W, tail, tail_p, seen, centre)
     second_moment, tail_sum, cross = second_moment / total, tail_sum / total, cross / total
     tail_norms = float(norms[tail].double() @ tail_p.double()) / total
