@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from tlscopes.ablation import FRACTIONS, fraction_label
+from tlscopes.statistics import bootstrap_interval, wilcoxon_signed_rank
 
 # Paper Table 1 order and labels.
 TABLE_ORDER = (
@@ -116,6 +117,42 @@ def paired_differences(per_passage: pd.DataFrame, reference: str = "semantic") -
     return pd.DataFrame(
         rows, columns=["task", "method", "reference", "n", "diff_mean", "diff_sem", "wins"]
     )
+
+
+def paired_tests(
+    per_passage: pd.DataFrame,
+    column: str = "aopc",
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every pair of methods on the passages both have, per task: the mean difference of
+    `column` (method - other; for AOPC negative: the method is better), its 95% percentile
+    bootstrap interval, and the paired Wilcoxon signed-rank test
+    (:mod:`tlscopes.statistics`; two-sided p from the normal approximation).
+
+    Columns: task, method, other, n, diff_mean, ci_low, ci_high, wilcoxon_statistic,
+    wilcoxon_z, wilcoxon_p.
+    """
+    names = ["task", "method", "other", "n", "diff_mean", "ci_low", "ci_high"]
+    names += ["wilcoxon_statistic", "wilcoxon_z", "wilcoxon_p"]
+    rows = []
+    for task, group in per_passage.groupby("task", sort=False):
+        table = group.pivot_table(index="passage", columns="method", values=column, aggfunc="first")
+        present = [m for m in TABLE_ORDER if m in table.columns]
+        present += [m for m in table.columns if m not in present]
+        for i, method in enumerate(present):
+            for other in present[i + 1 :]:
+                both = table[[method, other]].astype(float).dropna()
+                diff = (both[method] - both[other]).to_numpy()
+                low, high = bootstrap_interval(diff, n_resamples=n_resamples, seed=seed)
+                test = wilcoxon_signed_rank(diff)
+                mean = float(diff.mean()) if len(diff) else float("nan")
+                rows.append(
+                    [task, method, other, len(diff), mean, low, high]
+                    + [test.statistic, test.z, test.p_value]
+                )
+    return pd.DataFrame(rows, columns=names)
 
 
 def format_table(summary: pd.DataFrame) -> str:

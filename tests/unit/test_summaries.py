@@ -56,3 +56,32 @@ def test_paired_differences_by_hand():
     assert paired.loc["random", "wins"] == 0.0
     with pytest.raises(ValueError, match="no 'saliency' rows"):
         evaluate.paired_differences(frame, reference="saliency")
+
+
+def test_paired_tests_by_hand():
+    from tlscopes import summaries
+
+    # fisher - semantic = [1, -2, 3, 4, -5, 6] (the Wilcoxon case of test_statistics);
+    # random has passages 0 and 1 only.
+    rows = []
+    for passage, (f, s) in enumerate(zip([1, -2, 3, 4, -5, 6], [0] * 6, strict=True)):
+        rows += [
+            {"task": "lambada", "passage": passage, "method": "fisher", "aopc": float(f)},
+            {"task": "lambada", "passage": passage, "method": "semantic", "aopc": float(s)},
+        ]
+    rows += [
+        {"task": "lambada", "passage": p, "method": "random", "aopc": 10.0 + p} for p in (0, 1)
+    ]
+    tests = summaries.paired_tests(pd.DataFrame(rows), n_resamples=2000)
+    assert [tuple(r) for r in tests[["method", "other"]].to_numpy()] == [
+        ("random", "semantic"),
+        ("random", "fisher"),
+        ("semantic", "fisher"),
+    ]
+    pair = tests[(tests.method == "semantic") & (tests.other == "fisher")].iloc[0]
+    assert pair.n == 6 and pair.diff_mean == pytest.approx(-7 / 6)
+    assert pair.wilcoxon_statistic == 7.0
+    assert pair.wilcoxon_z == pytest.approx((7 - 10.5) / 22.75**0.5)
+    assert pair.ci_low < pair.diff_mean < pair.ci_high
+    random_pair = tests[(tests.method == "random") & (tests.other == "semantic")].iloc[0]
+    assert random_pair.n == 2 and random_pair.diff_mean == pytest.approx(10.5)
