@@ -33,7 +33,7 @@ def test_help_imports_neither_torch_nor_transformer_lens():
         "import sys\n"
         "from tlscopes.cli import main\n"
         "for argv in (['--help'], ['attribute', '--help'], ['demo', '--help'],"
-        " ['evaluate', '--help']):\n"
+        " ['evaluate', '--help'], ['generate', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as exit:\n"
@@ -50,7 +50,8 @@ def test_every_subcommand_and_option_has_help():
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     described = {action.dest: action.help for action in subparsers._choices_actions}
-    assert set(described) == {"attribute", "demo", "evaluate"}
+    assert set(described) == set(cli.commands())
+    assert {"attribute", "demo", "evaluate", "generate"} <= set(described)
     assert all(described.values())
     for name, sub in subparsers.choices.items():
         assert sub.description, name
@@ -155,3 +156,128 @@ def test_a_model_without_a_tokenizer_shows_tokens_by_id(capsys, monkeypatch):
     assert "'<17>'" in printed and "'<5>'" in printed
     assert cli.main(["attribute", "the cat"]) == cli.EXIT_USER_ERROR
     assert "no tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "the cat", "--temperature", "2"], "add --sample"),
+        (["generate", "the cat", "--top-k", "3"], "add --sample"),
+        (["generate", "the cat", "--seed", "3"], "--seed seeds sampling; add --sample"),
+        (["generate", "the cat", "--scope", "semantic", "--rank", "2"], "--rank is for"),
+        (["generate", "the cat", "--ids", "1,2"], "one of the two"),
+    ],
+)
+def test_generate_refuses_wrong_combinations_before_loading(argv, message, capsys, tiny_model):
+    assert cli.main(argv) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert tiny_model == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "the cat", "--max-new-tokens", "0"], "expected a positive integer"),
+        (["generate", "the cat", "--sample", "--temperature", "0"], "expected a positive number"),
+        (["generate", "the cat", "--sample", "--temperature", "x"], "expected a positive number"),
+    ],
+)
+def test_generate_arguments_are_checked_by_the_parser(argv, message, capsys, tiny_model):
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert message in capsys.readouterr().err
+    assert tiny_model == []
+
+
+def test_generate_prints_each_step_and_writes_its_files(tmp_path, capsys, tiny_model):
+    from tlscopes.generation import GenerationAttribution
+
+    out, saved = tmp_path / "gen.html", tmp_path / "gen.json"
+    argv = ["generate", "the cat sat on", "--max-new-tokens", "4", "--out", str(out)]
+    assert cli.main([*argv, "--save", str(saved)]) == 0
+    printed = capsys.readouterr().out
+    result = GenerationAttribution.load(saved)
+    assert f"generated: {result.generated_text[0]!r}" in printed
+    steps = [line for line in printed.splitlines() if line[:4].strip().isdigit()]
+    assert len(steps) == int(result.generated_lengths[0])
+    first = result.top_sources(0, 0, 3)
+    assert f"{result.probs[0, 0]:.3f}" in steps[0]
+    assert all(f"{token!r}@{position}" in steps[0] for position, token, _ in first)
+    assert result.info["parameters"]["max_new_tokens"] == 4
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert cli.main([*argv, "--save", str(saved)]) == cli.EXIT_USER_ERROR
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert cli.main([*argv, "--overwrite"]) == 0
+
+
+def test_generate_samples_with_a_seed(tmp_path, capsys, tiny_model):
+    def sampled(seed, name):
+        path = tmp_path / name
+        argv = ["generate", "one two", "--scope", "temperature", "--max-new-tokens", "6"]
+        options = ["--sample", "--seed", seed, "--temperature", "2", "--no-eos-stop"]
+        assert cli.main([*argv, *options, "--save", str(path)]) == 0
+        from tlscopes.generation import GenerationAttribution
+
+        return GenerationAttribution.load(path)
+
+    first, again, other = sampled("1", "a.json"), sampled("1", "b.json"), sampled("2", "c.json")
+    assert first.generated_ids.tolist() == again.generated_ids.tolist()
+    assert first.generated_ids.tolist() != other.generated_ids.tolist()
+    assert first.info["parameters"]["do_sample"] is True
+    assert first.info["parameters"]["temperature"] == 2.0
+    assert first.info["parameters"]["stop_at_eos"] is False
+
+
+def test_generate_on_a_model_without_a_tokenizer(capsys, monkeypatch):
+    import tlscopes.models
+    from tests.models import build_bridge_without_tokenizer
+
+    model = build_bridge_without_tokenizer()
+    monkeypatch.setattr(tlscopes.models, "load_model", lambda *args, **kwargs: model)
+    argv = ["generate", "--ids", "3,17,5", "--scope", "semantic", "--max-new-tokens", "3"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "prompt: '<3><17><5>'" in printed and "'<17>'@1" in printed
+
+
+def test_explore_writes_one_offline_page(tmp_path, capsys, tiny_model):
+    out = tmp_path / "explorer.html"
+    argv = ["explore", "the capital of france is", "--scopes", "fisher,semantic", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert f"wrote {out} (" in capsys.readouterr().out
+    page = out.read_text()
+    assert page.count("<script>") == 1 and '"name":"semantic"' in page
+    assert cli.main(argv) == cli.EXIT_USER_ERROR
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_explore_refuses_unknown_scopes_before_loading(capsys, tiny_model):
+    with pytest.raises(SystemExit):
+        cli.main(["explore", "the cat", "--scopes", "fisher,saliency"])
+    assert "unknown scope 'saliency'" in capsys.readouterr().err
+    assert tiny_model == []
+
+
+def test_serve_starts_the_app_on_the_shared_model_and_stops(monkeypatch, capsys, tiny_model):
+    import tlscopes.app
+    from tlscopes.cli import serve
+
+    assert (serve.DEFAULT_HOST, serve.DEFAULT_PORT) == (
+        tlscopes.app.DEFAULT_HOST,
+        tlscopes.app.DEFAULT_PORT,
+    )
+    started = []
+
+    def fake_serve_forever(self):
+        started.append(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tlscopes.app.ThreadingHTTPServer, "serve_forever", fake_serve_forever)
+    assert cli.main(["serve", "--port", "0"]) == 0
+    assert "serving on http://127.0.0.1:" in capsys.readouterr().err
+    handler = started[0].RequestHandlerClass
+    assert handler.app.default == "smollm2-135m" and len(tiny_model) == 1
+    assert set(handler.app.model_names) >= {"smollm2-135m", "gemma3-270m"}
+    assert cli.main(["serve", "--port", "70000"]) == cli.EXIT_USER_ERROR
+    assert "--port must be between" in capsys.readouterr().err

@@ -33,6 +33,7 @@ from tlscopes.cli.explain import (
     run_attribute,
     run_demo,
 )
+from tlscopes.cli.generate import add_generate_arguments, run_generate
 
 __all__ = [
     "DEFAULT_MEMORY_GB",
@@ -76,6 +77,15 @@ def commands() -> dict[str, Command]:
             "eq. 9). Results are appended per passage; rerunning the same command resumes.",
             add_evaluate_arguments,
             run_evaluate,
+        ),
+        "generate": Command(
+            "generate a continuation and explain every generated token with a scope",
+            "Continues TEXT (greedy, or seeded sampling with --sample) and explains the "
+            "prediction of each generated token over every token before it, from one forward "
+            "pass over the whole text; prints each step's token, its probability and its top "
+            "source tokens, and can write an HTML report and a JSON file.",
+            add_generate_arguments,
+            run_generate,
         ),
     }
 
