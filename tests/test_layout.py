@@ -17,6 +17,7 @@ MAX_LINES = 400
 PUBLIC_MODULES = {
     "tlscopes",
     "tlscopes.ablation",
+    "tlscopes.app",
     "tlscopes.attention",
     "tlscopes.attribute",
     "tlscopes.baselines",
@@ -24,6 +25,7 @@ PUBLIC_MODULES = {
     "tlscopes.evaluate",
     "tlscopes.explorer",
     "tlscopes.fisher",
+    "tlscopes.generation",
     "tlscopes.inputs",
     "tlscopes.layers",
     "tlscopes.matrix",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tlscopes.attribute import attribute, attribute_many, prepare_inputs
     from tlscopes.fisher import fisher_directions, fisher_matrix
+    from tlscopes.generation import GenerationAttribution, attribute_generation
     from tlscopes.layers import LayerAttribution, attribute_layers
     from tlscopes.models import load_model, weight_processing
     from tlscopes.results import Attribution
@@ -38,6 +39,8 @@ _HOMES = {
     "TemperatureScope": "tlscopes.scopes",
     "attribute": "tlscopes.attribute",
     "attribute_many": "tlscopes.attribute",
+    "attribute_generation": "tlscopes.generation",
+    "GenerationAttribution": "tlscopes.generation",
     "attribute_layers": "tlscopes.layers",
     "LayerAttribution": "tlscopes.layers",
     "contrast_direction": "tlscopes.scopes",
