@@ -4,6 +4,7 @@ Writes, under --out:
     bias.png/.html          figure 2: Semantic Scope, liberal vs conservative (case_bias.py)
     translation.png/.html   figure 3: Fisher Scope matrix of a translation (case_translation.py)
     timeseries.png/.html    figure 4: Temperature Scope on three time series (case_timeseries.py)
+    layers.png/.html        the three scopes by layer, with attention sinks (case_layers.py)
     ig_path.png/.html       figure 15: the IG integrand along the path (analyses/ig_path.py)
     attention_sinks.png     appendix A.6: sink mass vs attributions (analyses/attention_sinks.py)
     fisher_spectrum.png     figure 16: Fisher spectra, explained variance, AOPC vs rank
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import case_bias  # noqa: E402
+import case_layers  # noqa: E402
 import case_timeseries  # noqa: E402
 import case_translation  # noqa: E402
 
@@ -140,6 +142,7 @@ def parts(sizes: Sizes) -> dict[str, Callable[[Any, Path], list[Path]]]:
         "timeseries": lambda model, out: case_timeseries.run(
             model, out, n_values=sizes.series_values
         ),
+        "layers": lambda model, out: case_layers.run(model, out),
         "ig_path": lambda model, out: run_ig_and_sinks(model, out, sizes),
         "fisher_spectrum": lambda model, out: run_fisher_spectrum(model, out, sizes),
     }

@@ -184,13 +184,11 @@ def layer_heatmap(result: Any, index: int = 0, *, normalize: str = "layer") -> F
     return figure
 
 
-def layer_attribution_html(result: Any, path: Any = None) -> Any:
-    """A page for a LayerAttribution that opens offline: per prompt the heat map (an inline PNG)
-    and the input tokens coloured by their scores. Returns an HtmlReport."""
+def layer_page_parts(result: Any, heading: str = "") -> list:
+    """Page parts (for :func:`tlscopes.viz.html_page`) showing a LayerAttribution: per prompt the
+    heat map as an inline PNG and the input tokens coloured by their scores."""
     import base64
     import io
-
-    from tlscopes.viz import HtmlReport
 
     parts: list = []
     for index, tokens in enumerate(result.tokens):
@@ -200,13 +198,22 @@ def layer_attribution_html(result: Any, path: Any = None) -> Any:
         scores = result.input_scores[index, : len(tokens)].double()
         peak = float(scores.max()) if len(tokens) else 0.0
         values = (scores / peak if peak > 0 else scores).tolist()
+        title = html.escape(heading or f"prompt {index}: layer by token")
         parts += [
-            f"<section><h2>prompt {index}: layer by token</h2>",
+            f"<section><h2>{title}</h2>",
             f'<img alt="layer by token heat map" src="data:image/png;base64,{encoded}">',
             "<h3>input tokens</h3>",
             colored_tokens(list(tokens), values),
             "</section>",
         ]
+    return parts
+
+
+def layer_attribution_html(result: Any, path: Any = None) -> Any:
+    """A page for a LayerAttribution that opens offline (see :func:`layer_page_parts`).
+    Returns an HtmlReport, written to `path` when given."""
+    from tlscopes.viz import HtmlReport
+
     title = f"tlscopes: {result.inputs.method} by layer on {result.inputs.model_name}"
-    report = HtmlReport(html_page(title, parts))
+    report = HtmlReport(html_page(title, layer_page_parts(result)))
     return report if path is None else report.save(path)

@@ -64,3 +64,19 @@ def test_translation_matrix_rows_are_the_english_positions(bridge):
     assert [tokens[t] for t in translation.source] == ["ich", "bin", "hier", "."]
     assert [t.strip() for t in translation.targets] == ["one", "two", "three"]
     assert translation.result.scores.shape[0] == 3
+
+
+def test_the_layer_case_study_writes_maps_and_sink_shares(bridge, tmp_path):
+    import pandas as pd
+
+    layers = load_script("case_layers")
+    written = layers.run(bridge, tmp_path)
+    assert sorted(path.name for path in written) == [
+        "layers.html",
+        "layers.png",
+        "layers_sinks.csv",
+    ]
+    table = pd.read_csv(tmp_path / "layers_sinks.csv")
+    assert set(table["scope"]) == set(layers.SCOPES) and set(table["text"]) == set(layers.texts())
+    assert table["share_on_sinks"].between(0, 1).all()
+    assert (tmp_path / "layers.png").read_bytes()[:4] == b"\x89PNG"
