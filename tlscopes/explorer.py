@@ -12,7 +12,7 @@ It is one HTML file with its script inlined once and no network access; a notebo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tlscopes.explorer_data import explore_layers, explore_matrix, layer_map, matrix_payload
 from tlscopes.explorer_page import explorer_report
@@ -45,6 +45,33 @@ def scope_from_name(name: str | Scope) -> Scope:
         ) from None
 
 
+def explore_payload(
+    model: TransformerLensModel,
+    text: str,
+    scopes: Sequence[str | Scope] = DEFAULT_SCOPES,
+    *,
+    positions: Sequence[int] | None = None,
+    layers: bool = True,
+    top_k: int = 10,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """The explorer's data for `text` (what :func:`explore` puts in its page); see there."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the text is empty; pass a prompt to explore")
+    resolved = [scope_from_name(scope) for scope in scopes]
+    if not resolved:
+        raise ValueError(f"pass at least one scope, e.g. {', '.join(DEFAULT_SCOPES)}")
+    length = int(model.to_tokens(text).shape[-1])
+    explained = list(range(length)) if positions is None else list(positions)
+    results = [attribution_matrix(model, text, scope, explained, top_k=top_k) for scope in resolved]
+    maps = []
+    if layers:
+        last = int(results[0].positions[-1])
+        for scope in resolved:
+            maps.append(layer_map(attribute_layers(model, text, scope, position=last)))
+    return matrix_payload(results, text=text, title=title, layers=maps)
+
+
 def explore(
     model: TransformerLensModel,
     text: str,
@@ -66,25 +93,25 @@ def explore(
         positions: the explained positions (default: every position).
         layers: also compute each scope's layer x token map at the last explained position.
         top_k: predictions shown per position.
+        title: the page's title (default: names the model).
 
     Returns:
         An HtmlReport (``.save(path)`` writes it; a notebook displays it).
+
+    Example:
+        >>> explore(model, "The capital of France is").save("explorer.html")  # doctest: +SKIP
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("the text is empty; pass a prompt to explore")
-    resolved = [scope_from_name(scope) for scope in scopes]
-    if not resolved:
-        raise ValueError(f"pass at least one scope, e.g. {', '.join(DEFAULT_SCOPES)}")
-    length = int(model.to_tokens(text).shape[-1])
-    explained = list(range(length)) if positions is None else list(positions)
-    results = [attribution_matrix(model, text, scope, explained, top_k=top_k) for scope in resolved]
-    maps = []
-    if layers:
-        last = int(results[0].positions[-1])
-        for scope in resolved:
-            maps.append(layer_map(attribute_layers(model, text, scope, position=last)))
-    payload = matrix_payload(results, text=text, title=title, layers=maps)
+    payload = explore_payload(
+        model, text, scopes, positions=positions, layers=layers, top_k=top_k, title=title
+    )
     return explorer_report(payload)
 
 
-__all__ = ["DEFAULT_SCOPES", "explore", "explore_layers", "explore_matrix", "scope_from_name"]
+__all__ = [
+    "DEFAULT_SCOPES",
+    "explore",
+    "explore_layers",
+    "explore_matrix",
+    "explore_payload",
+    "scope_from_name",
+]

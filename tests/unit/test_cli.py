@@ -33,7 +33,8 @@ def test_help_imports_neither_torch_nor_transformer_lens():
         "import sys\n"
         "from tlscopes.cli import main\n"
         "for argv in (['--help'], ['attribute', '--help'], ['demo', '--help'],"
-        " ['evaluate', '--help'], ['generate', '--help']):\n"
+        " ['evaluate', '--help'], ['generate', '--help'], ['explore', '--help'],"
+        " ['serve', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as exit:\n"
@@ -51,7 +52,7 @@ def test_every_subcommand_and_option_has_help():
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     described = {action.dest: action.help for action in subparsers._choices_actions}
     assert set(described) == set(cli.commands())
-    assert {"attribute", "demo", "evaluate", "generate"} <= set(described)
+    assert {"attribute", "demo", "evaluate", "generate", "explore", "serve"} <= set(described)
     assert all(described.values())
     for name, sub in subparsers.choices.items():
         assert sub.description, name
@@ -239,3 +240,45 @@ def test_generate_on_a_model_without_a_tokenizer(capsys, monkeypatch):
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "prompt: '<3><17><5>'" in printed and "'<17>'@1" in printed
+
+
+def test_explore_writes_one_offline_page(tmp_path, capsys, tiny_model):
+    out = tmp_path / "explorer.html"
+    argv = ["explore", "the capital of france is", "--scopes", "fisher,semantic", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert f"wrote {out} (" in capsys.readouterr().out
+    page = out.read_text()
+    assert page.count("<script>") == 1 and '"name":"semantic"' in page
+    assert cli.main(argv) == cli.EXIT_USER_ERROR
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_explore_refuses_unknown_scopes_before_loading(capsys, tiny_model):
+    with pytest.raises(SystemExit):
+        cli.main(["explore", "the cat", "--scopes", "fisher,saliency"])
+    assert "unknown scope 'saliency'" in capsys.readouterr().err
+    assert tiny_model == []
+
+
+def test_serve_starts_the_app_on_the_shared_model_and_stops(monkeypatch, capsys, tiny_model):
+    import tlscopes.app
+    from tlscopes.cli import serve
+
+    assert (serve.DEFAULT_HOST, serve.DEFAULT_PORT) == (
+        tlscopes.app.DEFAULT_HOST,
+        tlscopes.app.DEFAULT_PORT,
+    )
+    started = []
+
+    def fake_serve_forever(self):
+        started.append(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tlscopes.app.ThreadingHTTPServer, "serve_forever", fake_serve_forever)
+    assert cli.main(["serve", "--port", "0"]) == 0
+    assert "serving on http://127.0.0.1:" in capsys.readouterr().err
+    handler = started[0].RequestHandlerClass
+    assert handler.app.default == "smollm2-135m" and len(tiny_model) == 1
+    assert set(handler.app.model_names) >= {"smollm2-135m", "gemma3-270m"}
+    assert cli.main(["serve", "--port", "70000"]) == cli.EXIT_USER_ERROR
+    assert "--port must be between" in capsys.readouterr().err

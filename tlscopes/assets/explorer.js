@@ -238,7 +238,7 @@
       }
       const grid = el("div", "tlx-layers");
       const columns = map.rows[0].length;
-      grid.style.gridTemplateColumns = "3em repeat(" + columns + ", minmax(0.7em, 1fr))";
+      grid.style.gridTemplateColumns = "3em repeat(" + columns + ", 1.1em)";
       let peak = 0;
       map.rows.forEach((r) => r.forEach((v, t) => { if (v !== null && !state.masked.has(t)) peak = Math.max(peak, v); }));
       const scaled = { peak: peak, low: peak * Math.pow(10, -LOG_DECADES) };

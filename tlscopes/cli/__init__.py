@@ -1,4 +1,4 @@
-"""Command line: ``tlscopes attribute``, ``demo`` and ``evaluate``.
+"""Command line: ``tlscopes attribute``, ``demo``, ``evaluate``, ``explore`` and ``serve``.
 
 The library never prints; this module is where results are turned into text. Argument parsing
 imports neither torch nor TransformerLens, so ``tlscopes --help`` (and every subcommand's
@@ -33,7 +33,9 @@ from tlscopes.cli.explain import (
     run_attribute,
     run_demo,
 )
+from tlscopes.cli.explore import add_explore_arguments, run_explore
 from tlscopes.cli.generate import add_generate_arguments, run_generate
+from tlscopes.cli.serve import add_serve_arguments, run_serve
 
 __all__ = [
     "DEFAULT_MEMORY_GB",
@@ -86,6 +88,25 @@ def commands() -> dict[str, Command]:
             "source tokens, and can write an HTML report and a JSON file.",
             add_generate_arguments,
             run_generate,
+        ),
+        "explore": Command(
+            "one offline page explaining every position of a text with each scope",
+            "Explains the prediction at every position of TEXT with the Fisher, Temperature and "
+            "Semantic scopes (one forward pass per scope) and writes one HTML file that opens "
+            "offline: click a token to see what explains the prediction there, switch scopes, "
+            "colour scales and colormaps, prediction bars, a time-series view for number "
+            "series, the layer x token map, and sink masking.",
+            add_explore_arguments,
+            run_explore,
+        ),
+        "serve": Command(
+            "a local web app: type a text, pick a scope, see the attribution",
+            "Serves a page on HOST:PORT (default 127.0.0.1:7860) where you type a text or a "
+            "comma-separated number series, pick the scope, target, position and model, and see "
+            "the coloured tokens, the prediction and the time-series view, open the explorer "
+            "for every position, and download JSON and HTML. One model serves every request.",
+            add_serve_arguments,
+            run_serve,
         ),
     }
 

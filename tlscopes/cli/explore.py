@@ -1,0 +1,65 @@
+"""``tlscopes explore``: one offline page explaining every position of a text with each scope."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tlscopes.cli.common import (
+    SCOPE_NAMES,
+    UsageError,
+    add_model_arguments,
+    load_with_message,
+    non_empty_text,
+    refuse_existing,
+)
+
+EXPLORER_OUTPUT = Path("explorer.html")
+
+
+def scope_list(text: str) -> list[str]:
+    """argparse type: comma-separated scope names, each known."""
+    names = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [name for name in names if name not in SCOPE_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown scope {unknown[0]!r}; "
+            if unknown
+            else f"no scope given; choose from {','.join(SCOPE_NAMES)}"
+        )
+    return names
+
+
+def add_explore_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", type=non_empty_text, help="the text to explain at every position")
+    parser.add_argument(
+        "--scopes",
+        type=scope_list,
+        default=list(SCOPE_NAMES),
+        help=f"comma-separated scopes (default {','.join(SCOPE_NAMES)}); semantic explains each "
+        "position's top prediction",
+    )
+    parser.add_argument(
+        "--no-layers", action="store_true", help="leave out the layer x token map (faster)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=EXPLORER_OUTPUT,
+        help=f"the HTML file (default {EXPLORER_OUTPUT}; opens offline)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_model_arguments(parser)
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    refuse_existing(args.out, args.overwrite)
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; pass a file name such as explorer.html")
+    from tlscopes.explorer import explore
+
+    model = load_with_message(args)
+    report = explore(model, args.text, args.scopes, layers=not args.no_layers).save(args.out)
+    size = args.out.stat().st_size
+    print(f"wrote {report.path} ({size / 1024:.0f} KiB; opens offline)")
+    return 0
