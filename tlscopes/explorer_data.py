@@ -22,6 +22,7 @@ from tlscopes.explorer_page import explorer_report
 from tlscopes.timeseries import SEPARATOR
 
 if TYPE_CHECKING:
+    from tlscopes.generation_result import GenerationAttribution
     from tlscopes.layers import LayerAttribution
     from tlscopes.results import Attribution
     from tlscopes.viz import HtmlReport
@@ -199,13 +200,65 @@ def explore_layers(layered: LayerAttribution, index: int = 0) -> HtmlReport:
     return explorer_report(payload)
 
 
+def generation_payload(result: GenerationAttribution, index: int = 0) -> dict[str, Any]:
+    """The payload of one prompt's generation: one row per generated step, explained at
+    position prompt_length + s - 1, with the generated token, its probability and entropy."""
+    if not 0 <= index < len(result):
+        raise IndexError(f"prompt {index} is out of range for {len(result)} prompts")
+    tokens = list(result.tokens[index])
+    steps = int(result.generated_lengths[index])
+    positions = [int(p) for p in result.positions[index, :steps].tolist()]
+    generated = list(result.generated_tokens[index][:steps])
+    predictions = [
+        [[token, rounded(prob)] for token, prob in zip(top, probs.tolist(), strict=True)]
+        for top, probs in zip(result.top_tokens[index], result.top_probs[index], strict=False)
+    ][:steps]
+    beta = [rounded(v) for v in result.beta_eff[index, :steps].tolist()]
+    scope = {
+        "name": result.method,
+        "note": SCOPE_NOTES.get(result.method, result.method),
+        "rows": _rows(result.scores[index], positions),
+        "targets": generated if result.method == "semantic" else None,
+        "details": [{"beta_eff": value} for value in beta],
+    }
+    prompt_length = int(result.prompt_lengths[index])
+    return {
+        "version": FORMAT_VERSION,
+        "title": f"tlscopes explorer: generation on {result.model_name or 'model'}",
+        "model": result.model_name or "unknown",
+        "tokens": tokens,
+        "positions": positions,
+        "predictions": predictions,
+        "scopes": [scope],
+        "masked": sink_positions(tokens),
+        "series": series_payload(
+            "".join(t for t in tokens[:prompt_length] if t not in SINK_TOKENS),
+            tokens[:prompt_length],
+        ),
+        "layers": [],
+        "steps": {
+            "generated": generated,
+            "probs": [rounded(v) for v in result.probs[index, :steps].tolist()],
+            "entropy": [rounded(v) for v in result.entropy[index, :steps].tolist()],
+        },
+    }
+
+
+def explore_generation(result: GenerationAttribution, index: int = 0) -> HtmlReport:
+    """The explorer page of one prompt's generation: click a token to see what explains the
+    prediction of the token generated after it."""
+    return explorer_report(generation_payload(result, index))
+
+
 __all__ = [
+    "explore_generation",
     "explore_layers",
     "explore_matrix",
     "is_number_series",
     "layer_map",
     "matrix_payload",
     "rounded",
+    "generation_payload",
     "scope_payload",
     "series_groups",
     "series_payload",

@@ -198,5 +198,12 @@ class GenerationAttribution:
     def _repr_html_(self) -> str:
         return self.to_html().html
 
+    def explore(self, index: int = 0) -> HtmlReport:
+        """The offline explorer page of prompt `index`: click a token to see what explains the
+        token generated after it (:func:`tlscopes.explorer_data.explore_generation`)."""
+        from tlscopes.explorer_data import explore_generation
+
+        return explore_generation(self, index)
+
 
 __all__ = ["GenerationAttribution"]

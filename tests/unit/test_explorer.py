@@ -76,3 +76,22 @@ def test_bad_arguments_say_what_to_do(bridge):
     with pytest.raises(ValueError, match="at least one scope"):
         explore(bridge, TEXT, scopes=[])
     assert scope_from_name(ts.SemanticScope(" paris")).target == " paris"
+
+
+def test_a_generation_opens_with_one_row_per_generated_step(bridge):
+    from tlscopes.generation import attribute_generation
+
+    generated = attribute_generation(bridge, "the cat sat on", ts.SemanticScope(), max_new_tokens=4)
+    payload = page_payload(generated.explore())
+    steps = int(generated.generated_lengths[0])
+    positions = generated.positions[0, :steps].tolist()
+    assert payload["positions"] == positions and payload["tokens"] == generated.tokens[0]
+    assert payload["steps"]["generated"] == generated.generated_tokens[0][:steps]
+    assert payload["scopes"][0]["targets"] == generated.generated_tokens[0][:steps]
+    last = positions[-1]
+    assert payload["scopes"][0]["rows"][-1] == [
+        rounded(v) for v in generated.scores[0, steps - 1, : last + 1].tolist()
+    ]
+    assert payload["predictions"][0][0][0] == generated.top_tokens[0][0][0]
+    with pytest.raises(IndexError, match="out of range"):
+        generated.explore(3)

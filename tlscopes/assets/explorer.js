@@ -261,7 +261,11 @@
       const target = view.scope.targets ? view.scope.targets[state.row] : null;
       const details = view.scope.details ? view.scope.details[state.row] || {} : {};
       let text = "Explaining the prediction after position " + view.position + " (" + JSON.stringify(data.tokens[view.position]) + ")";
-      if (target !== null && target !== undefined) text += "; target " + JSON.stringify(target);
+      if (data.steps) {
+        text += "; step " + state.row + " generated " + JSON.stringify(data.steps.generated[state.row]) + " (p " + fmt(data.steps.probs[state.row]) + ", entropy " + fmt(data.steps.entropy[state.row]) + " nats)";
+      } else if (target !== null && target !== undefined) {
+        text += "; target " + JSON.stringify(target);
+      }
       if (details.beta_eff !== undefined) text += "; β_eff " + fmt(details.beta_eff);
       if (details.eigenvalues) text += "; Fisher λ " + details.eigenvalues.map(fmt).join(", ");
       status.textContent = text + ".";
