@@ -18,13 +18,12 @@ about -8. per_passage.csv keeps every raw Delta_k, so any other convention can b
 
 Per passage, all methods share their passes (:func:`tlscopes.methods.attribute_methods`), and
 every distinct ablation set (methods x fractions, deduplicated) plus the unablated input run
-through the model as one batch. A passage is a string or, on a model without a tokenizer, token
-ids; without a tokenizer the first id is a BOS only if ``model.cfg.bos_token_id`` names it.
+through the model as one batch. Passages: :mod:`tlscopes.passages`; the authors' protocol:
+:mod:`tlscopes.authors_protocol`; measures beside AOPC: :mod:`tlscopes.faithfulness`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +42,16 @@ from tlscopes.authors_protocol import (
     log_prob_input_x_gradient,
     log_prob_integrated_gradients,
 )
+from tlscopes.faithfulness import (
+    ABLATIONS,
+    comprehensiveness,
+    filler_embedding,
+    filler_token_id,
+    keep_only,
+    kl_divergences,
+    loo_agreement,
+    sufficiency,
+)
 from tlscopes.methods import attribute_methods
 from tlscopes.passages import (
     Passage,
@@ -51,8 +60,10 @@ from tlscopes.passages import (
     bos_token_id,
     describe_passage,
     has_bos,
+    passage_seed,
     passage_tokens,
     prepare_passage,
+    text_hash,
 )
 from tlscopes.protocols import TransformerLensModel
 
@@ -80,19 +91,28 @@ def keep_masks(n_positions: int, ablation_sets: Sequence[Sequence[int]]) -> Tens
     return keep
 
 
-def zero_embeddings(embeddings: Tensor, keep: Tensor) -> Tensor:
-    """The embeddings with the positions where `keep` is False replaced by exact zeros."""
-    return torch.where(keep[:, :, None].to(embeddings.device), embeddings, 0.0)
+def zero_embeddings(embeddings: Tensor, keep: Tensor, filler: Tensor | None = None) -> Tensor:
+    """The embeddings with the positions where `keep` is False replaced by exact zeros, or by
+    the `filler` embedding [d_model] when one is given (:mod:`tlscopes.faithfulness`)."""
+    if filler is None:
+        return torch.where(keep[:, :, None].to(embeddings.device), embeddings, 0.0)
+    filler = filler.to(device=embeddings.device, dtype=embeddings.dtype)
+    return torch.where(keep[:, :, None].to(embeddings.device), embeddings, filler)
 
 
 def ablated_log_softmax(
-    model: TransformerLensModel, tokens: Tensor, position: int, keep: Tensor
+    model: TransformerLensModel,
+    tokens: Tensor,
+    position: int,
+    keep: Tensor,
+    filler: Tensor | None = None,
 ) -> Tensor:
     """The next-token log-probabilities at `position` for each ablation mask, all masks in one
     batch [n_sets, d_vocab] (float64, on the CPU).
 
-    Only the token embeddings (``hook_embed``) are zeroed; positional embeddings, attention and
-    every other activation are left to the model. The pass stops at the unembedding.
+    Only the token embeddings (``hook_embed``) are zeroed (or replaced by `filler`); positional
+    embeddings, attention and every other activation are left to the model. The pass stops at
+    the unembedding.
     """
     n_sets = keep.shape[0]
     passed = scope_gradients(
@@ -100,7 +120,7 @@ def ablated_log_softmax(
         tokens.expand(n_sets, -1),
         [],
         positions=torch.full((n_sets,), position, dtype=torch.long),
-        transform=lambda embeddings: zero_embeddings(embeddings, keep),
+        transform=lambda embeddings: zero_embeddings(embeddings, keep, filler),
     )
     return torch.log_softmax(passed.logits.double(), dim=-1).cpu()
 
@@ -111,6 +131,36 @@ def ablated_log_probs(
     """log p(target) at `position` for each ablation mask, all masks in one batch [n_sets]
     (:func:`ablated_log_softmax`)."""
     return ablated_log_softmax(model, tokens, position, keep)[:, target_id]
+
+
+def ablation_outcomes(
+    model: TransformerLensModel,
+    passage: Passage,
+    sets: Sequence[Sequence[int]],
+    target_id: int | None,
+    filler: Tensor | None = None,
+    chunk: int = 64,
+) -> tuple[int, Tensor, Tensor]:
+    """The measured token, its log-probability under each ablation set [n_sets], and each set's
+    KL(p(x) || p(ablated)) [n_sets]; `sets[0]` must be the empty set (the unablated input).
+
+    `target_id` None measures the top-1 prediction on the unablated input. Sets run `chunk` at a
+    time (all of AOPC's in one batch; leave-one-out adds one per context token).
+    """
+    if tuple(sets[0]) != ():
+        raise ValueError("the first ablation set must be the empty set (the unablated input)")
+    keep = keep_masks(passage.tokens.shape[1], sets)
+    log_probs, kls, reference, measured = [], [], None, target_id
+    for start in range(0, len(sets), chunk):
+        block = keep[start : start + chunk]
+        table = ablated_log_softmax(model, passage.tokens, passage.position, block, filler)
+        if reference is None:
+            reference = table[0]
+            measured = int(reference.argmax()) if target_id is None else target_id
+        log_probs.append(table[:, measured])
+        kls.append(kl_divergences(reference, table))
+    assert measured is not None
+    return measured, torch.cat(log_probs), torch.cat(kls)
 
 
 def trapezoid(fractions: Sequence[float], deltas: Sequence[float]) -> float:
@@ -145,8 +195,14 @@ class Settings:
     ig_batch_size: int | None = None
     memory_budget: int = baselines.DEFAULT_MEMORY_BUDGET
     protocol: str = "paper"
+    ablation: str = "zero"
+    filler_token_id: int | None = None
+    eraser: bool = False
+    loo_limit: int = 0
 
     def __post_init__(self) -> None:
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         fractions = tuple(self.fractions)
@@ -159,28 +215,18 @@ class Settings:
         """The settings a resumed run must share (batch sizes change nothing but speed). The
         paper protocol is not named (older run directories hold it); the authors' protocol
         records its name and its Integrated Gradients alphas instead of n_steps."""
+        record: dict[str, Any] = {"fractions": list(self.fractions), "n_steps": self.n_steps}
         if self.protocol == "authors":
-            ig: dict[str, Any] = {"ig_alphas": list(AUTHORS_ALPHAS)}
-            return {
-                "protocol": "authors",
-                "fractions": list(self.fractions),
-                **ig,
-                "seed": self.seed,
-            }
-        return {"fractions": list(self.fractions), "n_steps": self.n_steps, "seed": self.seed}
-
-
-def passage_seed(seed: int, task: str, index: int) -> int:
-    """The random method's seed for one passage: fixed by (seed, task, index)."""
-    digest = hashlib.sha256(f"{seed}:{task}:{index}".encode()).digest()
-    return int.from_bytes(digest[:6], "little")
-
-
-def text_hash(text: PassageInput) -> str:
-    """A short hash naming a passage's text (or its token ids), to tell passages apart on resume."""
-    if not isinstance(text, str):
-        text = "token ids: " + " ".join(map(str, torch.as_tensor(text).flatten().tolist()))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+            record = {"protocol": "authors", "fractions": list(self.fractions)}
+            record["ig_alphas"] = list(AUTHORS_ALPHAS)
+        record["seed"] = self.seed
+        if self.ablation != "zero":  # measures beside AOPC: named only when used
+            record.update(ablation=self.ablation, filler_token_id=self.filler_token_id)
+        if self.eraser:
+            record["eraser"] = True
+        if self.loo_limit:
+            record["loo_limit"] = self.loo_limit
+        return record
 
 
 def _attributions(
@@ -253,11 +299,12 @@ def evaluate_passage(
 ) -> list[dict[str, Any]]:
     """One row per method: Delta_k per fraction, the ablated counts, AOPC and method details.
 
-    `text` is a string, or token ids (needed on a model without a tokenizer; see
-    :func:`bos_token_id` for how a BOS is recognised there). Raises :class:`UnusablePassage`
-    for a passage with fewer than two tokens besides BOS. Under the authors' protocol
-    (:mod:`tlscopes.authors_protocol`) the rows also hold ``prediction_id``, the top-1 token
-    whose log-probability Delta_k measures, and ``logp`` is that token's.
+    `text` is a string, or token ids (see :func:`bos_token_id` for how a BOS is recognised
+    without a tokenizer). Raises :class:`UnusablePassage` for a passage with fewer than two
+    tokens besides BOS. Under the authors' protocol the rows also hold ``prediction_id``, the
+    top-1 token whose log-probability Delta_k (and ``logp``) measure; with ``settings.eraser``
+    comprehensiveness and sufficiency; with ``settings.loo_limit`` loo_spearman and
+    loo_kendall (empty on passages from that index on).
     """
     authors = settings.protocol == "authors"
     passage = prepare_passage(model, text, bos=not authors)
@@ -265,12 +312,18 @@ def evaluate_passage(
     results = _attributions(model, passage, methods, settings, seed)
     scores = {name: result.scores[0] for name, result in results.items()}
     counts, chosen = _chosen_sets(scores, passage, settings, seed)
+    filler = None
+    if settings.ablation == "filler":
+        token = settings.filler_token_id
+        filler = filler_embedding(model, filler_token_id(model) if token is None else token)
+    context = passage.context
+    kept = {n: [keep_only(context, s) for s in c] for n, c in chosen.items() if settings.eraser}
+    singles = [(int(p),) for p in context] if index < settings.loo_limit else []
     # The unablated input first; every distinct set once.
-    sets = list(dict.fromkeys([(), *(s for sets in chosen.values() for s in sets)]))
-    keep = keep_masks(passage.tokens.shape[1], sets)
-    table = ablated_log_softmax(model, passage.tokens, passage.position, keep)
-    measured = int(table[0].argmax()) if authors else passage.target_id
-    log_probs = table[:, measured]
+    every = [s for sets in (*chosen.values(), *kept.values()) for s in sets]
+    sets = list(dict.fromkeys([(), *every, *singles]))
+    target = None if authors else passage.target_id
+    measured, log_probs, kls = ablation_outcomes(model, passage, sets, target, filler)
     row_of = {positions: row for row, positions in enumerate(sets)}
     original = float(log_probs[0])
     rows = []
@@ -298,6 +351,17 @@ def evaluate_passage(
         row["seed"] = result.details["seed"] if name == "random" else ""
         if authors:
             row["prediction_id"] = measured
+        if settings.eraser:
+            removed = [float(log_probs[row_of[s]]) for s in chosen[name]]
+            row["comprehensiveness"] = comprehensiveness(original, removed)
+            only = [float(log_probs[row_of[s]]) for s in kept[name]]
+            row["sufficiency"] = sufficiency(original, only)
+        if settings.loo_limit:
+            agreement = ("", "")
+            if singles:
+                kl = kls[[row_of[s] for s in singles]]
+                agreement = loo_agreement(scores[name][context].cpu(), kl)
+            row["loo_spearman"], row["loo_kendall"] = agreement
         rows.append(row)
     return rows
 

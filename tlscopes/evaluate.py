@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from tlscopes.ablation import (
     trapezoid,
     zero_embeddings,
 )
+from tlscopes.faithfulness import filler_token_id
 from tlscopes.methods import get_method
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.run_directory import (
@@ -83,6 +84,7 @@ from tlscopes.summaries import (
     summarize,
     target_aligned,
 )
+from tlscopes.tokens import token_strings
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ def run_evaluation(
     methods = list(dict.fromkeys(methods))
     for name in methods:
         get_method(name)
+    if settings.ablation == "filler" and settings.filler_token_id is None:
+        settings = replace(settings, filler_token_id=filler_token_id(model))
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(output):
@@ -217,6 +221,8 @@ def _run_locked(
     from tqdm.auto import tqdm
 
     record = {"model": str(getattr(model.cfg, "model_name", "")), **settings.record()}
+    if settings.filler_token_id is not None and settings.ablation == "filler":
+        record["filler_token"] = token_strings(model, [settings.filler_token_id])[0]
     _check_config(output, record)
     path, skipped_path = output / PER_PASSAGE, output / SKIPPED
     header = columns(settings.fractions, optional_columns(settings))
@@ -271,7 +277,10 @@ def _run_locked(
 
 def optional_columns(settings: Settings) -> tuple[str, ...]:
     """The optional per_passage.csv columns a run with these settings writes."""
-    return ("prediction_id",) if settings.protocol == "authors" else ()
+    extra = ["prediction_id"] if settings.protocol == "authors" else []
+    extra += ["comprehensiveness", "sufficiency"] if settings.eraser else []
+    extra += ["loo_spearman", "loo_kendall"] if settings.loo_limit else []
+    return tuple(extra)
 
 
 def _write_summary(

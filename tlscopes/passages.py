@@ -9,6 +9,7 @@ BOS only if ``model.cfg.bos_token_id`` names it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -125,6 +126,19 @@ def prepare_passage(
     return Passage(inputs, int(tokens[0, -1]), context)
 
 
+def passage_seed(seed: int, task: str, index: int) -> int:
+    """The random method's seed for one passage: fixed by (seed, task, index)."""
+    digest = hashlib.sha256(f"{seed}:{task}:{index}".encode()).digest()
+    return int.from_bytes(digest[:6], "little")
+
+
+def text_hash(text: PassageInput) -> str:
+    """A short hash naming a passage's text (or its token ids), to tell passages apart on resume."""
+    if not isinstance(text, str):
+        text = "token ids: " + " ".join(map(str, torch.as_tensor(text).flatten().tolist()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 __all__ = [
     "Passage",
     "PassageInput",
@@ -132,6 +146,8 @@ __all__ = [
     "bos_token_id",
     "describe_passage",
     "has_bos",
+    "passage_seed",
     "passage_tokens",
     "prepare_passage",
+    "text_hash",
 ]

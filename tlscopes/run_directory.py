@@ -251,7 +251,13 @@ SKIPPED = "skipped.csv"
 
 
 # Columns after the paper protocol's, in this order, present only in runs that compute them.
-OPTIONAL_COLUMNS = ("prediction_id",)
+OPTIONAL_COLUMNS = (
+    "prediction_id",
+    "comprehensiveness",
+    "sufficiency",
+    "loo_spearman",
+    "loo_kendall",
+)
 
 
 def columns(fractions: Sequence[float], extra: Sequence[str] = ()) -> list[str]:
@@ -280,6 +286,9 @@ def _parsers(header: Sequence[str]) -> dict[str, Callable[[str], None]]:
         "n_steps": optional(parse_int),
         "completeness_gap": optional(parse_float),
         "seed": optional(parse_int),
+        # Empty on passages past --loo-limit; NaN where a ranking is constant.
+        "loo_spearman": optional(parse_float),
+        "loo_kendall": optional(parse_float),
     }
     for column in header:
         if column not in kinds:

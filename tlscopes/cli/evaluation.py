@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from tlscopes.cli.common import (
@@ -61,6 +62,29 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="the random method's seed")
     parser.add_argument(
+        "--ablation",
+        choices=("zero", "filler"),
+        default="zero",
+        help="how an ablated token's embedding is replaced: zero (default) or filler (a pad or "
+        "filler token's embedding, never BOS/EOS; named in run.json)",
+    )
+    parser.add_argument(
+        "--filler-token",
+        help="the filler token for --ablation filler, as text (one token) or an id (default: "
+        "the pad token if it is neither BOS nor EOS, else ' ')",
+    )
+    parser.add_argument(
+        "--eraser",
+        action="store_true",
+        help="also ERASER comprehensiveness and sufficiency (AOPC form over the same k)",
+    )
+    parser.add_argument(
+        "--loo-limit",
+        type=positive_int,
+        help="leave-one-out agreement (Spearman, Kendall tau against each single-token "
+        "deletion's KL) on the first N passages of each task",
+    )
+    parser.add_argument(
         "--protocol",
         choices=("paper", "authors"),
         default="paper",
@@ -89,6 +113,8 @@ def check_evaluate_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--fractions must lie in (0, 1], got {args.fractions}")
     if args.memory_gb <= 0:
         raise UsageError(f"--memory-gb must be positive, got {args.memory_gb}")
+    if args.filler_token is not None and args.ablation != "filler":
+        raise UsageError("--filler-token needs --ablation filler")
     if args.prompts is not None and len(_comma_list(args.task)) != 1:
         raise UsageError("--prompts gives the passages of one task; pass a single --task")
     if args.prompts is not None and not args.prompts.is_file():
@@ -116,8 +142,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         ig_batch_size=args.ig_batch_size,
         memory_budget=int(args.memory_gb * 1024**3),
         protocol=args.protocol,
+        ablation=args.ablation,
+        eraser=args.eraser,
+        loo_limit=args.loo_limit or 0,
     )
     model = load_with_message(args)
+    if args.filler_token is not None:
+        from tlscopes.faithfulness import filler_token_id
+
+        token = int(args.filler_token) if args.filler_token.isdigit() else args.filler_token
+        try:
+            settings = replace(settings, filler_token_id=filler_token_id(model, token))
+        except ValueError as error:
+            raise UsageError(str(error)) from error
     try:
         result = run_evaluation(
             model,
