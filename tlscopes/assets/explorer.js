@@ -196,15 +196,21 @@
       const width = Math.max(320, Math.min(900, 14 * values.length)), height = 190, pad = 24;
       const plot = svg("svg", { width: width, height: height, class: "tlx-series-plot" });
       const lo = Math.min(...values), hi = Math.max(...values);
-      const x = (i) => pad + ((width - 2 * pad) * (values.length > 1 ? i / (values.length - 1) : 0.5));
+      const step = (width - 2 * pad) / values.length;
+      const x = (i) => pad + (i + 0.5) * step;
       const y = (v) => pad + (height / 2 - pad) * (hi > lo ? (hi - v) / (hi - lo) : 0.5);
+      [[hi, y(hi)], [lo, y(lo)]].forEach(([v, at]) => {
+        const label = svg("text", { x: 2, y: at + 4, "font-size": 10, fill: "#555" });
+        label.textContent = String(v);
+        plot.appendChild(label);
+      });
       const influence = groups.map((g) => {
         const live = g.filter((t) => view.live[t]);
         if (!live.length) return null;
         return Math.sqrt(live.reduce((sum, t) => sum + view.scores[t] * view.scores[t], 0));
       });
       const peak = influence.reduce((m, v) => (v === null ? m : Math.max(m, v)), 0);
-      const barWidth = Math.max(2, (width - 2 * pad) / values.length - 2);
+      const barWidth = Math.max(2, Math.min(step * 0.7, 24));
       influence.forEach((v, i) => {
         const h = peak > 0 && v !== null ? (height / 2 - pad) * (v / peak) : 0;
         const bar = svg("rect", { x: x(i) - barWidth / 2, y: height - pad - h, width: barWidth, height: h, fill: v === null ? "#ccc" : css(colormap(state.cmap, 0.75)), class: "tlx-influence" });

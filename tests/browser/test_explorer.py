@@ -1,0 +1,224 @@
+"""The explorer file in headless Chromium: clicking a token shows that position's scores, the
+controls change the view, hostile tokens stay text, nothing is fetched."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import helpers
+from tests.browser.conftest import ARTIFACTS
+from tests.browser.test_reports import IMAGE_HANDLER, LITERAL, SCRIPT_BREAKOUT
+from tests.unit.test_attribution_file import build_attribution
+from tlscopes.explorer import explore, explore_matrix
+
+TEXT = "the capital of france is paris and the cat sat"
+
+
+@pytest.fixture(scope="module")
+def bridge():
+    return helpers.build_bridge()
+
+
+@pytest.fixture
+def open_explorer(browser, request) -> Iterator:
+    """open_explorer(path) opens a file offline (every other request refused and recorded) and
+    waits until the explorer has mounted; the last view is saved under tests/artifacts."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    pages = []
+
+    def open_(path: Path):
+        page = context.new_page()
+        page.errors, page.requests = [], []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.on("dialog", lambda dialog: (page.errors.append(dialog.message), dialog.dismiss()))
+
+        def refuse(route):
+            if route.request.url == path.resolve().as_uri():
+                route.continue_()
+            else:
+                page.requests.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", refuse)
+        page.goto(path.resolve().as_uri())
+        page.wait_for_selector(".tlx .tlx-token", timeout=15_000)
+        pages.append(page)
+        return page
+
+    yield open_
+    for index, page in enumerate(pages):
+        suffix = "" if index == 0 else f"-{index}"
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}{suffix}.png"), full_page=True)
+    context.close()
+
+
+def payload_of(html: str) -> dict:
+    return json.loads(re.search(r'class="tlx-data">(.*?)</script>', html).group(1))
+
+
+def shown_scores(page) -> list[float]:
+    return page.eval_on_selector_all(
+        ".tlx-token", "spans => spans.map(s => Number(s.dataset.score))"
+    )
+
+
+def assert_row_shown(page, row: list[float]) -> None:
+    shown = shown_scores(page)
+    assert shown[: len(row)] == pytest.approx(row, rel=1e-2, abs=1e-12)
+    assert all(value == 0 for value in shown[len(row) :])
+
+
+def test_clicking_a_token_shows_what_explains_its_prediction(tmp_path, bridge, open_explorer):
+    report = explore(bridge, TEXT)
+    payload = payload_of(report.html)
+    page = open_explorer(report.save(tmp_path / "explorer.html").path)
+    tokens = payload["tokens"]
+    container = page.locator(".tlx")
+    assert page.locator(".tlx-token").all_inner_texts() == tokens
+    last = len(tokens) - 1
+    assert container.get_attribute("data-position") == str(last)
+    assert_row_shown(page, payload["scopes"][0]["rows"][last])
+
+    page.locator(".tlx-token").nth(3).click()
+    assert container.get_attribute("data-position") == "3"
+    assert_row_shown(page, payload["scopes"][0]["rows"][3])
+    assert page.locator(".tlx-token.tlx-after").count() == last - 3
+    assert page.locator(".tlx-token").nth(3).get_attribute("class").count("tlx-explained") == 1
+    bars = page.locator(".tlx-prediction .tlx-label").all_inner_texts()
+    assert bars == [token for token, _ in payload["predictions"][3]]
+    assert "after position 3" in page.inner_text(".tlx-status")
+
+    # Another scope: the same position's Temperature scores.
+    page.select_option(".tlx-scope", label="temperature")
+    assert container.get_attribute("data-scope") == "temperature"
+    assert_row_shown(page, payload["scopes"][1]["rows"][3])
+    # Arrow keys step through positions.
+    container.press("ArrowRight")
+    assert container.get_attribute("data-position") == "4"
+    # Hovering describes a token; with "hover explains" it also selects it.
+    page.locator(".tlx-token").nth(2).hover()
+    assert 'position 2 "capital"' in page.inner_text(".tlx-hover-info")
+    page.check(".tlx-hover")
+    page.locator(".tlx-token").nth(6).hover()
+    assert container.get_attribute("data-position") == "6"
+    assert page.errors == [] and page.requests == []
+
+
+def test_colour_scales_colormaps_masking_and_the_layer_map(tmp_path, bridge, open_explorer):
+    report = explore(bridge, TEXT, scopes=["fisher"])
+    payload = payload_of(report.html)
+    page = open_explorer(report.save(tmp_path / "explorer.html").path)
+    last = len(payload["tokens"]) - 1
+    row = payload["scopes"][0]["rows"][last]
+    top = max(range(1, len(row)), key=lambda t: row[t])  # BOS is masked by default
+    token = page.locator(".tlx-token")
+    background = "el => getComputedStyle(el).backgroundColor"
+    assert token.nth(top).evaluate(background) == "rgb(8, 48, 107)"  # blues at the top
+    page.select_option(".tlx-cmap", "viridis")
+    assert token.nth(top).evaluate(background) == "rgb(253, 231, 37)"
+    linear = [token.nth(t).evaluate(background) for t in range(1, last + 1)]
+    page.select_option(".tlx-scale", "log")
+    logarithmic = [token.nth(t).evaluate(background) for t in range(1, last + 1)]
+    assert linear != logarithmic and logarithmic[top - 1] == "rgb(253, 231, 37)"
+    assert "log colour" in page.inner_text(".tlx-legend")
+
+    # BOS is masked at first; masking the top token renormalises the rest.
+    assert "tlx-masked" in token.nth(0).get_attribute("class")
+    page.check(".tlx-maskmode")
+    token.nth(top).click()
+    assert "tlx-masked" in token.nth(top).get_attribute("class")
+    shares = page.locator(".tlx-top td:nth-child(4)").all_inner_texts()
+    positions = [int(p) for p in page.locator(".tlx-top td:nth-child(1)").all_inner_texts()]
+    assert top not in positions and 0 not in positions
+    assert sum(float(share.rstrip("%")) for share in shares[:10]) == pytest.approx(
+        100
+        * sum(sorted((row[t] for t in range(1, len(row)) if t != top), reverse=True)[:10])
+        / sum(row[t] for t in range(1, len(row)) if t != top),
+        abs=0.3,
+    )
+    page.click(".tlx-unmask")
+    assert page.locator(".tlx-token.tlx-masked").count() == 0
+
+    # The layer x token map of the last position: one cell per layer and token.
+    cells = page.locator(".tlx-layers .tlx-cell")
+    assert cells.count() == bridge.cfg.n_layers * (last + 1)
+    page.uncheck(".tlx-maskmode")
+    token.nth(2).click()
+    assert page.locator(".tlx-layers").count() == 0
+    page.click(".tlx-layer-go")
+    assert page.locator(".tlx").get_attribute("data-position") == str(last)
+    assert page.errors == [] and page.requests == []
+
+
+def test_a_number_series_is_plotted_with_influence_bars(tmp_path, open_explorer):
+    tokens = ["<bos>", "2", "9", ",", "3", "0", ",", "4", "5", ","]
+    length = len(tokens)
+    scores = torch.zeros(length, length)
+    for position in range(length):
+        scores[position, : position + 1] = torch.arange(1, position + 2, dtype=torch.float32)
+    result = build_attribution(
+        scores=scores,
+        tokens=[tokens] * length,
+        token_ids=torch.arange(length).repeat(length, 1),
+        positions=torch.arange(length),
+        top_token_ids=torch.zeros(length, 2, dtype=torch.long),
+        top_tokens=[["5", "6"]] * length,
+        top_probs=torch.full((length, 2), 0.25),
+        target_ids=None,
+        target_probs=None,
+        target_tokens=None,
+        method="fisher",
+        details={},
+    )
+    page = open_explorer(explore_matrix(result).save(tmp_path / "series.html").path)
+    # Three values, three bars: the delimiters and BOS get none.
+    assert page.locator(".tlx-series .tlx-point").count() == 3
+    heights = page.eval_on_selector_all(
+        ".tlx-influence", "bars => bars.map(b => Number(b.getAttribute('height')))"
+    )
+    # Value influence is the norm over its digits: sqrt(2^2+3^2) < sqrt(5^2+6^2) < sqrt(8^2+9^2).
+    expected = [(2**2 + 3**2) ** 0.5, (5**2 + 6**2) ** 0.5, (8**2 + 9**2) ** 0.5]
+    assert [h / heights[-1] for h in heights] == pytest.approx(
+        [e / expected[-1] for e in expected], rel=1e-3
+    )
+    page.locator(".tlx-token").nth(5).click()
+    heights = page.eval_on_selector_all(
+        ".tlx-influence", "bars => bars.map(b => Number(b.getAttribute('height')))"
+    )
+    assert heights[2] == 0 and heights[1] > heights[0] > 0
+    assert page.errors == [] and page.requests == []
+
+
+def test_hostile_tokens_and_titles_stay_text(tmp_path, open_explorer):
+    hostile = [SCRIPT_BREAKOUT, IMAGE_HANDLER, LITERAL[0], LITERAL[1]]
+    result = build_attribution(
+        scores=torch.tensor([[0.5, 1.25, 0.0, 2.0]]),
+        tokens=[hostile],
+        token_ids=torch.tensor([[2, 10, 11, 12]]),
+        positions=torch.tensor([3]),
+        top_token_ids=torch.tensor([[5, 6]]),
+        top_tokens=[[SCRIPT_BREAKOUT, IMAGE_HANDLER]],
+        top_probs=torch.tensor([[0.5, 0.25]]),
+        target_ids=torch.tensor([5]),
+        target_probs=torch.tensor([0.5]),
+        target_tokens=[IMAGE_HANDLER],
+        details={},
+        model_name=SCRIPT_BREAKOUT,
+    )
+    page = open_explorer(explore_matrix(result, title=IMAGE_HANDLER).save(tmp_path / "h.html").path)
+    assert page.title() == IMAGE_HANDLER
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("img").count() == 0 and page.locator("[onerror]").count() == 0
+    assert page.locator("script").count() == 1  # the explorer's own; its data block is consumed
+    assert page.locator(".tlx-token").all_inner_texts() == hostile
+    labels = page.locator(".tlx-prediction .tlx-label").all_inner_texts()
+    assert labels == [SCRIPT_BREAKOUT, IMAGE_HANDLER]
+    assert json.dumps(IMAGE_HANDLER) in page.inner_text(".tlx-status")
+    assert page.errors == [] and page.requests == []
