@@ -142,7 +142,8 @@ def _per_state_scope(scope: Scope, rows: Tensor, targets: Tensor, batch: int) ->
     if isinstance(scope, SemanticScope):
         if scope.target is None:
             return dataclasses.replace(scope, target=tuple(int(t) for t in targets))
-        if not isinstance(scope.target, (int, str)) or isinstance(scope.target, bool):
+        single = isinstance(scope.target, (int, str)) and not isinstance(scope.target, bool)
+        if not single and not (isinstance(scope.target, Tensor) and scope.target.ndim == 0):
             given = list(scope.target)
             if len(given) != batch:
                 raise ValueError(

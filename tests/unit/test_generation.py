@@ -284,9 +284,27 @@ def test_bad_scopes_are_refused(bridge):
         attribute_generation(bridge, PROMPTS, ts.DirectionScope(vectors))
 
 
-def test_a_fixed_semantic_target_per_prompt(bridge):
-    result = attribute_generation(bridge, PROMPTS, ts.SemanticScope(("paris", 7)), max_new_tokens=2)
-    for index, target in enumerate(("paris", 7)):
-        single = single_row(bridge, result, index, 1, ts.SemanticScope(target))
+@pytest.mark.parametrize(
+    "target, expected",
+    [(("paris", 7), ("paris", 7)), (torch.tensor(9), (9, 9)), ("cat", ("cat", "cat"))],
+    ids=["per-prompt", "tensor", "one-for-all"],
+)
+def test_a_fixed_semantic_target(bridge, target, expected):
+    result = attribute_generation(bridge, PROMPTS, ts.SemanticScope(target), max_new_tokens=2)
+    for index in range(2):
+        single = single_row(bridge, result, index, 1, ts.SemanticScope(expected[index]))
         length = len(result.tokens[index])
         torch.testing.assert_close(result.scores[index, 1, :length], single.scores[0])
+
+
+def test_an_internal_direction(model):
+    hook = "blocks.0.hook_resid_post"
+    vector = torch.randn(int(model.cfg.d_model), generator=torch.Generator().manual_seed(4))
+    scope = ts.DirectionScope(vector.double(), at=hook)
+    result = attribute_generation(model, PROMPTS[1], scope, max_new_tokens=3)
+    for step in range(int(result.generated_lengths[0])):
+        single = single_row(model, result, 0, step, scope)
+        length = len(result.tokens[0])
+        torch.testing.assert_close(
+            result.scores[0, step, :length], single.scores[0], rtol=1e-9, atol=1e-12
+        )
