@@ -26,10 +26,10 @@ dozens of products from a random start.
    by p_i (||w_i|| + ||c||)^2, add up to at most tol lambda_1 / 4: it is never read, only its
    column norms, which are computed once per W_U and remembered. The tail is the rest.
 
-2. One pass. Block Krylov on the head alone (cheap) gives its leading `rank` eigenvectors,
-   close to F's: the block V. One streaming pass over the tail's columns, in W_U's memory
+2. One pass. Block Krylov on the head alone (cheap) gives its leading eigenvectors, close
+   to F's: the block V. One streaming pass over the tail's columns, in W_U's memory
    order, gives G_tail V, the tail's part of w_bar and its trace t; its cost grows with the
-   width of V, so V holds only the wanted vectors. Then F = F~ + E, where F~ replaces G_tail by the part the pass saw,
+   width of V, so V holds only the wanted vectors and the next two. Then F = F~ + E, where F~ replaces G_tail by the part the pass saw,
    G - (1 - P) G (1 - P) (P the projector on V), and ||E|| <= t' + d: t' = t - trace(V^T G V)
    bounds what the pass did not see, d the deep tail (with its unread part of delta).
 
@@ -369,15 +369,15 @@ def _split(
     tail = torch.nonzero(in_tail).squeeze(1)
     tail_p = p[tail]
     # The head's own leading Ritz vectors (a few products with the head), close to F's. The
-    # pass applies G_tail to the wanted ones only: the residual bound needs it where the
-    # answer lies, and the unseen trace bounds the rest for the ordering. A pass costs about
-    # its width in products over the tail, so it is kept narrow.
+    # pass applies G_tail to the wanted ones and the next two (the answer lies near them: the
+    # tail mixes in most where gaps are small); the unseen trace bounds the rest for the
+    # ordering. A pass costs about its width in products over the tail, so it is kept narrow.
     ritz = _block_krylov(head_only.apply, start, rank, count + _GUARDS, _START_TOLERANCE)
     if ritz is not None:
         leading = ritz[1][:, :count]
         guards = _orthonormal_complement(_guard_vectors(leading), leading)
         start = torch.cat([leading, guards], dim=1)
-    seen = start[:, :rank]
+    seen = start[:, : min(rank + 2, count)]
     second_moment, tail_sum, cross = _pass(W, tail, tail_p, seen, centre)
     second_moment, tail_sum, cross = second_moment / total, tail_sum / total, cross / total
     tail_norms = float(norms[tail].double() @ tail_p.double()) / total
