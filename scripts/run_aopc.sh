@@ -5,14 +5,26 @@
 #                                are kept); extra arguments go to `tlscopes evaluate`. VENV
 #                                picks the environment (default .venv); the committed table
 #                                ran as `VENV=.venv-tl3 scripts/run_aopc.sh --kind hooked`
+#                                OUT picks the output directory (default results/aopc); the
+#                                other committed runs:
+#                                VENV=.venv-tl3 OUT=results/aopc_authors scripts/run_aopc.sh \
+#                                    --kind hooked --protocol authors --eraser --loo-limit 20
+#                                VENV=.venv-tl3 OUT=results/aopc_gemma3 scripts/run_aopc.sh \
+#                                    --kind hooked --model gemma3-270m
 #   scripts/run_aopc.sh table    rewrite results/aopc/aopc.csv, paired_vs_semantic.csv and
 #                                table.md (with the paper's LLaMA-3.2-1B column) from the
 #                                passages finished so far
+#   scripts/run_aopc.sh tables   the comparison tables of all three runs (both protocols,
+#                                Gemma-3 beside SmolLM2, Wilcoxon and bootstrap) in
+#                                results/aopc_tables.md (scripts/aopc_tables.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "tables" ]]; then
+    exec "${VENV:-.venv}/bin/python" scripts/aopc_tables.py
+fi
 if [[ "${1:-}" != "table" ]]; then
     exec nice -n 5 "${VENV:-.venv}/bin/tlscopes" evaluate --task lambada,iwslt --limit 500 --n-steps 5 \
-        --output results/aopc "$@"
+        --output "${OUT:-results/aopc}" "$@"
 fi
 exec "${VENV:-.venv}/bin/python" - <<'PY'
 from pathlib import Path

@@ -8,8 +8,9 @@ definitions (and scipy's defaults, so results can be cross-checked where scipy i
 - :func:`kendall_tau_b`: (concordant - discordant) / sqrt((n0 - ties_x)(n0 - ties_y)),
   n0 = n(n-1)/2 pairs; pairs tied in one variable count as neither.
 - :func:`wilcoxon_signed_rank`: zero differences dropped ("wilcox" method); T = the smaller of
-  the positive and negative rank sums; the two-sided p-value from the normal approximation
-  with the tie correction of the variance, no continuity correction.
+  the positive and negative rank sums; z = (W+ - n(n+1)/4) / sd, signed like the differences
+  (W+ the positive rank sum; |z| is the same for T); the two-sided p-value from the normal
+  approximation with the tie correction of the variance, no continuity correction.
 - :func:`bootstrap_interval`: the percentile interval of the mean over resamples with
   replacement, from a seeded generator.
 
@@ -80,7 +81,8 @@ class Wilcoxon:
     Attributes:
         n: nonzero differences used.
         statistic: T, the smaller of the positive and negative rank sums.
-        z: (T - n(n+1)/4) / sd, sd with the tie correction (negative or zero).
+        z: (W+ - n(n+1)/4) / sd, sd with the tie correction: positive when the differences
+            lean positive.
         p_value: two-sided, from the normal approximation.
     """
 
@@ -104,7 +106,7 @@ def wilcoxon_signed_rank(differences: Values) -> Wilcoxon:
     variance = n * (n + 1) * (2 * n + 1) / 24 - float((counts**3 - counts).sum()) / 48
     if variance <= 0:
         return Wilcoxon(n, statistic, float("nan"), float("nan"))
-    z = (statistic - n * (n + 1) / 4) / math.sqrt(variance)
+    z = (positive - n * (n + 1) / 4) / math.sqrt(variance)
     return Wilcoxon(n, statistic, z, math.erfc(abs(z) / math.sqrt(2)))
 
 

@@ -34,7 +34,7 @@ def test_wilcoxon_by_hand_without_ties():
     # ranks of |d| = 1..6; W+ = 1 + 3 + 4 + 6 = 14, W- = 2 + 5 = 7; T = 7
     # mean 6 * 7 / 4 = 10.5, variance 6 * 7 * 13 / 24 = 22.75
     test = statistics.wilcoxon_signed_rank([1, -2, 3, 4, -5, 6, 0])  # the zero is dropped
-    z = (7 - 10.5) / math.sqrt(22.75)
+    z = (14 - 10.5) / math.sqrt(22.75)  # signed by W+
     assert (test.n, test.statistic) == (6, 7.0)
     assert test.z == pytest.approx(z)
     assert test.p_value == pytest.approx(math.erfc(abs(z) / math.sqrt(2)))
@@ -44,7 +44,8 @@ def test_wilcoxon_by_hand_without_ties():
 def test_wilcoxon_by_hand_with_ties():
     # |d| = 1, 1, 1, 2: ranks 2, 2, 2, 4; W+ = 8, W- = 2; variance 4*5*9/24 - (27 - 3)/48 = 7
     test = statistics.wilcoxon_signed_rank([1, 1, -1, 2])
-    assert test.statistic == 2.0 and test.z == pytest.approx(-3 / math.sqrt(7))
+    assert test.statistic == 2.0 and test.z == pytest.approx(3 / math.sqrt(7))
+    assert statistics.wilcoxon_signed_rank([-1, -1, 1, -2]).z == pytest.approx(-3 / math.sqrt(7))
     assert math.isnan(statistics.wilcoxon_signed_rank([0, 0]).p_value)
 
 

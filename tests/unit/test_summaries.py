@@ -81,6 +81,7 @@ def test_paired_tests_by_hand():
     pair = tests[(tests.method == "semantic") & (tests.other == "fisher")].iloc[0]
     assert pair.n == 6 and pair.diff_mean == pytest.approx(-7 / 6)
     assert pair.wilcoxon_statistic == 7.0
+    # semantic - fisher = [-1, 2, -3, -4, 5, -6]: W+ = 2 + 5 = 7
     assert pair.wilcoxon_z == pytest.approx((7 - 10.5) / 22.75**0.5)
     assert pair.ci_low < pair.diff_mean < pair.ci_high
     random_pair = tests[(tests.method == "random") & (tests.other == "semantic")].iloc[0]
