@@ -300,6 +300,13 @@ def _step_records(logits: Tensor, final_state: Tensor, chosen: Tensor) -> dict[s
     }
 
 
+def _decode(model: TransformerLensModel, ids: Tensor) -> str:
+    """Token ids as text: the tokenizer's decoding, or the ``<id>`` strings joined."""
+    if has_tokenizer(model):
+        return str(model.tokenizer.decode(ids.tolist()))
+    return "".join(token_strings(model, ids))
+
+
 def _per_prompt(value: Any, rows: Tensor, steps: Tensor, counts: Tensor) -> Any:
     """A per-state list regrouped into one list per prompt (other values as they are)."""
     if not isinstance(value, list) or len(value) != len(rows):
@@ -342,14 +349,9 @@ def _assemble(
     top_tokens = [
         [token_strings(model, grid_ids[b, s]) for s in range(int(counts[b]))] for b in range(batch)
     ]
-    generated_tokens = [token_strings(model, generated[b, : int(counts[b])]) for b in range(batch)]
-    if has_tokenizer(model):
-        generated_text = [
-            str(model.tokenizer.decode(generated[b, : int(counts[b])].tolist()))
-            for b in range(batch)
-        ]
-    else:
-        generated_text = ["".join(tokens) for tokens in generated_tokens]
+    prompts = [text[b, : int(prompt_lengths[b])] for b in range(batch)]
+    continuations = [generated[b, : int(counts[b])] for b in range(batch)]
+    generated_tokens = [token_strings(model, ids) for ids in continuations]
     return GenerationAttribution(
         scores=scores,
         tokens=[token_strings(model, text[b, : int(lengths[b])]) for b in range(batch)],
@@ -358,7 +360,8 @@ def _assemble(
         generated_ids=generated.clone(),
         generated_lengths=counts.clone(),
         generated_tokens=generated_tokens,
-        generated_text=generated_text,
+        prompt_text=[_decode(model, ids) for ids in prompts],
+        generated_text=[_decode(model, ids) for ids in continuations],
         probs=per_step["probs"],
         entropy=per_step["entropy"],
         beta_eff=per_step["beta_eff"],

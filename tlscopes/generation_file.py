@@ -31,7 +31,7 @@ TENSORS = {
     "top_token_ids": (False, ("batch", "step", "k")),
     "top_probs": (True, ("batch", "step", "k")),
 }
-STRINGS = ("tokens", "generated_tokens", "generated_text", "top_tokens", "method")
+STRINGS = ("tokens", "generated_tokens", "prompt_text", "generated_text", "top_tokens", "method")
 OPTIONAL = ("details", "model_name", "info")
 
 
@@ -133,16 +133,19 @@ def _strings(
     batch = values["scores"].shape[0]
     k = values["top_token_ids"].shape[2]
     generated = values["generated_lengths"].tolist()
-    texts = (values["prompt_lengths"] + values["generated_lengths"]).tolist()
+    text_lengths = (values["prompt_lengths"] + values["generated_lengths"]).tolist()
     tokens = reader.string_rows("tokens", payload["tokens"])
     generated_tokens = reader.string_rows("generated_tokens", payload["generated_tokens"])
     for name, rows, lengths in (
-        ("tokens", tokens, texts),
+        ("tokens", tokens, text_lengths),
         ("generated_tokens", generated_tokens, generated),
     ):
         if [len(row) for row in rows] != lengths:
             raise reader.fail(name, f"has rows of {[len(row) for row in rows]}; expected {lengths}")
-    text = reader.string_list("generated_text", payload["generated_text"], batch)
+    texts = {
+        name: reader.string_list(name, payload[name], batch)
+        for name in ("prompt_text", "generated_text")
+    }
     top = payload["top_tokens"]
     if not isinstance(top, list) or len(top) != batch:
         raise reader.fail("top_tokens", f"must be a list of {batch} prompts")
@@ -157,7 +160,7 @@ def _strings(
     return {
         "tokens": tokens,
         "generated_tokens": generated_tokens,
-        "generated_text": text,
+        **texts,
         "top_tokens": top,
         "method": payload["method"],
     }

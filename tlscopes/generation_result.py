@@ -34,8 +34,9 @@ class GenerationAttribution:
         generated_ids: [batch, step] the generated token ids.
         generated_lengths: [batch] how many tokens each prompt generated (an eos included).
         generated_tokens: the generated token strings per prompt.
-        generated_text: the generated continuation of each prompt, decoded (``<id>`` tokens
-            joined for a model without a tokenizer).
+        prompt_text: each prompt, decoded from its ids (special tokens such as BOS included;
+            ``<id>`` tokens joined for a model without a tokenizer).
+        generated_text: the generated continuation of each prompt, decoded likewise.
         probs: [batch, step] the generated token's probability under the model (temperature 1).
         entropy: [batch, step] the entropy of the next-token distribution, in nats.
         beta_eff: [batch, step] ||y|| at the explained position (paper eq. 7-8).
@@ -56,6 +57,7 @@ class GenerationAttribution:
     generated_ids: Tensor
     generated_lengths: Tensor
     generated_tokens: list[list[str]]
+    prompt_text: list[str]
     generated_text: list[str]
     probs: Tensor
     entropy: Tensor

@@ -167,11 +167,9 @@ def generation_html(result: GenerationAttribution) -> str:
     """One self-contained page for every prompt of the result."""
     parts: list[str | Widget] = []
     for index in range(len(result)):
-        prompt_length = int(result.prompt_lengths[index])
-        prompt = "".join(result.tokens[index][:prompt_length])
         parts += [
             f"<section><h2>prompt {index}</h2>{_parameters(result, index)}"
-            f"<p>prompt: {_code(prompt)}<br>generated: "
+            f"<p>prompt: {_code(result.prompt_text[index])}<br>generated: "
             f"{_code(result.generated_text[index])}</p>{_step_table(result, index)}"
             "<p>Each step's scores over the text before it (choose a step; colour = score over "
             "that step's largest; tokens after the explained position score 0):</p>",

@@ -231,6 +231,7 @@ def test_models_without_a_tokenizer_take_ids_and_show_ids(name):
     assert result.tokens[0][:4] == ["<3>", "<17>", "<5>", "<9>"]
     assert result.generated_tokens[1] == [f"<{int(i)}>" for i in result.generated_ids[1]]
     assert result.generated_text[1] == "".join(result.generated_tokens[1])
+    assert result.prompt_text[0] == "<3><17><5><9>"
     for step in range(3):
         single = single_row(model, result, 1, step, ts.FisherScope())
         torch.testing.assert_close(result.scores[1, step], single.scores[0], rtol=1e-9, atol=1e-12)
@@ -242,6 +243,8 @@ def test_provenance_records_the_generation_settings(bridge):
     result = attribute_generation(
         bridge, "one two", ts.FisherScope(rank=2), max_new_tokens=2, do_sample=True, seed=7
     )
+    assert result.prompt_text == [bridge.tokenizer.decode(bridge.to_tokens("one two")[0])]
+    assert result.generated_text == [bridge.tokenizer.decode(result.generated_ids[0])]
     assert result.info["method"] == "fisher"
     assert result.info["scope"] == {"name": "FisherScope", "rank": 2}
     assert result.info["parameters"] == {

@@ -98,6 +98,7 @@ def _drop_step(payload):
         (lambda p: p["tokens"][0].pop(), "'tokens' has rows of"),
         (lambda p: p["generated_tokens"][1].append("x"), "'generated_tokens' has rows"),
         (_set("generated_text", ["only one"]), "'generated_text' has 1 entries"),
+        (_set("prompt_text", ["a", 2]), "'prompt_text' must be a list of strings"),
         (lambda p: p["top_tokens"][1].pop(), "prompt 1 must have 6 steps"),
         (_set("top_tokens", "none"), "'top_tokens' must be a list of 2 prompts"),
         (_set("method", 3), "'method' must be a string"),

@@ -98,7 +98,7 @@ def describe_generation(result: Any) -> str:
     highest-scoring source tokens (position and score)."""
     lines = [
         f"== {result.method} scope while generating",
-        f"prompt: {''.join(result.tokens[0][: int(result.prompt_lengths[0])])!r}",
+        f"prompt: {result.prompt_text[0]!r}",
         f"generated: {result.generated_text[0]!r}",
         f"{'step':>4}  {'token':<16} {'p':>6}  top sources (token@position score)",
     ]
