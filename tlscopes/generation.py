@@ -263,6 +263,12 @@ def attribute_generation(
     )
     scores[after.expand_as(scores)] = 0.0
     records = _step_records(passed.logits, passed.final_state, generated[rows, steps])
+    directions = passed.directions[0]
+    details = dict(directions.details)
+    if directions.target_ids is not None:  # a Semantic target per step, and its probability
+        targets = directions.target_ids.cpu()
+        details["target_ids"] = targets.tolist()
+        details["target_probs"] = records["distribution"].gather(1, targets[:, None])[:, 0].tolist()
     parameters = {
         "max_new_tokens": max_new_tokens,
         "do_sample": do_sample,
@@ -282,7 +288,7 @@ def attribute_generation(
         grid=(rows, steps),
         records=records,
         top_predictions=top_predictions,
-        details=passed.directions[0].details,
+        details=details,
         scope=scope,
         info=provenance(model, scope.name, scope=scope, parameters=parameters),
     )

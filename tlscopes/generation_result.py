@@ -44,7 +44,7 @@ class GenerationAttribution:
             [batch, step, k] (top_tokens: [batch][generated step][k] strings).
         method: the scope's name ("fisher", "temperature", "semantic", "direction").
         details: the scope's record, per prompt and step where it has one per step (Fisher
-            eigenvalues, Semantic targets are the generated tokens).
+            eigenvalues; a Semantic scope's target_ids and target_probs).
         model_name: the model's TransformerLens name.
         info: provenance (:func:`tlscopes.provenance.provenance`): scope, generation settings
             (max_new_tokens, do_sample, temperature, top_k, seed, stop_at_eos), model, versions.

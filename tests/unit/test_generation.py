@@ -38,6 +38,9 @@ def single_row(model, result, index, step, scope):
 def test_each_step_equals_attribute_at_its_position(model, name):
     scope = SCOPES[name]
     result = attribute_generation(model, PROMPTS, scope, max_new_tokens=4, stop_at_eos=False)
+    if name == "semantic":
+        assert result.details["target_ids"] == result.generated_ids.tolist()
+        assert result.details["target_probs"] == result.probs.tolist()
     assert result.scores.shape == (2, 4, result.token_ids.shape[1])
     assert result.generated_lengths.tolist() == [4, 4]
     for index in range(2):
@@ -298,6 +301,10 @@ def test_a_fixed_semantic_target(bridge, target, expected):
         single = single_row(bridge, result, index, 1, ts.SemanticScope(expected[index]))
         length = len(result.tokens[index])
         torch.testing.assert_close(result.scores[index, 1, :length], single.scores[0])
+        assert result.details["target_ids"][index][1] == int(single.target_ids[0])
+        torch.testing.assert_close(
+            result.details["target_probs"][index][1], float(single.target_probs[0])
+        )
 
 
 def test_an_internal_direction(model):
