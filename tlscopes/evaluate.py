@@ -57,6 +57,7 @@ from tlscopes.methods import get_method
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.run_directory import (
     ALIGNED_SUMMARY,
+    LOCK_FILE,
     PER_PASSAGE,
     RUN_CONFIG,
     SKIPPED,
@@ -74,6 +75,7 @@ from tlscopes.run_directory import (
     read_finished,
     write_atomic,
 )
+from tlscopes.sharding import Shard, merge_shards, wait_for_all_ranks, write_order
 from tlscopes.summaries import (
     TABLE_LABELS,
     TABLE_ORDER,
@@ -120,6 +122,7 @@ def run_evaluation(
     settings: Settings = Settings(),  # noqa: B008 (frozen, immutable)
     progress: bool = True,
     summary_every: int = 20,
+    shard: Shard | None = None,
 ) -> EvaluationRun:
     """Evaluates every method on every passage of every task, resumably.
 
@@ -136,6 +139,10 @@ def run_evaluation(
         passages: task name -> passages, texts or token ids (each passage's index is its
             position here).
         methods: registry names (:func:`tlscopes.methods.method_names`).
+        shard: this process's share (default: RANK and WORLD_SIZE from the environment, as
+            torchrun and accelerate set them; :mod:`tlscopes.sharding`). A sharded rank writes
+            its own files and returns its own rows; rank 0 merges them at the end when
+            torch.distributed is initialised, and returns the merged rows.
 
     Raises:
         tlscopes.run_directory.RunDirectoryError: another run holds the directory, or one of
@@ -149,8 +156,19 @@ def run_evaluation(
         settings = replace(settings, filler_token_id=filler_token_id(model))
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(output):
-        return _run_locked(model, passages, methods, output, settings, progress, summary_every)
+    shard = Shard.from_environment() if shard is None else shard
+    if shard.sharded:
+        write_order(output, shard.world_size, list(passages), methods)
+    with exclusive_lock(output, shard.file(LOCK_FILE)):
+        run = _run_locked(
+            model, passages, methods, output, settings, progress, summary_every, shard
+        )
+    if shard.sharded and wait_for_all_ranks() and shard.rank == 0:
+        merge_shards(output)
+        header = columns(settings.fractions, optional_columns(settings))
+        frame = _write_summary(output, output / PER_PASSAGE, header, settings.fractions)
+        run = replace(run, per_passage=frame, summary=summarize(frame, settings.fractions))
+    return run
 
 
 @dataclass
@@ -166,30 +184,33 @@ class _Plan:
 def _plan(
     passages: dict[str, Sequence[PassageInput]],
     methods: list[str],
-    finished: Rows | None,
-    skipped: Rows | None,
+    finished: Sequence[Rows | None],
+    skipped: Sequence[Rows | None],
     path: Path,
+    shard: Shard,
 ) -> _Plan:
     done_methods: dict[tuple[str, int], set[str]] = {}
     known_text: dict[tuple[str, int], str] = {}
-    if finished is not None:
-        for task, index, method, sha in finished.frame[
+    for rows in filter(None, finished):
+        for task, index, method, sha in rows.frame[
             ["task", "passage", "method", "text_sha"]
         ].itertuples(index=False):
             done_methods.setdefault((str(task), int(index)), set()).add(method)
             known_text[(str(task), int(index))] = str(sha)
     unusable: dict[tuple[str, int], dict[str, Any]] = {}
-    if skipped is not None:
-        for record in skipped.frame.to_dict("records"):
+    for rows in filter(None, skipped):
+        for record in rows.frame.to_dict("records"):
             key = (str(record["task"]), int(record["passage"]))
             unusable[key] = {**record, "task": key[0], "passage": key[1]}
             known_text.setdefault(key, str(record["text_sha"]))
-    order = [
-        (task, index)
-        for index in range(max((len(texts) for texts in passages.values()), default=0))
-        for task, texts in passages.items()
-        if index < len(texts)
-    ]
+    order = shard.take(
+        [
+            (task, index)
+            for index in range(max((len(texts) for texts in passages.values()), default=0))
+            for task, texts in passages.items()
+            if index < len(texts)
+        ]
+    )
     plan = _Plan(order, [], 0, [])
     for task, index in order:
         sha = text_hash(passages[task][index])
@@ -217,6 +238,7 @@ def _run_locked(
     settings: Settings,
     progress: bool,
     summary_every: int,
+    shard: Shard,
 ) -> EvaluationRun:
     from tqdm.auto import tqdm
 
@@ -224,10 +246,14 @@ def _run_locked(
     if settings.filler_token_id is not None and settings.ablation == "filler":
         record["filler_token"] = token_strings(model, [settings.filler_token_id])[0]
     _check_config(output, record)
-    path, skipped_path = output / PER_PASSAGE, output / SKIPPED
+    path, skipped_path = output / shard.file(PER_PASSAGE), output / shard.file(SKIPPED)
     header = columns(settings.fractions, optional_columns(settings))
     finished, skipped = _read_per_passage(path, header), _read_skipped(skipped_path)
-    plan = _plan(passages, methods, finished, skipped, path)
+    done, unusable = [finished], [skipped]
+    if shard.sharded:  # passages in the merged files are done too
+        done.append(_read_per_passage(output / PER_PASSAGE, header))
+        unusable.append(_read_skipped(output / SKIPPED))
+    plan = _plan(passages, methods, done, unusable, path, shard)
     _rewrite(path, finished)
     _rewrite(skipped_path, skipped)
     newly_computed = dict.fromkeys(methods, 0)
@@ -261,10 +287,14 @@ def _run_locked(
             for name in missing:
                 newly_computed[name] += 1
         bar.update(1)
-        if count % summary_every == 0:
+        if count % summary_every == 0 and not shard.sharded:  # rank 0 summarises the merge
             _write_summary(output, path, header, settings.fractions)
     bar.close()
-    frame = _write_summary(output, path, header, settings.fractions)
+    if shard.sharded:
+        rows = _read_per_passage(path, header, warn=False)
+        frame = pd.DataFrame(columns=header) if rows is None else rows.frame
+    else:
+        frame = _write_summary(output, path, header, settings.fractions)
     return EvaluationRun(
         frame,
         summarize(frame, settings.fractions),

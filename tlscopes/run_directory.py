@@ -83,7 +83,7 @@ def read_json(path: Path) -> Any:
 
 
 @contextlib.contextmanager
-def exclusive_lock(directory: Path) -> Iterator[None]:
+def exclusive_lock(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
     """Holds an exclusive lock on `directory` for the duration of the block.
 
     A directory we may not write to is locked through an existing lock file opened read-only
@@ -93,7 +93,7 @@ def exclusive_lock(directory: Path) -> Iterator[None]:
     Raises:
         RunDirectoryError: another process holds the lock.
     """
-    path = directory / LOCK_FILE
+    path = directory / name
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:

@@ -37,7 +37,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=positive_int, help="the first N passages of each task")
     parser.add_argument(
-        "--output", type=Path, required=True, help="results directory (resumed if it exists)"
+        "--output", type=Path, help="results directory (resumed if it exists; required)"
     )
     parser.add_argument(
         "--fractions",
@@ -61,6 +61,13 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         f"not given (default {DEFAULT_MEMORY_GB:g})",
     )
     parser.add_argument("--seed", type=int, default=0, help="the random method's seed")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        metavar="DIR",
+        help="merge the per-rank files of a sharded run in DIR (RANK/WORLD_SIZE set by torchrun "
+        "or accelerate) into per_passage.csv, and print its table; loads no model",
+    )
     parser.add_argument(
         "--ablation",
         choices=("zero", "filler"),
@@ -122,6 +129,10 @@ def check_evaluate_arguments(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.merge is not None:
+        return _merge(args.merge)
+    if args.output is None:
+        raise UsageError("--output is required (or --merge DIR)")
     check_evaluate_arguments(args)
     from tlscopes import datasets
     from tlscopes.evaluate import Settings, run_evaluation
@@ -155,6 +166,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             settings = replace(settings, filler_token_id=filler_token_id(model, token))
         except ValueError as error:
             raise UsageError(str(error)) from error
+    started = _start_distributed()
     try:
         result = run_evaluation(
             model,
@@ -166,6 +178,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     except RunDirectoryError as error:  # locked, or a file there is unreadable
         raise UsageError(str(error)) from error
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     print(describe_run(result, args.output))
     print(format_table(result.summary))
     if "prediction_id" in result.per_passage.columns:
@@ -175,6 +192,40 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"\ntarget-aligned subset (top-1 prediction = ground truth, {len(passages)} passages):"
         )
         print(format_table(summarize(aligned, settings.fractions)))
+    return 0
+
+
+def _start_distributed() -> bool:
+    """Joins the launcher's process group (gloo: the ranks only wait for each other before
+    rank 0 merges) when torchrun or accelerate started several processes."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", 1)) < 2 or "MASTER_ADDR" not in os.environ:
+        return False
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    dist.init_process_group("gloo")
+    return True
+
+
+def _merge(directory: Path) -> int:
+    from tlscopes.evaluate import read_finished
+    from tlscopes.run_directory import PER_PASSAGE, RunDirectoryError, read_json
+    from tlscopes.sharding import merge_shards
+    from tlscopes.summaries import format_table, summarize
+
+    try:
+        merge_shards(directory)
+    except RunDirectoryError as error:
+        raise UsageError(str(error)) from error
+    frame = read_finished(directory / PER_PASSAGE)
+    if frame is None:
+        raise UsageError(f"{directory} has no finished passages to summarise")
+    fractions = (read_json(directory / "run.json") or {}).get("fractions", [0.05, 0.1, 0.2])
+    print(f"merged {directory / PER_PASSAGE}")
+    print(format_table(summarize(frame, fractions)))
     return 0
 
 

@@ -1,0 +1,114 @@
+"""Sharded runs: two gloo processes write exactly the rows of one process; resume and merge."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tests import helpers
+from tlscopes import evaluate
+from tlscopes.sharding import Shard, merge_shards
+
+TEXTS = {
+    "lambada": [
+        "the capital of france is paris",
+        "the capital of italy is rome",
+        "a",  # unusable: too short
+        "the cat sat on the mat and the dog",
+    ],
+    "iwslt": ["the dog sat on the mat", "paris is the capital of france"],
+}
+METHODS = ["fisher", "semantic", "integrated_gradients", "random"]
+SETTINGS = evaluate.Settings(n_steps=2)
+
+
+def _free_port() -> int:
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def _rank(rank: int, world_size: int, port: int, output: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        model = helpers.build_bridge()
+        evaluate.run_evaluation(
+            model,
+            TEXTS,
+            METHODS,
+            output,
+            settings=SETTINGS,
+            progress=False,
+            shard=Shard(rank, world_size),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("one")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = helpers.build_bridge()
+        evaluate.run_evaluation(
+            model, TEXTS, METHODS, output, settings=SETTINGS, progress=False, shard=Shard()
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return output
+
+
+def test_two_gloo_processes_write_the_rows_of_one(one_process, tmp_path):
+    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for name in (evaluate.PER_PASSAGE, evaluate.SKIPPED, evaluate.SUMMARY):
+        assert (tmp_path / name).read_text() == (one_process / name).read_text(), name
+    assert not list(tmp_path.glob("*.rank*.csv"))  # merged and removed
+
+
+def test_each_rank_takes_every_world_size_th_passage():
+    order = [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
+    assert Shard(0, 2).take(order) == [("a", 0), ("a", 1), ("a", 2)]
+    assert Shard(1, 2).take(order) == [("b", 0), ("b", 1)]
+    assert Shard(1, 2).file("per_passage.csv") == "per_passage.rank1.csv"
+    assert Shard().file("per_passage.csv") == "per_passage.csv"
+    with pytest.raises(ValueError, match="rank 2"):
+        Shard(2, 2)
+
+
+def test_shards_resume_and_merge_without_torch_distributed(one_process, tmp_path):
+    """Ranks run one after another here (no process group: no automatic merge); one is
+    interrupted after a passage, resumes its own shard, and --merge gives one process's rows."""
+    torch.set_num_threads(1)
+    model = helpers.build_bridge()
+    run = evaluate.run_evaluation
+    for rank in (0, 1):
+        run(
+            model, TEXTS, METHODS, tmp_path, settings=SETTINGS, progress=False, shard=Shard(rank, 2)
+        )
+    shard_file = tmp_path / "per_passage.rank1.csv"
+    lines = shard_file.read_text().splitlines(keepends=True)
+    shard_file.write_text("".join(lines[: 1 + len(METHODS)]))  # rank 1 lost all but a passage
+    resumed = run(
+        model, TEXTS, METHODS, tmp_path, settings=SETTINGS, progress=False, shard=Shard(1, 2)
+    )
+    assert resumed.computed == 2 and resumed.already_done == 1
+    from tlscopes import cli
+
+    args = cli.build_parser().parse_args(["evaluate", "--merge", str(tmp_path)])
+    assert cli.commands()["evaluate"].run(args) == 0  # tlscopes evaluate --merge DIR
+    for name in (evaluate.PER_PASSAGE, evaluate.SKIPPED):
+        assert (tmp_path / name).read_text() == (one_process / name).read_text(), name
+    merge_shards(tmp_path)  # nothing left to merge: unchanged
+    assert (tmp_path / evaluate.PER_PASSAGE).read_text() == (
+        one_process / evaluate.PER_PASSAGE
+    ).read_text()
