@@ -33,7 +33,13 @@ import torch
 from torch import Tensor
 
 from tlscopes import baselines
-from tlscopes.attribute import scope_gradients
+from tlscopes.ablate import (
+    ablated_log_probs,
+    ablated_log_softmax,
+    ablation_outcomes,
+    keep_masks,
+    zero_embeddings,
+)
 from tlscopes.authors_protocol import (
     AUTHORS_ALPHAS,
     PROTOCOLS,
@@ -48,7 +54,6 @@ from tlscopes.faithfulness import (
     filler_embedding,
     filler_token_id,
     keep_only,
-    kl_divergences,
     loo_agreement,
     sufficiency,
 )
@@ -81,86 +86,6 @@ def top_positions(scores: Tensor, context: Tensor, count: int) -> tuple[int, ...
     """The `count` context positions with the highest score (ties: earlier position), sorted."""
     order = torch.argsort(scores[context].double(), descending=True, stable=True)
     return tuple(sorted(context[order[:count]].tolist()))
-
-
-def keep_masks(n_positions: int, ablation_sets: Sequence[Sequence[int]]) -> Tensor:
-    """[n_sets, pos] booleans: False where a position's embedding is zeroed."""
-    keep = torch.ones((len(ablation_sets), n_positions), dtype=torch.bool)
-    for row, positions in enumerate(ablation_sets):
-        keep[row, list(positions)] = False
-    return keep
-
-
-def zero_embeddings(embeddings: Tensor, keep: Tensor, filler: Tensor | None = None) -> Tensor:
-    """The embeddings with the positions where `keep` is False replaced by exact zeros, or by
-    the `filler` embedding [d_model] when one is given (:mod:`tlscopes.faithfulness`)."""
-    if filler is None:
-        return torch.where(keep[:, :, None].to(embeddings.device), embeddings, 0.0)
-    filler = filler.to(device=embeddings.device, dtype=embeddings.dtype)
-    return torch.where(keep[:, :, None].to(embeddings.device), embeddings, filler)
-
-
-def ablated_log_softmax(
-    model: TransformerLensModel,
-    tokens: Tensor,
-    position: int,
-    keep: Tensor,
-    filler: Tensor | None = None,
-) -> Tensor:
-    """The next-token log-probabilities at `position` for each ablation mask, all masks in one
-    batch [n_sets, d_vocab] (float64, on the CPU).
-
-    Only the token embeddings (``hook_embed``) are zeroed (or replaced by `filler`); positional
-    embeddings, attention and every other activation are left to the model. The pass stops at
-    the unembedding.
-    """
-    n_sets = keep.shape[0]
-    passed = scope_gradients(
-        model,
-        tokens.expand(n_sets, -1),
-        [],
-        positions=torch.full((n_sets,), position, dtype=torch.long),
-        transform=lambda embeddings: zero_embeddings(embeddings, keep, filler),
-    )
-    return torch.log_softmax(passed.logits.double(), dim=-1).cpu()
-
-
-def ablated_log_probs(
-    model: TransformerLensModel, tokens: Tensor, position: int, target_id: int, keep: Tensor
-) -> Tensor:
-    """log p(target) at `position` for each ablation mask, all masks in one batch [n_sets]
-    (:func:`ablated_log_softmax`)."""
-    return ablated_log_softmax(model, tokens, position, keep)[:, target_id]
-
-
-def ablation_outcomes(
-    model: TransformerLensModel,
-    passage: Passage,
-    sets: Sequence[Sequence[int]],
-    target_id: int | None,
-    filler: Tensor | None = None,
-    chunk: int = 64,
-) -> tuple[int, Tensor, Tensor]:
-    """The measured token, its log-probability under each ablation set [n_sets], and each set's
-    KL(p(x) || p(ablated)) [n_sets]; `sets[0]` must be the empty set (the unablated input).
-
-    `target_id` None measures the top-1 prediction on the unablated input. Sets run `chunk` at a
-    time (all of AOPC's in one batch; leave-one-out adds one per context token).
-    """
-    if tuple(sets[0]) != ():
-        raise ValueError("the first ablation set must be the empty set (the unablated input)")
-    keep = keep_masks(passage.tokens.shape[1], sets)
-    log_probs, kls, reference, measured = [], [], None, target_id
-    for start in range(0, len(sets), chunk):
-        block = keep[start : start + chunk]
-        table = ablated_log_softmax(model, passage.tokens, passage.position, block, filler)
-        if reference is None:
-            reference = table[0]
-            measured = int(reference.argmax()) if target_id is None else target_id
-        log_probs.append(table[:, measured])
-        kls.append(kl_divergences(reference, table))
-    assert measured is not None
-    return measured, torch.cat(log_probs), torch.cat(kls)
 
 
 def trapezoid(fractions: Sequence[float], deltas: Sequence[float]) -> float:
@@ -229,36 +154,45 @@ class Settings:
         return record
 
 
-def _attributions(
+def attribute_passages(
     model: TransformerLensModel,
-    passage: Passage,
+    passages: Sequence[Passage],
     methods: Sequence[str],
     settings: Settings,
-    seed: int,
-) -> dict[str, Any]:
-    """name -> Attribution of the ground-truth target, in the protocol's variant."""
-    authors = settings.protocol == "authors"
-    variants = {"input_x_gradient", "integrated_gradients"} if authors else set()
-    shared = [name for name in methods if name not in variants]
-    results = attribute_methods(
-        model,
-        passage.tokens,
-        shared,
-        target=passage.target_id,
-        n_steps=settings.n_steps,
-        ig_batch_size=settings.ig_batch_size,
-        memory_budget=settings.memory_budget,
-        seed=seed,
-    )
-    if "input_x_gradient" in variants & set(methods):
-        results["input_x_gradient"] = log_prob_input_x_gradient(
-            model, passage.tokens, target=passage.target_id
+    seeds: Sequence[int],
+) -> list[dict[str, Any]]:
+    """Per passage, name -> Attribution of its ground-truth target in the protocol's variant.
+
+    The passages must have inputs of one length: they run as one batch (random runs per
+    passage, from its own seed).
+    """
+    variants = {"input_x_gradient", "integrated_gradients"}
+    variants &= set(methods) if settings.protocol == "authors" else set()
+    shared = [name for name in methods if name not in variants and name != "random"]
+    tokens = torch.cat([passage.tokens for passage in passages])
+    targets = tuple(passage.target_id for passage in passages)
+    batch: dict[str, Any] = {}
+    if shared:
+        batch = attribute_methods(
+            model,
+            tokens,
+            shared,
+            target=targets,
+            n_steps=settings.n_steps,
+            ig_batch_size=settings.ig_batch_size,
+            memory_budget=settings.memory_budget,
         )
-    if "integrated_gradients" in variants & set(methods):
-        results["integrated_gradients"] = log_prob_integrated_gradients(
-            model, passage.tokens, target=passage.target_id
-        )
-    return {name: results[name] for name in methods}
+    if "input_x_gradient" in variants:
+        batch["input_x_gradient"] = log_prob_input_x_gradient(model, tokens, target=targets)
+    if "integrated_gradients" in variants:
+        batch["integrated_gradients"] = log_prob_integrated_gradients(model, tokens, target=targets)
+    results = []
+    for row, (passage, seed) in enumerate(zip(passages, seeds, strict=True)):
+        result = {name: batch[name][row] for name in batch}
+        if "random" in methods:
+            result["random"] = baselines.random_attribution(model, passage.tokens, seed=seed)
+        results.append({name: result[name] for name in methods})
+    return results
 
 
 def _chosen_sets(
@@ -306,10 +240,26 @@ def evaluate_passage(
     comprehensiveness and sufficiency; with ``settings.loo_limit`` loo_spearman and
     loo_kendall (empty on passages from that index on).
     """
-    authors = settings.protocol == "authors"
-    passage = prepare_passage(model, text, bos=not authors)
+    passage = prepare_passage(model, text, bos=settings.protocol == "paper")
     seed = passage_seed(settings.seed, task, index)
-    results = _attributions(model, passage, methods, settings, seed)
+    results = attribute_passages(model, [passage], methods, settings, [seed])[0]
+    return passage_rows(model, passage, text, results, task=task, index=index, settings=settings)
+
+
+def passage_rows(
+    model: TransformerLensModel,
+    passage: Passage,
+    text: PassageInput,
+    results: dict[str, Any],
+    *,
+    task: str,
+    index: int,
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """The rows of :func:`evaluate_passage` from a passage's attributions (its ablation sets
+    run as one batch)."""
+    authors = settings.protocol == "authors"
+    seed = passage_seed(settings.seed, task, index)
     scores = {name: result.scores[0] for name, result in results.items()}
     counts, chosen = _chosen_sets(scores, passage, settings, seed)
     filler = None
@@ -375,6 +325,8 @@ __all__ = [
     "UnusablePassage",
     "ablated_log_probs",
     "ablated_log_softmax",
+    "ablation_outcomes",
+    "attribute_passages",
     "ablation_count",
     "aopc",
     "bos_token_id",
@@ -384,6 +336,7 @@ __all__ = [
     "has_bos",
     "keep_masks",
     "passage_seed",
+    "passage_rows",
     "passage_tokens",
     "prepare_passage",
     "text_hash",

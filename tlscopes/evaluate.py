@@ -52,6 +52,7 @@ from tlscopes.ablation import (
     trapezoid,
     zero_embeddings,
 )
+from tlscopes.batching import evaluate_in_batches
 from tlscopes.faithfulness import filler_token_id
 from tlscopes.methods import get_method
 from tlscopes.protocols import TransformerLensModel
@@ -123,6 +124,7 @@ def run_evaluation(
     progress: bool = True,
     summary_every: int = 20,
     shard: Shard | None = None,
+    passages_per_batch: int = 1,
 ) -> EvaluationRun:
     """Evaluates every method on every passage of every task, resumably.
 
@@ -143,6 +145,8 @@ def run_evaluation(
             torchrun and accelerate set them; :mod:`tlscopes.sharding`). A sharded rank writes
             its own files and returns its own rows; rank 0 merges them at the end when
             torch.distributed is initialised, and returns the merged rows.
+        passages_per_batch: up to this many passages of one input length per attribution
+            pass (:mod:`tlscopes.batching`); the same numbers, appended group by group.
 
     Raises:
         tlscopes.run_directory.RunDirectoryError: another run holds the directory, or one of
@@ -161,7 +165,15 @@ def run_evaluation(
         write_order(output, shard.world_size, list(passages), methods)
     with exclusive_lock(output, shard.file(LOCK_FILE)):
         run = _run_locked(
-            model, passages, methods, output, settings, progress, summary_every, shard
+            model,
+            passages,
+            methods,
+            output,
+            settings,
+            progress,
+            summary_every,
+            shard,
+            passages_per_batch,
         )
     if shard.sharded and wait_for_all_ranks() and shard.rank == 0:
         merge_shards(output)
@@ -239,6 +251,7 @@ def _run_locked(
     progress: bool,
     summary_every: int,
     shard: Shard,
+    passages_per_batch: int,
 ) -> EvaluationRun:
     from tqdm.auto import tqdm
 
@@ -264,25 +277,25 @@ def _run_locked(
         unit="passage",
     )
     computed = 0
-    for count, (task, index, missing) in enumerate(plan.todo, start=1):
-        bar.set_description(f"{task} passage {index}")
+    batches = evaluate_in_batches(
+        model,
+        passages,
+        plan.todo,
+        settings,
+        passages_per_batch,
+        evaluate_passage,
+        bar.set_description,
+    )
+    for count, ((task, index, missing), outcome) in enumerate(batches, start=1):
         text = passages[task][index]
-        try:
-            rows = evaluate_passage(model, text, missing, task=task, index=index, settings=settings)
-        except UnusablePassage as error:
-            reason = " ".join(str(error).split())
+        if isinstance(outcome, UnusablePassage):
+            reason = " ".join(str(outcome).split())
             unusable = {"task": task, "passage": index, "text_sha": text_hash(text)}
             plan.skipped.append({**unusable, "reason": reason})
             _append(skipped_path, SKIPPED_COLUMNS, plan.skipped[-1:])
             bar.set_postfix_str(f"{len(plan.skipped)} unusable skipped")
-        except Exception as error:
-            if hasattr(error, "add_note"):  # Python 3.11+: say where the run stopped
-                error.add_note(
-                    f"while evaluating {task} passage {index} ({describe_passage(text)})"
-                )
-            raise
         else:
-            _append(path, header, rows)
+            _append(path, header, outcome)
             computed += 1
             for name in missing:
                 newly_computed[name] += 1

@@ -62,6 +62,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="the random method's seed")
     parser.add_argument(
+        "--passages-per-batch",
+        type=positive_int,
+        default=1,
+        help="up to N passages of one length per attribution pass (same numbers; default 1)",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         metavar="DIR",
@@ -175,6 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             args.output,
             settings=settings,
             progress=not args.no_progress,
+            passages_per_batch=args.passages_per_batch,
         )
     except RunDirectoryError as error:  # locked, or a file there is unreadable
         raise UsageError(str(error)) from error
