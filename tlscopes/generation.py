@@ -166,6 +166,7 @@ def attribute_generation(
         targets = directions.target_ids.cpu()
         details["target_ids"] = targets.tolist()
         details["target_probs"] = records["distribution"].gather(1, targets[:, None])[:, 0].tolist()
+        details["target_tokens"] = token_strings(model, targets)
     parameters = {
         "max_new_tokens": max_new_tokens,
         "do_sample": do_sample,

@@ -13,6 +13,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from tlscopes.results import Attribution
     from tlscopes.viz import HtmlReport
 
 
@@ -44,7 +45,7 @@ class GenerationAttribution:
             [batch, step, k] (top_tokens: [batch][generated step][k] strings).
         method: the scope's name ("fisher", "temperature", "semantic", "direction").
         details: the scope's record, per prompt and step where it has one per step (Fisher
-            eigenvalues; a Semantic scope's target_ids and target_probs).
+            eigenvalues; a Semantic scope's target_ids, target_probs and target_tokens).
         model_name: the model's TransformerLens name.
         info: provenance (:func:`tlscopes.provenance.provenance`): scope, generation settings
             (max_new_tokens, do_sample, temperature, top_k, seed, stop_at_eos), model, versions.
@@ -100,6 +101,43 @@ class GenerationAttribution:
         scores = self.scores[index, step, : position + 1].double()
         order = torch.argsort(scores, descending=True, stable=True)[:k].tolist()
         return [(t, self.tokens[index][t], float(scores[t])) for t in order]
+
+    def step(self, index: int = 0, step: int = 0) -> Attribution:
+        """One step as an :class:`~tlscopes.results.Attribution` (a batch of one): the same
+        scores, tokens and prediction as ``attribute(model, text, scope, position=...)`` at that
+        step's position, so ``top``, ``to_html`` and ``save`` work on it."""
+        from tlscopes.results import Attribution
+
+        self._check_step(index, step)
+        length = len(self.tokens[index])
+        counts = self.generated_lengths.tolist()
+        details = {}
+        for key, value in self.details.items():
+            per_step = isinstance(value, list) and len(value) == len(self)
+            per_step = per_step and all(
+                isinstance(row, list) and len(row) == n
+                for row, n in zip(value, counts, strict=True)
+            )
+            details[key] = [value[index][step]] if per_step else value
+        target = details.pop("target_ids", None)
+        target_probs = details.pop("target_probs", None)
+        target_tokens = details.pop("target_tokens", None)
+        return Attribution(
+            scores=self.scores[index, step, :length][None].clone(),
+            tokens=[self.tokens[index]],
+            token_ids=self.token_ids[index, :length][None].clone(),
+            positions=self.positions[index, step][None].clone(),
+            method=self.method,
+            top_token_ids=self.top_token_ids[index, step][None].clone(),
+            top_tokens=[self.top_tokens[index][step]],
+            top_probs=self.top_probs[index, step][None].float(),
+            target_ids=None if target is None else torch.tensor(target),
+            target_probs=None if target_probs is None else torch.tensor(target_probs).float(),
+            target_tokens=target_tokens,
+            details=details,
+            model_name=self.model_name,
+            info={**self.info, "step": {"prompt": index, "step": step}},
+        )
 
     def steps(self) -> pd.DataFrame:
         """One row per generated step: prompt, step, explained position, the generated token

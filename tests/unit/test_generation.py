@@ -56,6 +56,13 @@ def test_each_step_equals_attribute_at_its_position(model, name):
             assert not bool(result.scores[index, step, position + 1 :].any())
             assert result.top_tokens[index][step] == single.top_tokens[0]
             torch.testing.assert_close(result.top_probs[index, step].float(), single.top_probs[0])
+            as_attribution = result.step(index, step)
+            torch.testing.assert_close(as_attribution.scores, single.scores, rtol=1e-9, atol=1e-12)
+            assert as_attribution.positions.tolist() == single.positions.tolist()
+            assert as_attribution.tokens == single.tokens
+            assert as_attribution.top_tokens == single.top_tokens
+            assert as_attribution.target_tokens == single.target_tokens
+            torch.testing.assert_close(as_attribution.details, single.details)
     assert attached_hooks(model) == 0
 
 

@@ -62,3 +62,28 @@ def test_top_sources_are_the_highest_scores_of_a_step(result):
         result.top_sources(0, 4)
     with pytest.raises(IndexError, match="prompt 2 is out of range"):
         result.top_sources(2, 0)
+
+
+def test_a_step_is_an_attribution_that_saves_and_shows(tmp_path, result):
+    step = result.step(1, 2)
+    assert step.scores.shape == (1, len(result.tokens[1]))
+    assert int(step.positions[0]) == int(result.positions[1, 2])
+    assert step.details["eigenvalues"] == [result.details["eigenvalues"][1][2]]
+    assert step.target_ids is None and step.info["step"] == {"prompt": 1, "step": 2}
+    step.save(tmp_path / "step.json")
+    loaded = ts.Attribution.load(tmp_path / "step.json")
+    assert torch.equal(loaded.scores, step.scores) and loaded.tokens == step.tokens
+    assert step.to_html().html.startswith("<!DOCTYPE html>")
+    with pytest.raises(IndexError, match="prompt 0 generated 4"):
+        result.step(0, 5)
+
+
+def test_a_semantic_step_keeps_its_target(tmp_path):
+    bridge = eos_stopping_bridge()
+    result = attribute_generation(bridge, PROMPTS, ts.SemanticScope(), max_new_tokens=3)
+    step = result.step(1, 1)
+    assert step.target_ids.tolist() == [int(result.generated_ids[1, 1])]
+    assert step.target_tokens == [result.generated_tokens[1][1]]
+    assert float(step.target_probs[0]) == pytest.approx(float(result.probs[1, 1]))
+    step.save(tmp_path / "semantic.json")
+    assert ts.Attribution.load(tmp_path / "semantic.json").target_tokens == step.target_tokens
