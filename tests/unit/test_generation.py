@@ -314,3 +314,12 @@ def test_an_internal_direction(model):
         torch.testing.assert_close(
             result.scores[0, step, :length], single.scores[0], rtol=1e-9, atol=1e-12
         )
+
+
+def test_inside_inference_mode(bridge):
+    expected = attribute_generation(bridge, PROMPTS, ts.FisherScope(), max_new_tokens=3)
+    with torch.inference_mode():
+        inside = attribute_generation(bridge, PROMPTS, ts.FisherScope(), max_new_tokens=3)
+    assert torch.equal(inside.scores, expected.scores)
+    assert torch.equal(inside.generated_ids, expected.generated_ids)
+    assert attached_hooks(bridge) == 0
