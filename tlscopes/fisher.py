@@ -20,9 +20,9 @@ dozens of products from a random start.
 1. Split. For any centre c, sum_i p_i (w_i - c)(w_i - c)^T = F + delta delta^T with
    delta = w_bar - c, so F = G_head + G_tail + G_deep - delta delta^T, each G_X the
    p-weighted scatter of a set X of columns about c (positive semi-definite, ||G_X|| <= its
-   trace). c is the head's mean. The head is the K largest p_i (4,096 <= K <= d_vocab / 16,
-   as many as leave a tail of mass about sqrt(tol) lambda_1 / spread), gathered once; the
-   largest 256 are kept in float64. The deep tail is the smallest p_i whose shares, bounded
+   trace). c is the head's mean. The head is the K largest p_i (as many as leave a tail of
+   mass about sqrt(tol) lambda_1 / spread, at most max(4,096, d_vocab / 16)), gathered once;
+   the largest 64 are kept in float64. The deep tail is the smallest p_i whose shares, bounded
    by p_i (||w_i|| + ||c||)^2, add up to at most tol lambda_1 / 4: it is never read, only its
    column norms, which are computed once per W_U and remembered. The tail is the rest.
 
@@ -56,7 +56,7 @@ the support of p, as the reference does: as slow, and as accurate. Columns with 
 and are dropped first.
 
 tol is 1e-5 for float32 inputs and 1e-10 for float64. Products with W_U run in its dtype (the
-head's 256 largest p_i excepted); the small matrices (Gram, Rayleigh-Ritz, bases) and all
+head's 64 largest p_i excepted); the small matrices (Gram, Rayleigh-Ritz, bases) and all
 accumulations across chunks are float64. Rounding in W_U's dtype is bounded where the bounds
 rest on it (the traces t and d are padded), and otherwise sets the floor of the certificate,
 8 eps times the trace of the part of F multiplied in W_U's dtype.
