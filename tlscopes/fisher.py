@@ -21,8 +21,9 @@ dozens of products from a random start.
    delta = w_bar - c, so F = G_head + G_tail + G_deep - delta delta^T, each G_X the
    p-weighted scatter of a set X of columns about c (positive semi-definite, ||G_X|| <= its
    trace). c is the head's mean. The head is the K largest p_i (as many as leave a tail of
-   mass about sqrt(tol) lambda_1 / spread, at most max(4,096, d_vocab / 16)), gathered once;
-   the largest 64 are kept in float64. The deep tail is the smallest p_i whose shares, bounded
+   mass about sqrt(tol) lambda_1 / spread, at most max(4,096, d_vocab / 16), or d_vocab / 4
+   on a second try when the tail proves too heavy), gathered once; the largest 64 are kept
+   in float64. The deep tail is the smallest p_i whose shares, bounded
    by p_i (||w_i|| + ||c||)^2, add up to at most tol lambda_1 / 4: it is never read, only its
    column norms, which are computed once per W_U and remembered. The tail is the rest.
 
@@ -88,6 +89,7 @@ _CHUNK_BYTES = 1 << 27
 # float64 and give the start vectors through their Gram matrix (k^3, so k stays small).
 _MIN_HEAD = 4096
 _HEAD_FRACTION = 16
+_HEAVY_HEAD_FRACTION = 4
 _GRAM_HEAD = 64
 # The tail left beyond the head: its trace is aimed at _ONE_PASS sqrt(tol) lambda_1, so that
 # one pass certifies; a tail trace above _HEAVY_TAIL lambda_1 makes the split not pay.
@@ -224,7 +226,11 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
     probs, total = _normalised(probs, W_U.dtype)
     W, p = _restrict_to_support(W_U, probs)
     count = min(rank + _OVERSAMPLE, W.shape[0])
-    problem = _split(W, p, total, rank, count, tolerance)
+    cap = min(W.shape[1], max(_MIN_HEAD, W.shape[1] // _HEAD_FRACTION))
+    problem = _split(W, p, total, rank, count, tolerance, cap)
+    if problem is None and cap < W.shape[1] // _HEAVY_HEAD_FRACTION:
+        # A heavy tail: once more with a head as large as a quarter of the vocabulary.
+        problem = _split(W, p, total, rank, count, tolerance, W.shape[1] // _HEAVY_HEAD_FRACTION)
     if problem is not None:
         result = _solve(problem, rank, count, tolerance)
         if result is not None:
@@ -309,12 +315,11 @@ class _Problem:
 
 
 def _split(
-    W: Tensor, p: Tensor, total: float, rank: int, count: int, tolerance: float
+    W: Tensor, p: Tensor, total: float, rank: int, count: int, tolerance: float, cap: int
 ) -> _Problem | None:
     """Chooses the head and the deep tail, takes the first pass over the tail between them,
     and returns the split problem; None when the tail is too heavy for the split to pay."""
     d_model, support = W.shape
-    cap = min(support, max(_MIN_HEAD, support // _HEAD_FRACTION))
     sorted_p, order = torch.topk(p, cap)
     weights = sorted_p.double() / total
     first = min(cap, _GRAM_HEAD)
