@@ -104,3 +104,38 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="TransformerLens model kind (auto: HookedTransformer on TransformerLens 3.x, "
         "TransformerBridge on 4.x)",
     )
+
+
+def token_ids(text: str) -> list[int]:
+    """argparse type: comma-separated non-negative token ids."""
+    try:
+        ids = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--ids takes comma-separated integers, e.g. 1,17,5; got {text!r}"
+        ) from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"--ids takes non-negative token ids, got {text!r}")
+    return ids
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """The prompt as TEXT, or as --ids (one of the two; the command checks which)."""
+    parser.add_argument(
+        "text", nargs="?", type=non_empty_text, help=f"the prompt to {verb} (or give --ids)"
+    )
+    parser.add_argument(
+        "--ids",
+        type=token_ids,
+        help="the prompt as comma-separated token ids instead of text, used as given (no BOS "
+        "added); the way in for a model without a tokenizer",
+    )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--out (an HTML report), --save (JSON) and --overwrite."""
+    parser.add_argument("--out", type=Path, help="write an HTML report here (opens offline)")
+    parser.add_argument("--save", type=Path, help="write the result as JSON here")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out / --save files that exist"
+    )

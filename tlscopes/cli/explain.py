@@ -12,6 +12,8 @@ from tlscopes.cli.common import (
     SCOPE_NAMES,
     UsageError,
     add_model_arguments,
+    add_output_arguments,
+    add_prompt_arguments,
     load_with_message,
     non_empty_text,
     positive_int,
@@ -67,15 +69,7 @@ def _describe(attribution: Any, top: int) -> str:
 
 
 def add_attribute_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "text", nargs="?", type=non_empty_text, help="the prompt to explain (or give --ids)"
-    )
-    parser.add_argument(
-        "--ids",
-        type=token_ids,
-        help="the prompt as comma-separated token ids instead of text, used as given (no BOS "
-        "added); the way in for a model without a tokenizer",
-    )
+    add_prompt_arguments(parser, "explain")
     parser.add_argument("--scope", default="fisher", choices=SCOPE_NAMES, help="which scope")
     parser.add_argument(
         "--target",
@@ -94,25 +88,8 @@ def add_attribute_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top", type=positive_int, default=10, help="how many tokens to print (default 10)"
     )
-    parser.add_argument("--out", type=Path, help="write an HTML report here (opens offline)")
-    parser.add_argument("--save", type=Path, help="write the result as JSON here")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace --out / --save files that exist"
-    )
+    add_output_arguments(parser)
     add_model_arguments(parser)
-
-
-def token_ids(text: str) -> list[int]:
-    """argparse type: comma-separated non-negative token ids."""
-    try:
-        ids = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--ids takes comma-separated integers, e.g. 1,17,5; got {text!r}"
-        ) from None
-    if not ids or min(ids) < 0:
-        raise argparse.ArgumentTypeError(f"--ids takes non-negative token ids, got {text!r}")
-    return ids
 
 
 def _check_scope_arguments(args: argparse.Namespace) -> None:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from tlscopes.cli.common import (
     SCOPE_NAMES,
     UsageError,
     add_model_arguments,
+    add_output_arguments,
+    add_prompt_arguments,
     load_with_message,
-    non_empty_text,
     positive_int,
     refuse_existing,
 )
-from tlscopes.cli.explain import token_ids
 
 # How many source tokens each printed step lists.
 PRINTED_SOURCES = 3
@@ -33,15 +32,7 @@ def positive_float(text: str) -> float:
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "text", nargs="?", type=non_empty_text, help="the prompt to continue (or give --ids)"
-    )
-    parser.add_argument(
-        "--ids",
-        type=token_ids,
-        help="the prompt as comma-separated token ids instead of text, used as given (no BOS "
-        "added); the way in for a model without a tokenizer",
-    )
+    add_prompt_arguments(parser, "continue")
     parser.add_argument(
         "--scope",
         default="fisher",
@@ -74,11 +65,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="go on generating after the tokenizer's end-of-sequence token",
     )
-    parser.add_argument("--out", type=Path, help="write an HTML report here (opens offline)")
-    parser.add_argument("--save", type=Path, help="write the result as JSON here")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace --out / --save files that exist"
-    )
+    add_output_arguments(parser)
     add_model_arguments(parser)
 
 
