@@ -90,6 +90,8 @@ _CHUNK_BYTES = 1 << 27
 _MIN_HEAD = 4096
 _HEAD_FRACTION = 16
 _HEAVY_HEAD_FRACTION = 4
+# A tail whose trace exceeds the head's top eigenvalue (a flat p) is not retried.
+_RETRY_LIMIT = 1.0
 _GRAM_HEAD = 64
 # The tail left beyond the head: its trace is aimed at _ONE_PASS sqrt(tol) lambda_1, so that
 # one pass certifies; a tail trace above _HEAVY_TAIL lambda_1 makes the split not pay.
@@ -227,10 +229,11 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
     W, p = _restrict_to_support(W_U, probs)
     count = min(rank + _OVERSAMPLE, W.shape[0])
     cap = min(W.shape[1], max(_MIN_HEAD, W.shape[1] // _HEAD_FRACTION))
-    problem = _split(W, p, total, rank, count, tolerance, cap)
-    if problem is None and cap < W.shape[1] // _HEAVY_HEAD_FRACTION:
-        # A heavy tail: once more with a head as large as a quarter of the vocabulary.
-        problem = _split(W, p, total, rank, count, tolerance, W.shape[1] // _HEAVY_HEAD_FRACTION)
+    problem, heaviness = _split(W, p, total, rank, count, tolerance, cap)
+    larger = W.shape[1] // _HEAVY_HEAD_FRACTION
+    if problem is None and cap < larger and heaviness < _RETRY_LIMIT:
+        # A heavy tail, but not a flat p: once more with a head of a quarter of the vocabulary.
+        problem, _ = _split(W, p, total, rank, count, tolerance, larger)
     if problem is not None:
         result = _solve(problem, rank, count, tolerance)
         if result is not None:
@@ -349,7 +352,7 @@ def _split(
     start = _orthonormal_complement(torch.cat([vectors, _guard_vectors(vectors)], dim=1), None)
     head_only = _head_only(W, total, centre, top, rest, head_sum, 8 * eps * rest_trace, start)
     if head_size == support:
-        return head_only
+        return head_only, 0.0
 
     # The deep tail: the smallest p_i whose share of F, bounded through the column norms by
     # p_i (||w_i|| + ||c||)^2, adds up to at most _DEEP_TAIL tolerance lambda_1. It is never
@@ -397,7 +400,7 @@ def _split(
     if not math.isfinite(tail_trace):
         _check_finite(tail_sum, second_moment, torch.tensor(tail_norms))  # a NaN column
     if tail_trace > _HEAVY_TAIL * estimate:
-        return None
+        return None, tail_trace / max(estimate, 1e-300)
     delta = head_sum + tail_sum - tail_mass * centre
     # The deep tail's part of F, G_deep - delta d^T - d delta^T - d d^T with d its unread part
     # of w_bar - c (||d|| <= sqrt(mass trace) by Cauchy-Schwarz), bounded in norm.
@@ -418,7 +421,7 @@ def _split(
     images = problem._centred(second_moment, seen)
     _check_finite(images)
     problem.seen, problem.seen_images = seen, images
-    return problem
+    return problem, tail_trace / max(estimate, 1e-300)
 
 
 def _head_only(

@@ -235,7 +235,7 @@ def test_unseen_trace_bounds_what_the_search_does_not_know(small_head) -> None:
     # ||F - F~|| <= t' + deep bound, the inequality both certificate tests rest on.
     W_U, probs = build_unembedding(d_model=24), build_probs(temperature=0.7, seed=5)
     probs, total = fisher._normalised(probs, W_U.dtype)
-    problem = fisher._split(W_U, probs, total, 1, 5, 1e-5, fisher._MIN_HEAD)
+    problem, _ = fisher._split(W_U, probs, total, 1, 5, 1e-5, fisher._MIN_HEAD)
     assert problem is not None and problem.tail.numel() > 0 and problem.deep_bound > 0
     F = fisher_matrix(W_U, probs)
     identity = torch.eye(24, dtype=torch.float64)
