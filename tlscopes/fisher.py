@@ -90,8 +90,10 @@ _CHUNK_BYTES = 1 << 27
 _MIN_HEAD = 4096
 _HEAD_FRACTION = 16
 _HEAVY_HEAD_FRACTION = 4
-# A tail whose trace exceeds the head's top eigenvalue (a flat p) is not retried.
+# A tail whose trace exceeds the head's top eigenvalue (a flat p) is not retried, and one
+# estimated (mass x spread) at over _FLAT_TAIL times it is not even taken a pass over.
 _RETRY_LIMIT = 1.0
+_FLAT_TAIL = 10.0
 _GRAM_HEAD = 64
 # The tail left beyond the head: its trace is aimed at _ONE_PASS sqrt(tol) lambda_1, so that
 # one pass certifies; a tail trace above _HEAVY_TAIL lambda_1 makes the split not pay.
@@ -338,6 +340,8 @@ def _split(
         spread = max(float(centred_first.square().sum(0).median()), 1e-300)
         mass = _ONE_PASS * math.sqrt(tolerance) * estimate / spread
         beyond = 1 - torch.cumsum(weights, 0)
+        if float(beyond[-1]) * spread > _FLAT_TAIL * estimate:
+            return None, math.inf  # a flat p: not worth a pass
         head_size = min(cap, max(first, int((beyond > mass).sum()) + 1))
     head, head_weights = order[:head_size], weights[:head_size]
     columns = _columns(W, head)
