@@ -321,9 +321,10 @@ class _Problem:
 
 def _split(
     W: Tensor, p: Tensor, total: float, rank: int, count: int, tolerance: float, cap: int
-) -> _Problem | None:
-    """Chooses the head and the deep tail, takes the first pass over the tail between them,
-    and returns the split problem; None when the tail is too heavy for the split to pay."""
+) -> tuple[_Problem | None, float]:
+    """Chooses the head (at most `cap` columns) and the deep tail, takes the first pass over the
+    tail between them, and returns the split problem (None when the tail is too heavy for the
+    split to pay) and the tail's trace over the head's top eigenvalue (inf for a flat p)."""
     d_model, support = W.shape
     sorted_p, order = torch.topk(p, cap)
     weights = sorted_p.double() / total
