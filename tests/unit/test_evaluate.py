@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from tests import helpers
 from tlscopes import evaluate, methods
@@ -178,3 +179,20 @@ def test_cli_protocol_authors_records_it_and_prints_the_target_aligned_table(
     assert json.loads((out / "run.json").read_text())["protocol"] == "authors"
     default = cli.build_parser().parse_args(["evaluate", "--output", "x"])
     assert default.protocol == "paper"
+
+
+def test_a_bridge_loaded_with_a_device_map_evaluates_as_the_plain_bridge(tmp_path):
+    """What can be checked on a CPU of the multi-device path: TransformerLens' bridge booted
+    with a Hugging Face device_map (here every module on the CPU) gives the same rows."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    helpers.save_hf_family("llama", str(tmp_path))
+    plain = TransformerBridge.boot_transformers(str(tmp_path), dtype=torch.float64)
+    mapped = TransformerBridge.boot_transformers(
+        str(tmp_path), dtype=torch.float64, device_map={"": "cpu"}
+    )
+    ids = list(range(3, 20))
+    names = ["fisher", "semantic", "integrated_gradients"]
+    settings = evaluate.Settings(n_steps=2)
+    expected = evaluate.evaluate_passage(plain, ids, names, settings=settings)
+    assert evaluate.evaluate_passage(mapped, ids, names, settings=settings) == expected
