@@ -8,7 +8,7 @@
 #                                OUT picks the output directory (default results/aopc); the
 #                                other committed runs:
 #                                VENV=.venv-tl3 OUT=results/aopc_authors scripts/run_aopc.sh \
-#                                    --kind hooked --protocol authors --eraser --loo-limit 20
+#                                    --kind hooked --protocol authors
 #                                VENV=.venv-tl3 OUT=results/aopc_gemma3 scripts/run_aopc.sh \
 #                                    --kind hooked --model gemma3-270m
 #   scripts/run_aopc.sh table    rewrite results/aopc/aopc.csv, paired_vs_semantic.csv and
