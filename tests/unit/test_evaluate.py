@@ -196,3 +196,30 @@ def test_a_bridge_loaded_with_a_device_map_evaluates_as_the_plain_bridge(tmp_pat
     settings = evaluate.Settings(n_steps=2)
     expected = evaluate.evaluate_passage(plain, ids, names, settings=settings)
     assert evaluate.evaluate_passage(mapped, ids, names, settings=settings) == expected
+
+
+def test_cli_measure_and_batching_flags_reach_the_run(tmp_path, monkeypatch, capsys):
+    import json
+
+    from tlscopes import cli
+    from tlscopes.cli import evaluation
+
+    model = helpers.build_bridge()
+    monkeypatch.setattr(evaluation, "load_with_message", lambda args: model)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"text": PROMPT}, {"text": "the cat sat on the mat"}]))
+    out = tmp_path / "run"
+    argv = ["evaluate", "--prompts", str(prompts), "--output", str(out), "--no-progress"]
+    argv += ["--methods", "semantic,random", "--ablation", "filler", "--filler-token", "7"]
+    argv += ["--eraser", "--loo-limit", "1", "--passages-per-batch", "2"]
+    assert cli.commands()["evaluate"].run(cli.build_parser().parse_args(argv)) == 0
+    recorded = json.loads((out / "run.json").read_text())
+    assert recorded["ablation"] == "filler" and recorded["filler_token_id"] == 7
+    assert recorded["eraser"] is True and recorded["loo_limit"] == 1
+    header = (out / "per_passage.csv").read_text().splitlines()[0]
+    assert header.endswith("comprehensiveness,sufficiency,loo_spearman,loo_kendall")
+    bad = cli.build_parser().parse_args(["evaluate", "--output", "x", "--filler-token", "7"])
+    with pytest.raises(cli.UsageError, match="--ablation filler"):
+        cli.commands()["evaluate"].run(bad)
+    with pytest.raises(cli.UsageError, match="--output"):
+        cli.commands()["evaluate"].run(cli.build_parser().parse_args(["evaluate"]))
