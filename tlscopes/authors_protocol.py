@@ -120,7 +120,10 @@ def log_prob_input_x_gradient(
 ) -> Attribution:
     """The script's Input x Gradient: ||x_t * d log p(target) / dx_t||_2."""
     prepared = prepare_inputs(model, inputs, position)
-    target_ids = _target_ids(model, target, scaled_forward(model, prepared).logits)
+    if target is None:  # the top prediction needs a forward pass first
+        target_ids = scaled_forward(model, prepared).logits.argmax(dim=-1).cpu()
+    else:
+        target_ids = resolve_targets(model, semantic_scope(target).target, len(prepared.lengths))
     scope = LogProbScope(tuple(target_ids.tolist()))
     result = scope_gradients(model, prepared.tokens, [scope], positions=prepared.positions)
     scores = input_x_gradient_scores(result.embeddings, result.gradients[0][:, 0])

@@ -116,6 +116,8 @@ def test_input_x_gradient_differentiates_the_log_probability(model):
     result = log_prob_input_x_gradient(model, tokens, target=target)
     expected = (x * gradient).norm(dim=-1)
     torch.testing.assert_close(result.scores[0].double(), expected, rtol=1e-6, atol=1e-12)
+    top1 = log_prob_input_x_gradient(model, tokens)  # no target: the top prediction's
+    assert int(top1.target_ids[0]) == int(top1.top_token_ids[0, 0]) != target
     logit_version = baselines.input_x_gradient(model, tokens, target=target).scores[0]
     assert not torch.allclose(logit_version.double(), expected, rtol=1e-3)
 
