@@ -22,6 +22,7 @@ average different passages, and :func:`format_table` then shows n in every cell.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -163,7 +164,10 @@ def run_evaluation(
     shard = Shard.from_environment() if shard is None else shard
     if shard.sharded:
         write_order(output, shard.world_size, list(passages), methods)
-    with exclusive_lock(output, shard.file(LOCK_FILE)):
+    with contextlib.ExitStack() as locks:
+        if shard.sharded:  # the ranks share the directory's lock, each holds its own
+            locks.enter_context(exclusive_lock(output, shared=True))
+        locks.enter_context(exclusive_lock(output, shard.file(LOCK_FILE)))
         run = _run_locked(
             model,
             passages,

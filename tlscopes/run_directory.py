@@ -83,8 +83,13 @@ def read_json(path: Path) -> Any:
 
 
 @contextlib.contextmanager
-def exclusive_lock(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
+def exclusive_lock(
+    directory: Path, name: str = LOCK_FILE, *, shared: bool = False
+) -> Iterator[None]:
     """Holds an exclusive lock on `directory` for the duration of the block.
+
+    `shared` takes it shared instead: the ranks of one sharded run share ``.lock`` (each holds
+    its own ``.lock.rank<r>`` exclusively), which keeps out a one-process run and a merge.
 
     A directory we may not write to is locked through an existing lock file opened read-only
     (``flock`` needs no write access), or not at all if it has none: nothing can be written
@@ -106,7 +111,7 @@ def exclusive_lock(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
             return
     try:
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunDirectoryError(
                 f"another run is writing to {directory} (it holds the lock {path}); wait for "

@@ -5,7 +5,8 @@ reads them. The run's passages, in the interleaved order of a one-process run, a
 robin: rank r takes positions r, r + W, r + 2W, ... of that order, so every rank gets about as
 many passages of each task. Each rank appends and fsyncs its own files
 (``per_passage.rank<r>.csv``, ``skipped.rank<r>.csv``), holds its own lock
-(``.lock.rank<r>``), and on a rerun resumes its own shard (passages already in the merged
+(``.lock.rank<r>``, and ``.lock`` shared, which keeps out a one-process run and a merge),
+and on a rerun resumes its own shard (passages already in the merged
 ``per_passage.csv`` count as done). ``shards.json`` records the order of the tasks and methods.
 
 :func:`merge_shards` (automatic on rank 0 once every rank is done, when torch.distributed is
@@ -31,6 +32,7 @@ from tlscopes.run_directory import (
     RunDirectoryError,
     _header_of,
     _parsers,
+    exclusive_lock,
     read_json,
     read_rows,
     write_atomic,
@@ -126,8 +128,9 @@ def merge_shards(output: str | Path) -> None:
         "tasks": {task: i for i, task in enumerate(record["tasks"])},
         "methods": {method: i for i, method in enumerate(record["methods"])},
     }
-    _merge(output, PER_PASSAGE, ("task", "passage", "method"), rank_of)
-    _merge(output, SKIPPED, ("task", "passage"), rank_of)
+    with exclusive_lock(output):  # no rank still appending, no one-process run
+        _merge(output, PER_PASSAGE, ("task", "passage", "method"), rank_of)
+        _merge(output, SKIPPED, ("task", "passage"), rank_of)
 
 
 def wait_for_all_ranks() -> bool:

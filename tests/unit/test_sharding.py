@@ -112,3 +112,21 @@ def test_shards_resume_and_merge_without_torch_distributed(one_process, tmp_path
     assert (tmp_path / evaluate.PER_PASSAGE).read_text() == (
         one_process / evaluate.PER_PASSAGE
     ).read_text()
+
+
+def test_a_sharded_run_keeps_out_a_one_process_run_and_a_merge(tmp_path):
+    from tlscopes.run_directory import RunDirectoryError, exclusive_lock
+    from tlscopes.sharding import write_order
+
+    model = helpers.build_bridge()
+    write_order(tmp_path, 2, list(TEXTS), METHODS)
+    texts = {"lambada": TEXTS["lambada"][:1]}
+    with exclusive_lock(tmp_path, shared=True):  # as rank 0 holds it while it works
+        with pytest.raises(RunDirectoryError, match="another run"):
+            evaluate.run_evaluation(model, texts, ["semantic"], tmp_path, progress=False)
+        with pytest.raises(RunDirectoryError, match="another run"):
+            merge_shards(tmp_path)
+        # another rank of the same run shares it
+        evaluate.run_evaluation(
+            model, texts, ["semantic"], tmp_path, progress=False, shard=Shard(1, 2)
+        )
