@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlscopes import fisher
+from tlscopes import fisher, fisher_solver
 from tlscopes.fisher import fisher_directions, fisher_directions_exact, fisher_matrix
 
 # Temperatures of random logits (scale 5): peaked, medium and flat next-token distributions.
@@ -98,21 +98,21 @@ def test_float32_matches_float64_truth(temperature: float) -> None:
 @pytest.fixture
 def small_head(monkeypatch):
     """Head sizes scaled down so that 3,000-token vocabularies get a tail and a deep tail."""
-    monkeypatch.setattr(fisher, "_MIN_HEAD", 256)
-    monkeypatch.setattr(fisher, "_HEAD_FRACTION", 64)
-    monkeypatch.setattr(fisher, "_GRAM_HEAD", 64)
-    monkeypatch.setattr(fisher, "_NORM_CACHE", {})
+    monkeypatch.setattr(fisher_solver, "_MIN_HEAD", 256)
+    monkeypatch.setattr(fisher_solver, "_HEAD_FRACTION", 64)
+    monkeypatch.setattr(fisher_solver, "_GRAM_HEAD", 64)
+    monkeypatch.setattr(fisher_solver, "_NORM_CACHE", {})
 
 
 def record_passes(monkeypatch) -> list[torch.Tensor]:
     """Patches the streaming pass to record which columns each pass reads."""
-    seen, original = [], fisher._pass
+    seen, original = [], fisher_solver._pass
 
     def recording(W, columns, p, U, centre=None):
         seen.append(columns.clone())
         return original(W, columns, p, U, centre)
 
-    monkeypatch.setattr(fisher, "_pass", recording)
+    monkeypatch.setattr(fisher_solver, "_pass", recording)
     return seen
 
 
@@ -227,7 +227,7 @@ def test_a_light_tail_takes_one_pass_and_the_deep_tail_is_never_read(
     assert len(passes) == 1
     read = torch.zeros(3000, dtype=torch.bool)
     read[passes[0]] = True
-    read[torch.topk(probs, fisher._MIN_HEAD).indices] = True
+    read[torch.topk(probs, fisher_solver._MIN_HEAD).indices] = True
     assert int((~read).sum()) > 500, "the thin end of the tail should be bounded, not read"
 
 
@@ -235,7 +235,7 @@ def test_unseen_trace_bounds_what_the_search_does_not_know(small_head) -> None:
     # ||F - F~|| <= t' + deep bound, the inequality both certificate tests rest on.
     W_U, probs = build_unembedding(d_model=24), build_probs(temperature=0.7, seed=5)
     probs, total = fisher._normalised(probs, W_U.dtype)
-    problem, _ = fisher._split(W_U, probs, total, 1, 5, 1e-5, fisher._MIN_HEAD)
+    problem, _ = fisher_solver._split(W_U, probs, total, 1, 5, 1e-5, fisher_solver._MIN_HEAD)
     assert problem is not None and problem.tail.numel() > 0 and problem.deep_bound > 0
     F = fisher_matrix(W_U, probs)
     identity = torch.eye(24, dtype=torch.float64)
@@ -256,7 +256,7 @@ def test_column_norms_follow_in_place_changes(small_head) -> None:
 
 
 def test_fallback_to_the_formed_matrix_is_exact(monkeypatch) -> None:
-    monkeypatch.setattr(fisher, "_block_krylov", lambda *args: None)
+    monkeypatch.setattr(fisher_solver, "_block_krylov", lambda *args: None)
     assert_matches_exact(build_unembedding(), build_probs(temperature=FLAT), 3)
 
 
