@@ -282,3 +282,10 @@ def test_serve_starts_the_app_on_the_shared_model_and_stops(monkeypatch, capsys,
     assert set(handler.app.model_names) >= {"smollm2-135m", "gemma3-270m"}
     assert cli.main(["serve", "--port", "70000"]) == cli.EXIT_USER_ERROR
     assert "--port must be between" in capsys.readouterr().err
+
+
+def test_the_command_line_runs_as_a_module_for_torchrun():
+    done = subprocess.run(
+        [sys.executable, "-m", "tlscopes.cli", "evaluate", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "--protocol" in done.stdout
