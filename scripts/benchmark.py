@@ -402,39 +402,9 @@ def bench_layers(model: Any, lengths: list[int], repeats: int) -> list[dict]:
             }
         )
     kind = "bridge" if ts.models.is_bridge(model) else "hooked"
-    probe = LAYERS_MEMORY_PROBE.format(kind=kind, text=TEXT.replace('"', ""))
-    output = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
-    rows.append(
-        {
-            "tokens": 2048,
-            "layers_heads_peak_rss_mib": float(output[-1]),
-            "loaded_mib": float(output[-2]),
-        }
-    )
+    loaded, peak = peak_memory(kind, LAYERS_WITH_HEADS)
+    rows.append({"tokens": 2048, "layers_heads_peak_rss_mib": peak, "loaded_mib": loaded})
     return rows
-
-
-LAYERS_MEMORY_PROBE = """
-import warnings, torch, tlscopes as ts
-warnings.filterwarnings("ignore")
-
-
-def status_mib(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-
-
-model = ts.load_model(kind="{kind}")
-loaded = status_mib("VmRSS")
-with open("/proc/self/clear_refs", "w") as handle:
-    handle.write("5")
-tokens = model.to_tokens("{text}" * 120)[:, :2048]
-ts.attribute_layers(model, tokens, ts.FisherScope(), heads=True)
-print(loaded, status_mib("VmHWM"))
-"""
 
 
 def _ratio(ours: float | None, theirs: float | None) -> float | None:
@@ -460,10 +430,21 @@ loaded = status_mib("VmRSS")
 with open("/proc/self/clear_refs", "w") as handle:
     handle.write("5")
 tokens = model.to_tokens("{text}" * 120)[:, :2048]
-for scope in (ts.SemanticScope(" the"), ts.TemperatureScope(), ts.FisherScope()):
-    ts.attribute(model, tokens, scope)
+{work}
 print(loaded, status_mib("VmHWM"))
 """
+THREE_SCOPES = """for scope in (ts.SemanticScope(" the"), ts.TemperatureScope(), ts.FisherScope()):
+    ts.attribute(model, tokens, scope)"""
+LAYERS_WITH_HEADS = "ts.attribute_layers(model, tokens, ts.FisherScope(), heads=True)"
+
+
+def peak_memory(kind: str, work: str) -> tuple[float, float]:
+    """(resident MiB after loading, peak MiB during `work`) at 2,048 tokens, in a fresh process."""
+    probe = MEMORY_PROBE.format(kind=kind, text=TEXT.replace('"', ""), work=work)
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return float(output[-2]), float(output[-1])
 
 
 def bench_memory() -> list[dict]:
@@ -471,11 +452,7 @@ def bench_memory() -> list[dict]:
     kinds = ["hooked", "bridge"] if ts.models.hooked_transformer_class() else ["bridge"]
     rows = []
     for kind in kinds:
-        probe = MEMORY_PROBE.format(kind=kind, text=TEXT.replace('"', ""))
-        output = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-        ).stdout.split()
-        loaded, peak = float(output[-2]), float(output[-1])
+        loaded, peak = peak_memory(kind, THREE_SCOPES)
         rows.append(
             {"kind": kind, "tokens": 2048, "rss_after_load_mib": loaded, "peak_rss_mib": peak}
         )
