@@ -9,21 +9,9 @@ import torch
 from matplotlib.figure import Figure
 
 from analyses import attention_sinks, ig_path
-from tests import helpers
-from tests.models import VARIANTS
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def model(request):
-    return VARIANTS[request.param]()
-
-
-@pytest.fixture(scope="module")
-def bridge():
-    return helpers.build_bridge()
 
 
 def attached_hooks(model):

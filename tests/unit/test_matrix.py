@@ -8,22 +8,10 @@ import pytest
 import torch
 
 import tlscopes as ts
-from tests import helpers
-from tests.models import VARIANTS
 from tlscopes.matrix import attribution_matrix
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def model(request):
-    return VARIANTS[request.param]()
-
-
-@pytest.fixture(scope="module")
-def bridge():
-    return helpers.build_bridge()
 
 
 def attached_hooks(model):

@@ -9,21 +9,9 @@ import torch
 
 import tlscopes as ts
 from analyses import ig_path
-from tests import helpers
-from tests.models import VARIANTS
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def model(request):
-    return VARIANTS[request.param]()
-
-
-@pytest.fixture(scope="module")
-def bridge():
-    return helpers.build_bridge()
 
 
 def test_integrand_at_alpha_one_is_the_semantic_scope_gradient(model):
