@@ -19,13 +19,10 @@ from tlscopes.fisher_krylov import (
     _guard_vectors,
     _orthonormal_complement,
 )
+from tlscopes.fisher_streaming import column_norms, columns_of, rows_sandwich, tail_pass
 
 EigenPairs = tuple[Float[Tensor, "rank"], Float[Tensor, "d_model rank"]]
 
-# Bytes of W_U per chunk of a streaming pass. Large chunks: every chunk is a parallel region,
-# and on a loaded machine each region waits for the slowest thread (measured on 2 shared
-# cores at Gemma-3's shape: 2,048-column chunks made a pass 6x slower than 64 MiB ones).
-_CHUNK_BYTES = 1 << 27
 # The head is the largest p_i, at least _MIN_HEAD of them and at most 1/_HEAD_FRACTION of the
 # vocabulary (its products cost that share of a pass); the top _GRAM_HEAD of it are kept in
 # float64 and give the start vectors through their Gram matrix (k^3, so k stays small).
@@ -48,9 +45,6 @@ _MAX_PASSES = 6
 _DEEP_TAIL = 0.25
 # How closely the head's own eigenvectors are found before the first pass (relative).
 _START_TOLERANCE = 1e-3
-# The column norms of the last W_U seen (see _column_norms): a cache, not state; results do
-# not depend on it.
-_NORM_CACHE: dict[str, tuple] = {}
 
 
 def _check_finite(*tensors: Tensor) -> None:
@@ -89,7 +83,7 @@ class _Problem:
         """F~ X, where F~ is F with G_tail replaced by its seen part G - (1 - P) G (1 - P)."""
         result = self.top @ (self.top.T @ X) - torch.outer(self.delta, self.delta @ X)
         if self.rest.shape[0]:
-            result += ((self.rest @ X.to(self.rest.dtype)).T @ self.rest).T.double()
+            result += rows_sandwich(self.rest, X)
         V, images = self.seen, self.seen_images
         if V.shape[1]:
             coordinates = V.T @ X
@@ -103,7 +97,7 @@ class _Problem:
 
     def see(self, U: Tensor) -> None:
         """One pass over W: G_tail U for an orthonormal U orthogonal to the seen V."""
-        second_moment, _, _ = _pass(self.W, self.tail, self.tail_p, U)
+        second_moment, _, _ = tail_pass(self.W, self.tail, self.tail_p, U)
         images = self._centred(second_moment / self.total, U)
         _check_finite(images)
         self.seen = torch.cat([self.seen, U], dim=1)
@@ -130,7 +124,7 @@ def _split(
     sorted_p, order = torch.topk(p, cap)
     weights = sorted_p.double() / total
     first = min(cap, _GRAM_HEAD)
-    first_columns = _columns(W, order[:first]).double()
+    first_columns = columns_of(W, order[:first]).double()
     centre = first_columns @ weights[:first] / weights[:first].sum()
     centred_first = first_columns - centre[:, None]
     values, vectors = _gram_eigenpairs(centred_first * weights[:first].sqrt(), count)
@@ -146,11 +140,12 @@ def _split(
             return None, math.inf  # a flat p: not worth a pass
         head_size = min(cap, max(first, int((beyond > mass).sum()) + 1))
     head, head_weights = order[:head_size], weights[:head_size]
-    columns = _columns(W, head)
+    columns = columns_of(W, head)
     centre = (columns @ (head_weights / head_weights.sum()).to(W.dtype)).double()
     top = (columns[:, :first].double() - centre[:, None]) * head_weights[:first].sqrt()
     scale = (sorted_p[first:head_size] / total).sqrt().to(W.dtype)
-    rest = (columns[:, first:].T - centre.to(W.dtype)) * scale[:, None]
+    # In place on the gathered copy (`columns` is not used again): one pass over the head.
+    rest = columns[:, first:].T.sub_(centre.to(W.dtype)).mul_(scale[:, None])
     head_sum = top @ head_weights[:first].sqrt() + (rest.T @ scale).double()
     eps = torch.finfo(W.dtype).eps
     rest_trace = float(torch.linalg.vector_norm(rest, dim=1).double().square().sum())
@@ -165,7 +160,7 @@ def _split(
     # read. Tokens are grouped by the binary exponent of p_i, so no sort is needed; the shares
     # are padded by the rounding of the norms and of their own few operations.
     pad = (1 + 2 * (d_model + 8) * eps) / total
-    norms = _column_norms(W)
+    norms = column_norms(W)
     shares = (norms.double().sqrt() + float(centre.norm())).square_().mul_(p)
     shares[head] = 0
     _, exponent = torch.frexp(p)
@@ -192,7 +187,7 @@ def _split(
         guards = _orthonormal_complement(_guard_vectors(leading), leading)
         start = torch.cat([leading, guards], dim=1)
     seen = start[:, : min(rank + 2, count)]
-    second_moment, tail_sum, cross = _pass(W, tail, tail_p, seen, centre)
+    second_moment, tail_sum, cross = tail_pass(W, tail, tail_p, seen, centre)
     second_moment, tail_sum, cross = second_moment / total, tail_sum / total, cross / total
     tail_norms = float(norms[tail].double() @ tail_p.double()) / total
     tail_mass = float(tail_p.double().sum()) / total
@@ -288,19 +283,6 @@ def _solve(problem: _Problem, rank: int, count: int, tolerance: float) -> EigenP
     return None
 
 
-def _chunks(length: int, W: Tensor) -> list[slice]:
-    size = max(2048, _CHUNK_BYTES // (W.shape[0] * W.element_size()))
-    return [slice(start, min(start + size, length)) for start in range(0, length, size)]
-
-
-def _columns(W: Tensor, index: Tensor) -> Tensor:
-    """W[:, index] as a new tensor. `index_select` on dim 1 of a strided view is ~30x slower
-    than a row gather on W^T (columns contiguous, an lm_head weight transposed) or `gather`."""
-    if W.stride(0) == 1:
-        return W.T.index_select(0, index).T
-    return torch.gather(W, 1, index.expand(W.shape[0], -1))
-
-
 def _restrict_to_support(W_U: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
     """Drops the columns with p_i = 0; a view, not a copy, when the rest are contiguous."""
     support = torch.nonzero(probs > 0).squeeze(1)
@@ -313,62 +295,7 @@ def _restrict_to_support(W_U: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
     if 4 * count > 3 * probs.numel():
         # Copying nearly all of W_U costs more than multiplying its few zero-weight columns.
         return W_U, probs
-    return _columns(W_U, support), probs[support]
-
-
-def _pass(
-    W: Tensor, columns: Tensor, p: Tensor, U: Tensor, centre: Tensor | None = None
-) -> tuple[Tensor, Tensor | None, float]:
-    """W_T (p * (W_T^T U)) over the columns T = `columns` (ascending) for a float64 block U
-    [d_model, b], in one pass; given a `centre` c, also W_T p and sum_T p_i w_i^T c.
-
-    Chunk by chunk, the columns are gathered as rows w_i^T (an lm_head weight's transposed view
-    is read row by row, in its memory order) and reused by both products; when T is most of
-    W, all of W is streamed instead, the other columns weighted by zero. Products run in W's
-    dtype and are accumulated over chunks in float64 (p unnormalised); each w_i^T c is one
-    product in W's dtype, summed in float64, so its rounding is bounded per column.
-    """
-    sums = centre is not None
-    U_w = (torch.cat([U, centre[:, None]], dim=1) if sums else U).to(W.dtype)
-    result = torch.zeros(U.shape[1] + sums, W.shape[0], dtype=torch.float64, device=W.device)
-    cross = torch.zeros((), dtype=torch.float64, device=W.device)
-    if 2 * columns.numel() > W.shape[1]:
-        p = torch.zeros(W.shape[1], dtype=p.dtype, device=p.device).index_copy_(0, columns, p)
-        columns = None
-    for chunk in _chunks(W.shape[1] if columns is None else columns.numel(), W):
-        if columns is None:
-            rows, weights = W[:, chunk].T, p[chunk]
-        else:
-            rows, weights = _columns(W, columns[chunk]).T, p[chunk]
-        weighted = rows @ U_w
-        if sums:
-            cross += weighted[:, -1].double() @ weights.double()
-            weighted[:, -1] = 1
-        result += (weighted.mul_(weights[:, None]).T @ rows).double()
-    if not sums:
-        return result.T, None, 0.0
-    return result[:-1].T, result[-1], float(cross)
-
-
-def _column_norms(W: Tensor) -> Tensor:
-    """||w_i||^2 for every column, in W's dtype; computed once per W_U and remembered.
-
-    The deep-tail bound needs them for columns that are otherwise never read. The one entry
-    kept is keyed by W's memory, layout and version counter (bumped by in-place writes), and
-    checked against a fresh computation of a fixed sample of columns, so a new tensor that
-    reuses freed memory is not mistaken for the old one.
-    """
-    probe = torch.linspace(0, W.shape[1] - 1, 61, device=W.device).long()
-    probe_norms = torch.linalg.vector_norm(_columns(W, probe), dim=0)
-    key = (W.data_ptr(), tuple(W.shape), W.stride(), W.dtype, W.device, W._version)
-    cached = _NORM_CACHE.get("last")
-    if cached is not None and cached[0] == key and torch.equal(cached[1], probe_norms):
-        return cached[2]
-    norms = torch.empty(W.shape[1], dtype=W.dtype, device=W.device)
-    for chunk in _chunks(W.shape[1], W):
-        norms[chunk] = torch.linalg.vector_norm(W[:, chunk].T, dim=1)
-    _NORM_CACHE["last"] = (key, probe_norms, norms.square_())
-    return norms
+    return columns_of(W_U, support), probs[support]
 
 
 def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: float) -> EigenPairs:

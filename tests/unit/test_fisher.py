@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlscopes import fisher, fisher_solver
+from tlscopes import fisher, fisher_solver, fisher_streaming
 from tlscopes.fisher import fisher_directions, fisher_directions_exact, fisher_matrix
 
 # Temperatures of random logits (scale 5): peaked, medium and flat next-token distributions.
@@ -101,18 +101,18 @@ def small_head(monkeypatch):
     monkeypatch.setattr(fisher_solver, "_MIN_HEAD", 256)
     monkeypatch.setattr(fisher_solver, "_HEAD_FRACTION", 64)
     monkeypatch.setattr(fisher_solver, "_GRAM_HEAD", 64)
-    monkeypatch.setattr(fisher_solver, "_NORM_CACHE", {})
+    monkeypatch.setattr(fisher_streaming, "_NORM_CACHE", {})
 
 
 def record_passes(monkeypatch) -> list[torch.Tensor]:
     """Patches the streaming pass to record which columns each pass reads."""
-    seen, original = [], fisher_solver._pass
+    seen, original = [], fisher_solver.tail_pass
 
     def recording(W, columns, p, U, centre=None):
         seen.append(columns.clone())
         return original(W, columns, p, U, centre)
 
-    monkeypatch.setattr(fisher_solver, "_pass", recording)
+    monkeypatch.setattr(fisher_solver, "tail_pass", recording)
     return seen
 
 
