@@ -41,6 +41,7 @@ from tlscopes.attribute import Inputs, scope_gradients
 from tlscopes.baselines import (
     Target,
     input_x_gradient_scores,
+    path_gradient_sum,
     random_scores,
     scaled_forward,
     semantic_scope,
@@ -155,23 +156,17 @@ def log_prob_integrated_gradients(
     prepared = prepare_inputs(model, inputs, position)
     full = scaled_forward(model, prepared)
     target_ids = _target_ids(model, target, full.logits)
-    n_prompts, n_alphas = prepared.tokens.shape[0], len(alphas)
-    rows = torch.arange(n_prompts).repeat_interleave(n_alphas)
-    scale = torch.tensor(alphas, dtype=torch.float64).repeat(n_prompts)
-
-    def along_path(x: Tensor) -> Tensor:
-        return x * scale.to(device=x.device, dtype=x.dtype)[:, None, None]
-
-    scope = LogProbScope(tuple(target_ids[rows].tolist()))
-    result = scope_gradients(
+    n_points = len(alphas)
+    path = torch.tensor(alphas, dtype=torch.float64)
+    mean = path_gradient_sum(
         model,
-        prepared.tokens[rows],
-        [scope],
-        positions=prepared.positions[rows],
-        transform=along_path,
+        prepared,
+        lambda ids: LogProbScope(tuple(ids.tolist())),
+        target_ids,
+        path,
+        path / n_points,
+        n_points * prepared.tokens.shape[0],
     )
-    weighted = result.gradients[0][:, 0].cpu() * scale.to(result.gradients[0].dtype)[:, None, None]
-    mean = weighted.reshape(n_prompts, n_alphas, *weighted.shape[1:]).mean(dim=1)
     ig = full.embeddings.cpu().to(mean.dtype) * mean
     details: dict[str, Any] = {"alphas": list(alphas), "differentiates": "log_prob"}
     return build_attribution(

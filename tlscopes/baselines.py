@@ -14,7 +14,7 @@ Every function returns the same :class:`~tlscopes.results.Attribution` as the sc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -154,6 +154,56 @@ def target_logit(model: TransformerLensModel, state: ScopeGradients, target_ids:
     return values.detach().cpu()
 
 
+def scaled_by(scale: Tensor) -> EmbeddingTransform:
+    """The transform that puts each batch row b at alpha_b X on the straight path (paper eq. 13).
+
+    >>> scaled_by(torch.tensor([0.5, 1.0]))(torch.ones(2, 1, 1)).flatten().tolist()
+    [0.5, 1.0]
+    """
+
+    def along_path(x: Tensor) -> Tensor:
+        return x * scale.to(device=x.device, dtype=x.dtype)[:, None, None]
+
+    return along_path
+
+
+def path_gradient_sum(
+    model: TransformerLensModel,
+    prepared: PreparedInputs,
+    scope_for: Callable[[Tensor], Scope],
+    target_ids: Tensor,
+    alphas: Tensor,
+    weights: Tensor,
+    batch_size: int,
+) -> Tensor:
+    """sum_k weights_k grad_x f(alpha_k X) for each prompt [n_prompts, pos, d_model]: the
+    gradients along the straight path that Integrated Gradients averages (paper eq. 13).
+
+    Every (prompt, path point) pair is one row of a batch; rows run `batch_size` at a time
+    through the engine with the input scaled by alpha_k (the gradient is taken at the scaled
+    input). `scope_for(ids)` gives the scope explaining a batch whose rows target `ids`.
+    """
+    n_prompts = prepared.tokens.shape[0]
+    pairs = [(b, a) for b in range(n_prompts) for a in range(len(alphas))]
+    summed: Tensor | None = None
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        rows = torch.tensor([b for b, _ in chunk])
+        points = [a for _, a in chunk]
+        chunk_inputs = PreparedInputs(
+            prepared.tokens[rows], prepared.lengths[rows], prepared.positions[rows]
+        )
+        scope = scope_for(target_ids[rows])
+        result = prompt_gradients(model, chunk_inputs, [scope], transform=scaled_by(alphas[points]))
+        grads = result.gradients[0][:, 0].cpu()
+        grads = grads * weights[points].to(grads.dtype)[:, None, None]
+        if summed is None:
+            summed = torch.zeros((n_prompts, *grads.shape[1:]), dtype=grads.dtype)
+        summed.index_add_(0, rows, grads)
+    assert summed is not None
+    return summed
+
+
 def integrated_gradients(
     model: TransformerLensModel,
     inputs: Inputs,
@@ -202,28 +252,17 @@ def integrated_gradients(
         batch_size = path_batch_size(model, n_positions, memory_budget)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    # Every (prompt, path point) pair is one row; rows are run in chunks of batch_size.
-    pairs = [(b, a) for b in range(n_prompts) for a in range(n_steps)]
-    summed: Tensor | None = None
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        rows = torch.tensor([b for b, _ in chunk])
-        scale = alphas[[a for _, a in chunk]]
-        chunk_inputs = PreparedInputs(
-            prepared.tokens[rows], prepared.lengths[rows], prepared.positions[rows]
-        )
-
-        def along_path(x: Tensor, scale: Tensor = scale) -> Tensor:
-            return x * scale.to(device=x.device, dtype=x.dtype)[:, None, None]
-
-        chunk_targets = SemanticScope(tuple(target_ids[rows].tolist()))
-        result = prompt_gradients(model, chunk_inputs, [chunk_targets], transform=along_path)
-        grads = result.gradients[0][:, 0].cpu()
-        if summed is None:
-            summed = torch.zeros((n_prompts, *grads.shape[1:]), dtype=grads.dtype)
-        summed.index_add_(0, rows, grads)
-    assert summed is not None
-    ig = full.embeddings.cpu().to(summed.dtype) * summed / n_steps
+    weights = torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
+    mean = path_gradient_sum(
+        model,
+        prepared,
+        lambda ids: SemanticScope(tuple(ids.tolist())),
+        target_ids,
+        alphas,
+        weights,
+        batch_size,
+    )
+    ig = full.embeddings.cpu().to(mean.dtype) * mean
     difference = target_logit(model, full, target_ids) - target_logit(model, null, target_ids)
     difference = difference.double()
     ig_sum = ig.double().sum(dim=(1, 2))
@@ -290,12 +329,14 @@ __all__ = [
     "input_x_gradient_scores",
     "integrated_gradients",
     "path_alphas",
+    "path_gradient_sum",
     "path_batch_size",
     "random_attribution",
     "random_scores",
     "saliency",
     "prompt_gradients",
     "semantic_scope",
+    "scaled_by",
     "scaled_forward",
     "target_logit",
 ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tlscopes.baselines import prompt_gradients, scaled_forward
+from tlscopes.baselines import prompt_gradients, scaled_by, scaled_forward
 from tlscopes.inputs import PreparedInputs, prepare_inputs
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.scopes import SemanticScope
@@ -102,11 +102,7 @@ def path_integrand(
             prepared.lengths.expand(rows),
             prepared.positions.expand(rows),
         )
-
-        def along_path(x: Tensor, scale: Tensor = chunk) -> Tensor:
-            return x * scale.to(device=x.device, dtype=x.dtype)[:, None, None]
-
-        result = prompt_gradients(model, batch, [scope], transform=along_path)
+        result = prompt_gradients(model, batch, [scope], transform=scaled_by(chunk))
         parts.append(result.gradients[0][:, 0].norm(dim=-1).cpu())
         target_id = int(result.directions[0].target_ids[0])
     tokens = token_strings(model, prepared.tokens[0])
