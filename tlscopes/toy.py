@@ -113,13 +113,19 @@ def build_hooked(
     return randomize_(model, seed).eval()
 
 
+def _build_hf(config_class: Any, model_class: Any, config: dict, dtype: torch.dtype, seed: int):
+    """A Hugging Face model of `model_class` from `config` (seeded), randomised, in `dtype`."""
+    torch.manual_seed(seed)
+    model = model_class(config_class(**config)).to(dtype)
+    return randomize_(model, seed).eval()
+
+
 def build_hf_llama(*, dtype: torch.dtype = torch.float64, seed: int = 0, **overrides: Any) -> Any:
     """A tiny Hugging Face Llama (RMSNorm, rotary) with random weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tokenizer()
     config = dict(
-        vocab_size=len(tokenizer),
+        vocab_size=len(build_tokenizer()),
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=2,
@@ -132,18 +138,15 @@ def build_hf_llama(*, dtype: torch.dtype = torch.float64, seed: int = 0, **overr
         tie_word_embeddings=False,
     )
     config.update(overrides)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**config)).to(dtype)
-    return randomize_(model, seed).eval()
+    return _build_hf(LlamaConfig, LlamaForCausalLM, config, dtype, seed)
 
 
 def build_hf_gpt2(*, dtype: torch.dtype = torch.float64, seed: int = 0) -> Any:
     """A tiny Hugging Face GPT-2 (LayerNorm with bias, absolute positions) with random weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tokenizer = build_tokenizer()
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
+    config = dict(
+        vocab_size=len(build_tokenizer()),
         n_embd=16,
         n_layer=2,
         n_head=2,
@@ -152,9 +155,7 @@ def build_hf_gpt2(*, dtype: torch.dtype = torch.float64, seed: int = 0) -> Any:
         eos_token_id=1,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(config).to(dtype)
-    return randomize_(model, seed).eval()
+    return _build_hf(GPT2Config, GPT2LMHeadModel, config, dtype, seed)
 
 
 def build_bridge(hf_model: Any | None = None, **overrides: Any) -> Any:
