@@ -8,25 +8,19 @@ import pytest
 import torch
 
 import tlscopes as ts
-from tests import helpers
 from tlscopes import baselines, methods
 from tlscopes.matrix import attribution_matrix
 
 TEXT = "the capital of france is"
 
 
-@pytest.fixture(scope="module")
-def model():
-    return helpers.build_bridge()
-
-
-def test_a_scope_result_records_scope_model_and_versions(model, tmp_path):
-    result = ts.attribute(model, TEXT, ts.FisherScope(rank=2), position=-2)
+def test_a_scope_result_records_scope_model_and_versions(bridge, tmp_path):
+    result = ts.attribute(bridge, TEXT, ts.FisherScope(rank=2), position=-2)
     info = result.info
     assert info["method"] == "fisher"
     assert info["scope"] == {"name": "FisherScope", "rank": 2}
     assert info["parameters"] == {"position": -2}
-    assert info["model_kind"] == type(model).__name__ == "TransformerBridge"
+    assert info["model_kind"] == type(bridge).__name__ == "TransformerBridge"
     assert info["model_name"] == result.model_name
     assert info["dtype"] == "float64" and info["device"] == "cpu"
     assert info["versions"]["torch"] == torch.__version__
@@ -39,24 +33,24 @@ def test_a_scope_result_records_scope_model_and_versions(model, tmp_path):
     assert ts.Attribution.load(path).info == info
 
 
-def test_direction_vectors_are_described_not_stored(model):
-    vector = torch.full((model.cfg.d_model,), 2.0, dtype=torch.float64)
-    info = ts.attribute(model, TEXT, ts.DirectionScope(vector, label="probe")).info
+def test_direction_vectors_are_described_not_stored(bridge):
+    vector = torch.full((bridge.cfg.d_model,), 2.0, dtype=torch.float64)
+    info = ts.attribute(bridge, TEXT, ts.DirectionScope(vector, label="probe")).info
     assert info["scope"]["label"] == "probe"
     assert info["scope"]["vector"] == {
-        "shape": [model.cfg.d_model],
+        "shape": [bridge.cfg.d_model],
         "dtype": "float64",
-        "norm": pytest.approx(2.0 * model.cfg.d_model**0.5),
+        "norm": pytest.approx(2.0 * bridge.cfg.d_model**0.5),
     }
 
 
-def test_baselines_methods_and_the_matrix_record_their_parameters(model):
-    ig = baselines.integrated_gradients(model, TEXT, target=5, n_steps=3, batch_size=2)
+def test_baselines_methods_and_the_matrix_record_their_parameters(bridge):
+    ig = baselines.integrated_gradients(bridge, TEXT, target=5, n_steps=3, batch_size=2)
     assert ig.info["method"] == "integrated_gradients"
     assert ig.info["parameters"] == {"n_steps": 3, "batch_size": 2, "position": -1}
-    assert baselines.random_attribution(model, TEXT, seed=7).info["parameters"]["seed"] == 7
-    shared = methods.attribute_methods(model, TEXT, ["semantic", "input_x_gradient"], target=5)
+    assert baselines.random_attribution(bridge, TEXT, seed=7).info["parameters"]["seed"] == 7
+    shared = methods.attribute_methods(bridge, TEXT, ["semantic", "input_x_gradient"], target=5)
     assert shared["input_x_gradient"].info["method"] == "input_x_gradient"
-    matrix = attribution_matrix(model, TEXT, ts.TemperatureScope(), positions=[1, 3])
+    matrix = attribution_matrix(bridge, TEXT, ts.TemperatureScope(), positions=[1, 3])
     assert matrix.info["parameters"] == {"positions": [1, 3]}
     assert matrix.info["scope"] == {"name": "TemperatureScope"}
