@@ -25,7 +25,7 @@ from torch import Tensor
 # and on a loaded machine each region waits for the slowest thread (measured on 2 shared
 # cores at Gemma-3's shape: 2,048-column chunks made a pass 6x slower than 64 MiB ones).
 _CACHE_COLUMNS = 256
-_CHUNK_BYTES = 1 << 26
+_CHUNK_BYTES = 1 << 27
 # The column norms of the last W_U seen (see column_norms): a cache, not state; results do
 # not depend on it.
 _NORM_CACHE: dict[str, tuple] = {}
