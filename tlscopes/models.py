@@ -95,7 +95,7 @@ def load_model(
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = _directory_tokenizer(model_dir, kind, AutoTokenizer)
     hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     hf_model.eval()
     if not getattr(hf_model.config, "architectures", None):
@@ -109,6 +109,30 @@ def load_model(
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+# Files a Hugging Face tokenizer is saved as; a directory with none of them has no tokenizer.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _directory_tokenizer(model_dir: Path, kind: str, auto_tokenizer: Any) -> Any:
+    """The directory's tokenizer, or None where it saved none (a model saved on its own):
+    HookedTransformer then takes token ids only, shown as ``<id>``; TransformerBridge always
+    needs one."""
+    if any((model_dir / name).exists() for name in _TOKENIZER_FILES):
+        return auto_tokenizer.from_pretrained(model_dir)
+    if kind == "bridge":
+        alternative = (
+            "or load it with kind='hooked', which takes token ids without one"
+            if hooked_transformer_class() is not None
+            else "(TransformerLens 3.x's kind='hooked' also takes token ids without one)"
+        )
+        raise ValueError(
+            f"{model_dir} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}), and "
+            "TransformerBridge needs one: save the tokenizer beside the model "
+            f"(tokenizer.save_pretrained({str(model_dir)!r})) {alternative}"
+        )
+    return None
 
 
 def _resolve_kind(kind: ModelKind) -> Literal["hooked", "bridge"]:
@@ -172,7 +196,7 @@ def _hooked_from_hf(
     with tempfile.TemporaryDirectory() as config_dir:
         config_dict = hooked_config_dict(hf_model.config, Path(config_dir))
         config_dict.pop("quantization_method", None)
-        config_dict["tokenizer_name"] = str(model_dir)
+        config_dict["tokenizer_name"] = None if tokenizer is None else str(model_dir)
         # The config comes from a temporary directory, which TransformerLens would name
         # "custom"; give it the model's own name, as the bridge has, so results record it.
         config_dict["model_name"] = name

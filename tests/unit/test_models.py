@@ -40,6 +40,28 @@ def test_local_hugging_face_directory_loads_unprocessed(model_dir, kind):
     assert ts.attribute(model, "the capital of france is", ts.FisherScope()).scores.isfinite().all()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_directory_saved_without_a_tokenizer(tmp_path, kind):
+    """A model saved on its own: HookedTransformer takes token ids, shown as <id>, and refuses
+    text clearly; TransformerBridge, which always needs a tokenizer, says what to do."""
+    hf_model = helpers.build_hf_llama()
+    hf_model.config.architectures = ["LlamaForCausalLM"]
+    hf_model.save_pretrained(tmp_path)
+    if kind == "bridge":
+        with pytest.raises(ValueError, match=r"has no tokenizer .*tokenizer\.save_pretrained"):
+            ts.load_model(str(tmp_path), kind="bridge", dtype=torch.float64)
+        return
+    model = ts.load_model(str(tmp_path), kind="hooked", dtype=torch.float64)
+    assert model.tokenizer is None
+    ids = torch.tensor([[0, 5, 6, 7]])
+    result = ts.attribute(model, ids, ts.FisherScope())
+    assert result.tokens == [["<0>", "<5>", "<6>", "<7>"]]
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf_model(ids).logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="tokenizer"):
+        ts.attribute(model, "some text", ts.FisherScope())
+
+
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="kind must be"):
         ts.load_model("anything", kind="other")
