@@ -1,6 +1,7 @@
 """The AOPC comparison tables of the README from the committed run directories.
 
     python scripts/aopc_tables.py [--out results/aopc_tables.md]
+    python scripts/aopc_tables.py --single results/aopc    (one run's own table.md)
 
 Reads results/aopc (SmolLM2, paper protocol), results/aopc_authors (SmolLM2, authors'
 protocol) and results/aopc_gemma3 (Gemma-3-270M, paper protocol), whichever exist, and writes:
@@ -172,11 +173,44 @@ def extra_lines(frame: pd.DataFrame, name: str) -> list[str]:
     return lines
 
 
+def single_run(directory: Path) -> None:
+    """One run's own files: aopc.csv (the summary), paired_vs_semantic.csv and table.md (the
+    run beside the paper's LLaMA-3.2-1B column, then paired against Semantic Scope)."""
+    frame = read(directory)
+    if frame is None:
+        raise SystemExit(
+            f"{directory / evaluate.PER_PASSAGE} does not exist: run the evaluation first"
+        )
+    summary = summaries.summarize(frame)
+    summary.to_csv(directory / evaluate.SUMMARY, index=False)
+    summaries.paired_differences(frame, reference="semantic").to_csv(
+        directory / "paired_vs_semantic.csv", index=False
+    )
+    model = json.loads((directory / evaluate.RUN_CONFIG).read_text()).get("model", "this run")
+    steps = ",".join(sorted(set(summary.n_steps.astype(str)) - {""}))
+    lines = table([(str(model).split("/")[-1], summary, None), ("", None, "LLaMA-3.2-1B")])
+    lines += [
+        "",
+        f"Integrated Gradients: n_steps = {steps}. AOPC: paper eq. 9 as printed, k in fractions "
+        "(0.05, 0.10, 0.20), not normalised; mean ± standard error over passages.",
+        "",
+    ]
+    lines += paired_lines(frame, "semantic", "Paired against Semantic Scope on the same passages:")
+    (directory / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=Path("results/aopc_tables.md"))
+    parser.add_argument(
+        "--single", type=Path, help="only this run directory's aopc.csv, table.md and pairs"
+    )
     args = parser.parse_args()
+    if args.single is not None:
+        single_run(args.single)
+        return
     paper_run = read(args.results / "aopc")
     authors_run = read(args.results / "aopc_authors")
     gemma_run = read(args.results / "aopc_gemma3")
