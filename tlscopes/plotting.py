@@ -141,6 +141,7 @@ def token_rows_page(
 __all__ = [
     "display_token",
     "draw_tokens",
+    "series_figure",
     "text_rows",
     "token_lines",
     "token_rows_page",
@@ -217,3 +218,31 @@ def layer_attribution_html(result: Any, path: Any = None) -> Any:
     title = f"tlscopes: {result.inputs.method} by layer on {result.inputs.model_name}"
     report = HtmlReport(html_page(title, layer_page_parts(result)))
     return report if path is None else report.save(path)
+
+
+def series_figure(
+    values: Sequence[float], influence: Sequence[float | None], *, title: str = ""
+) -> Figure:
+    """A number series as a line with one influence bar per value (the explorer's time-series
+    view as a static figure). A value with influence None (after the explained position) gets
+    no bar; bars are scaled to the largest influence."""
+    if len(values) != len(influence):
+        raise ValueError(f"{len(values)} values but {len(influence)} influences; pass one each")
+    figure = Figure(figsize=(max(5.0, min(12.0, 0.3 * len(values) + 2.0)), 3.2))
+    axes = figure.subplots()
+    positions = list(range(len(values)))
+    peak = max((v for v in influence if v is not None), default=0.0)
+    heights = [0.0 if v is None or peak <= 0 else v / peak for v in influence]
+    bars = axes.twinx()
+    bars.bar(positions, heights, width=0.7, color="#9ecae1", label="influence")
+    bars.set_ylim(0, 1.05 * 2)  # the bars fill the lower half, under the line
+    bars.set_yticks([])
+    axes.set_zorder(bars.get_zorder() + 1)
+    axes.patch.set_visible(False)
+    axes.plot(positions, list(values), color="#444444", marker="o", markersize=3, label="value")
+    axes.set_xlabel("value index (bars: influence on the prediction, delimiters left out)")
+    axes.set_ylabel("value")
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    return figure

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from tlscopes.plotting import draw_tokens, token_lines, token_rows_page, tokens_page
+from tlscopes.plotting import (
+    draw_tokens,
+    series_figure,
+    token_lines,
+    token_rows_page,
+    tokens_page,
+)
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -39,3 +45,13 @@ def test_token_rows_page_inlines_the_javascript_once():
     assert "row 5" in page and "n &lt; 1" in page and page.endswith("<table></table></body></html>")
     assert len(page) < 1.2 * len(single)
     assert "unpkg.com" not in page
+
+
+def test_a_series_figure_has_the_values_as_a_line_and_one_bar_per_value():
+    figure = series_figure([10.0, 30.0, 20.0], [1.0, 4.0, None], title="t")
+    line_axes, bar_axes = figure.axes
+    assert line_axes.lines[0].get_ydata().tolist() == [10.0, 30.0, 20.0]
+    # Bars scaled to the largest influence; a value after the explained position gets none.
+    assert [bar.get_height() for bar in bar_axes.patches] == [0.25, 1.0, 0.0]
+    with pytest.raises(ValueError, match="3 values but 2 influences"):
+        series_figure([1.0, 2.0, 3.0], [1.0, 2.0])
