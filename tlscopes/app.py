@@ -1,45 +1,39 @@
-"""A live local app: type a text, pick a scope, see what explains the prediction.
+"""The live app's logic, without a web framework: requests in, explorer payloads out.
 
-A small server on the standard library's ``http.server`` (no dependencies beyond tlscopes):
-``GET /`` is the page, ``POST /api/attribute`` explains one position with one scope and
-``POST /api/explore`` every position with the three scopes. Both answer with the explorer's
-JSON payload (:mod:`tlscopes.explorer_data`), which the page renders with the same script as the
-offline explorer file, plus the result as a JSON file and as an offline HTML page to download.
+:class:`ExplorerApp` explains one position with one scope (:meth:`ExplorerApp.attribute`) or
+every position with the three scopes (:meth:`ExplorerApp.explore`), answering with the
+explorer's JSON payload (:mod:`tlscopes.explorer_data`), the result as a JSON file and as an
+offline HTML page. The view helpers below turn a payload into what the page shows: tokens with
+their scores, the prediction's top-k and a number series' values with their influence. The
+page itself is :mod:`tlscopes.app_ui` (Gradio, the ``tlscopes[app]`` extra).
 
-One model object serves every request: requests run in their own threads and the library's
-per-model lock serialises the passes on one model, so results never mix. Bad input (an empty
-text, a text over the limit, a target that splits into several tokens, an unknown scope or
-model) is answered with status 400 and a one-line message that the page shows.
+One model object serves every request: the library's per-model lock serialises the passes on
+one model, so concurrent requests never mix. Bad input (an empty text, a text over the limit,
+a target that splits into several tokens, an unknown scope or model, a bad rank or position)
+raises :class:`RequestError` or another of ``REQUEST_ERRORS`` with a one-line message for the
+page.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import fields
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tlscopes import attribution_file
 from tlscopes.attribute import attribute
 from tlscopes.explorer import DEFAULT_SCOPES, explore_payload, scope_from_name
 from tlscopes.explorer_data import matrix_payload
-from tlscopes.explorer_page import asset, explorer_html, scripts_markup
+from tlscopes.explorer_page import explorer_html
 from tlscopes.protocols import TransformerLensModel
-from tlscopes.scopes import SemanticScope
-from tlscopes.viz import script_json
+from tlscopes.scopes import FisherScope, SemanticScope
 
-logger = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 MAX_TOKENS = 512
 # Every position with three scopes costs three matrices; kept to what answers in seconds.
 MAX_EXPLORE_TOKENS = 256
-MAX_BODY_BYTES = 1_000_000
 EXAMPLES = ("The capital of France is", "29,30,45,61,70,66,52,38,31,35,47,60,")
 # Errors that mean the request was wrong: the page shows their message.
 REQUEST_ERRORS = (ValueError, TypeError, KeyError, IndexError)
@@ -107,7 +101,12 @@ class ExplorerApp:
         return text
 
     def attribute(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """One scope at one position: {"payload", "file" (the Attribution as JSON), "html"}."""
+        """One scope at one position: {"payload", "file" (the Attribution as JSON), "html"}.
+
+        The request holds "text", and optionally "scope" (default fisher), "target" (semantic
+        only: one token, as text or id; empty: the top prediction), "rank" (fisher only,
+        default 1), "position" (default -1, the last) and "model" (default: the app's).
+        """
         model = self.model(request.get("model"))
         text = self._text(request, model, self.max_tokens)
         name = request.get("scope") or "fisher"
@@ -116,8 +115,13 @@ class ExplorerApp:
         target = request.get("target") or None
         if target is not None and name != "semantic":
             raise RequestError(f"A target is for the semantic scope, not {name}; clear it.")
+        rank = request.get("rank")
+        if rank is not None and name != "fisher":
+            raise RequestError(f"A rank is for the Fisher scope, not {name}; clear it.")
         if name == "semantic":
             scope = SemanticScope(None if target is None else parse_target(target))
+        elif name == "fisher":
+            scope = FisherScope(rank=parse_rank(rank))
         else:
             scope = scope_from_name(name)
         position = parse_position(request.get("position"))
@@ -158,106 +162,93 @@ def parse_position(position: Any) -> int:
         ) from None
 
 
+def parse_rank(rank: Any) -> int:
+    """The Fisher rank: a positive integer; empty means 1."""
+    if rank is None or rank == "":
+        return 1
+    try:
+        value = float(rank)
+    except (TypeError, ValueError):
+        value = 0.0
+    if not value.is_integer() or value < 1:
+        raise RequestError(f"The Fisher rank must be a positive integer such as 1, got {rank!r}.")
+    return int(value)
+
+
 def model_label(model: TransformerLensModel) -> str:
     return str(getattr(model.cfg, "model_name", "") or type(model).__name__)
 
 
-def app_page(app: ExplorerApp) -> str:
-    """The app's page: a form, the explorer's script and style (inlined) and the app's script."""
-    options = "".join(
-        f'<option value="{html.escape(name)}">{html.escape(name)}</option>'
-        for name in app.model_names
-    )
-    scopes = "".join(f'<option value="{name}">{name}</option>' for name in DEFAULT_SCOPES)
-    config = script_json({"examples": list(EXAMPLES), "default": app.default})
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>tlscopes app</title>'
-        f"<style>{asset('app.css')}</style></head><body><h1>tlscopes: Jacobian Scopes</h1>"
-        '<form id="ask" class="tla-form">'
-        '<label class="tla-wide">text or comma-separated number series '
-        '<textarea id="text" rows="3"></textarea></label>'
-        f'<label>scope <select id="scope">{scopes}</select></label>'
-        "<label>target (semantic; one token, empty: the top prediction) "
-        '<input id="target" type="text" size="12"></label>'
-        '<label>position <input id="position" type="text" size="5" value="-1"></label>'
-        f'<label>model <select id="model">{options}</select></label>'
-        '<button id="run" type="submit">explain</button>'
-        '<button id="explore-all" type="button">explore every position</button>'
-        '<span id="examples"></span></form>'
-        '<div id="message" role="status"></div>'
-        '<div id="downloads"><a id="download-json" download="attribution.json">download JSON</a>'
-        ' <a id="download-html" download="explorer.html">download HTML</a></div>'
-        f'<div id="result"></div><script type="application/json" id="app-config">{config}'
-        f"</script>{scripts_markup()}<script>{asset('app.js')}</script></body></html>"
-    )
+def _scores(payload: Mapping[str, Any]) -> list[float | None]:
+    """The first scope's scores at the first explained position, one per token (None after
+    the position: later tokens cannot move the prediction there)."""
+    row = payload["scopes"][0]["rows"][0]
+    return [row[i] if i < len(row) else None for i in range(len(payload["tokens"]))]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    app: ExplorerApp
-    page: str
+def token_highlights(payload: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """Each token with its score scaled to 0..1 by the largest unmasked score.
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
-        logger.debug("%s " + format, self.address_string(), *args)
-
-    def _send(self, status: int, body: str, content_type: str) -> None:
-        data = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path.split("?")[0] in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, self.page, "text/html")
+    Masked positions (a leading BOS: an attention sink whose score would wash out every other
+    colour) and tokens after the explained position get None, shown without colour.
+    """
+    masked = set(payload.get("masked") or ())
+    scores = _scores(payload)
+    peak = max((v for i, v in enumerate(scores) if v is not None and i not in masked), default=0)
+    shown: list[tuple[str, float | None]] = []
+    for index, (token, score) in enumerate(zip(payload["tokens"], scores, strict=True)):
+        if score is None or index in masked:
+            shown.append((token, None))
         else:
-            self._send(HTTPStatus.NOT_FOUND, json.dumps({"error": "not found"}), "application/json")
-
-    def do_POST(self) -> None:  # noqa: N802
-        routes = {"/api/attribute": self.app.attribute, "/api/explore": self.app.explore}
-        handler = routes.get(self.path)
-        if handler is None:
-            self._send(HTTPStatus.NOT_FOUND, json.dumps({"error": "not found"}), "application/json")
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                raise RequestError(f"The request is over {MAX_BODY_BYTES:,} bytes.")
-            request = json.loads(self.rfile.read(length) or b"{}")
-            if not isinstance(request, dict):
-                raise RequestError("The request must be a JSON object.")
-            status, answer = HTTPStatus.OK, handler(request)
-        except json.JSONDecodeError:
-            status, answer = HTTPStatus.BAD_REQUEST, {"error": "The request is not JSON."}
-        except REQUEST_ERRORS as error:
-            message = error.args[0] if isinstance(error, KeyError) and error.args else error
-            status, answer = HTTPStatus.BAD_REQUEST, {"error": str(message)}
-        except Exception as error:  # the page gets a message; the traceback goes to the log
-            logger.exception("request to %s failed", self.path)
-            status = HTTPStatus.INTERNAL_SERVER_ERROR
-            answer = {"error": f"The server failed ({type(error).__name__}); see its log."}
-        self._send(status, json.dumps(answer, allow_nan=False), "application/json")
+            shown.append((token, round(score / peak, 3) if peak > 0 else 0.0))
+    return shown
 
 
-def make_server(
-    app: ExplorerApp, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
-) -> ThreadingHTTPServer:
-    """A threaded server for `app` on host:port (port 0: a free port, see ``server_address``);
-    call ``serve_forever()`` to run it and ``shutdown()`` to stop it."""
-    handler = type("Handler", (_Handler,), {"app": app, "page": app_page(app)})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+def prediction_confidences(payload: Mapping[str, Any]) -> dict[str, float]:
+    """The top-k prediction at the first explained position, token -> probability, in order.
+
+    A blank token is shown quoted (" " reads as nothing); tokens that read the same get
+    " (2)", " (3)" so none hides another."""
+    shown: dict[str, float] = {}
+    for token, probability in payload["predictions"][0]:
+        label = token if token.strip() else repr(token)
+        base, count = label, 1
+        while label in shown:
+            count += 1
+            label = f"{base} ({count})"
+        shown[label] = float(probability or 0.0)
+    return shown
+
+
+def series_influence(payload: Mapping[str, Any]) -> dict[str, list[float | None]] | None:
+    """For a number series: {"values", "influence"}, one influence per value, the norm of its
+    digit tokens' scores (sqrt of the sum of squares, as :func:`tlscopes.timeseries.value_scores`
+    and the explorer compute it; None for a value after the explained position). None when the
+    text is not a number series."""
+    series = payload.get("series")
+    if not series:
+        return None
+    scores = _scores(payload)
+    influence: list[float | None] = []
+    for group in series["groups"]:
+        live = [scores[i] for i in group if scores[i] is not None]
+        influence.append(sum(v * v for v in live) ** 0.5 if live else None)
+    return {"values": list(series["values"]), "influence": influence}
 
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "EXAMPLES",
+    "MAX_EXPLORE_TOKENS",
+    "MAX_TOKENS",
+    "REQUEST_ERRORS",
     "ExplorerApp",
     "RequestError",
-    "app_page",
-    "make_server",
     "parse_position",
+    "parse_rank",
     "parse_target",
+    "prediction_confidences",
+    "series_influence",
+    "token_highlights",
 ]

@@ -1,53 +1,30 @@
-"""The app: requests in, explorer payloads out; one shared model, messages for bad input."""
+"""The app's logic: requests in, explorer payloads out; messages for bad input; the view
+helpers that turn a payload into what the page shows."""
 
 from __future__ import annotations
 
 import json
-import threading
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import tlscopes as ts
-from tests import helpers
-from tlscopes import cli
-from tlscopes.app import ExplorerApp, RequestError, app_page, make_server, parse_position
+from tlscopes.app import (
+    ExplorerApp,
+    RequestError,
+    parse_position,
+    parse_rank,
+    prediction_confidences,
+    series_influence,
+    token_highlights,
+)
 from tlscopes.explorer_data import rounded
 
 TEXT = "the capital of france is"
 
 
 @pytest.fixture(scope="module")
-def bridge():
-    return helpers.build_bridge()
-
-
-@pytest.fixture(scope="module")
 def app(bridge):
     return ExplorerApp({"tiny": lambda: bridge}, max_tokens=12, max_explore_tokens=8)
-
-
-@pytest.fixture(scope="module")
-def server(app):
-    running = make_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=running.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{running.server_address[1]}"
-    running.shutdown()
-    running.server_close()
-    thread.join()
-
-
-def post(url: str, body: bytes | dict) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_one_scope_at_one_position_equals_attribute(app, bridge):
@@ -82,6 +59,10 @@ def test_every_position_with_the_three_scopes(app):
         ({"text": TEXT, "model": "gpt-9"}, "unknown model 'gpt-9'"),
         ({"text": TEXT, "position": "last"}, "must be an integer"),
         ({"text": TEXT, "position": "40"}, "out of range"),
+        ({"text": TEXT, "scope": "temperature", "rank": 2}, "A rank is for the Fisher"),
+        ({"text": TEXT, "scope": "fisher", "rank": "0"}, "rank must be a positive integer"),
+        ({"text": TEXT, "scope": "fisher", "rank": 2.5}, "rank must be a positive integer"),
+        ({"text": TEXT, "scope": "fisher", "rank": 999}, "exceeds d_model"),
     ],
 )
 def test_bad_requests_are_messages(app, request_, message):
@@ -94,8 +75,47 @@ def test_explore_has_its_own_length_limit(app):
         app.explore({"text": "the cat sat on the mat and the dog"})
 
 
-def test_positions_parse():
+def test_positions_and_ranks_parse():
     assert parse_position(None) == -1 and parse_position("") == -1 and parse_position("-2") == -2
+    assert parse_rank(None) == 1 and parse_rank("") == 1 and parse_rank(3.0) == 3
+    assert parse_rank("2") == 2
+
+
+def test_a_fisher_rank_is_passed_on(app, bridge):
+    payload = app.attribute({"text": TEXT, "scope": "fisher", "rank": 2})["payload"]
+    expected = ts.attribute(bridge, TEXT, ts.FisherScope(rank=2))
+    assert payload["scopes"][0]["rows"][0] == [rounded(v) for v in expected.scores[0].tolist()]
+    assert len(payload["scopes"][0]["details"][0]["eigenvalues"]) == 2
+
+
+def test_tokens_are_scaled_by_the_largest_unmasked_score(app, bridge):
+    payload = app.attribute({"text": TEXT, "scope": "temperature", "position": "3"})["payload"]
+    shown = token_highlights(payload)
+    scores = ts.attribute(bridge, TEXT, ts.TemperatureScope(), position=3).scores[0]
+    assert [token for token, _ in shown] == payload["tokens"]
+    # The leading BOS is masked and tokens after position 3 have no score.
+    assert shown[0][1] is None and [value for _, value in shown[4:]] == [None, None]
+    peak = float(scores[1:4].max())
+    assert [value for _, value in shown[1:4]] == pytest.approx(
+        [float(v) / peak for v in scores[1:4]], rel=5e-3
+    )
+    assert max(value for _, value in shown[1:4]) == 1.0
+
+
+def test_prediction_labels_stay_distinct_and_blank_tokens_show():
+    payload = {"predictions": [[["a", 0.5], [" ", 0.2], ["a", 0.1], ["a", 0.05]]]}
+    assert prediction_confidences(payload) == {"a": 0.5, "' '": 0.2, "a (2)": 0.1, "a (3)": 0.05}
+
+
+def test_a_number_series_gets_one_influence_per_value(app):
+    series = "one , two , three , four ,"  # the tiny tokenizer has no digits: a made-up payload
+    assert series_influence(app.attribute({"text": series})["payload"]) is None
+    payload = {
+        "tokens": ["<bos>", "1", "2", ",", "3", ",", "4", "5", ","],
+        "scopes": [{"rows": [[9.0, 3.0, 4.0, 1.0, 2.0, 1.0]]}],
+        "series": {"values": [12.0, 3.0, 45.0], "groups": [[1, 2], [4], [6, 7]]},
+    }
+    assert series_influence(payload) == {"values": [12.0, 3.0, 45.0], "influence": [5.0, 2.0, None]}
 
 
 def test_models_load_once_and_unknown_defaults_are_refused(bridge):
@@ -106,62 +126,3 @@ def test_models_load_once_and_unknown_defaults_are_refused(bridge):
         ExplorerApp({"a": lambda: bridge}, default="c")
     with pytest.raises(ValueError, match="at least one"):
         ExplorerApp({})
-
-
-def test_the_page_lists_the_models_escaped(bridge):
-    page = app_page(ExplorerApp({"<b>x</b>": lambda: bridge}))
-    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
-    assert page.count("<script>") == 2  # the explorer's script and the app's
-
-
-def test_the_server_answers_and_refuses(server):
-    with urllib.request.urlopen(server + "/", timeout=30) as response:
-        assert response.status == 200 and b'id="ask"' in response.read()
-    status, answer = post(server + "/api/attribute", {"text": TEXT, "scope": "temperature"})
-    assert status == 200 and answer["payload"]["scopes"][0]["name"] == "temperature"
-    status, answer = post(server + "/api/attribute", {"text": ""})
-    assert status == 400 and answer == {
-        "error": "The text is empty: type a prompt or a comma-separated series."
-    }
-    assert post(server + "/api/attribute", b"{nope")[0] == 400
-    assert post(server + "/api/attribute", b"[1]") == (
-        400,
-        {"error": "The request must be a JSON object."},
-    )
-    assert post(server + "/api/other", {})[0] == 404
-
-
-def test_an_unexpected_failure_is_a_message_without_traceback(bridge):
-    def broken():
-        raise RuntimeError("weights missing")
-
-    running = make_server(ExplorerApp({"broken": broken}), "127.0.0.1", 0)
-    thread = threading.Thread(target=running.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{running.server_address[1]}/api/attribute"
-        status, answer = post(url, {"text": TEXT})
-    finally:
-        running.shutdown()
-        running.server_close()
-    assert status == 500 and answer == {"error": "The server failed (RuntimeError); see its log."}
-
-
-def test_concurrent_requests_on_one_model_never_mix(server, bridge):
-    texts = ["the cat sat on the mat", "the dog is big", TEXT, "one two three four"]
-    scopes = ["fisher", "temperature", "semantic", "fisher"]
-    expected = {
-        text: ts.attribute(bridge, text, cli.explain._make_scope(scope, None, 1)).scores[0]
-        for text, scope in zip(texts, scopes, strict=True)
-    }
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(
-            pool.map(
-                lambda pair: post(server + "/api/attribute", {"text": pair[0], "scope": pair[1]}),
-                list(zip(texts, scopes, strict=True)) * 2,
-            )
-        )
-    for (status, answer), text in zip(answers, texts * 2, strict=True):
-        assert status == 200, answer
-        row = answer["payload"]["scopes"][0]["rows"][0]
-        assert row == [rounded(v) for v in expected[text].tolist()]

@@ -261,6 +261,9 @@ def test_explore_refuses_unknown_scopes_before_loading(capsys, tiny_model):
 
 
 def test_serve_starts_the_app_on_the_shared_model_and_stops(monkeypatch, capsys, tiny_model):
+    import json
+    import urllib.request
+
     import tlscopes.app
     from tlscopes.cli import serve
 
@@ -268,18 +271,25 @@ def test_serve_starts_the_app_on_the_shared_model_and_stops(monkeypatch, capsys,
         tlscopes.app.DEFAULT_HOST,
         tlscopes.app.DEFAULT_PORT,
     )
-    started = []
+    seen = []
 
-    def fake_serve_forever(self):
-        started.append(self)
+    def interrupt_once_served():
+        url = capsys.readouterr().err.split("serving on ")[1].split()[0]
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(url + "config", timeout=30) as response:
+            seen.append((url, json.loads(response.read())))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tlscopes.app.ThreadingHTTPServer, "serve_forever", fake_serve_forever)
+    monkeypatch.setattr(serve, "wait_until_interrupted", interrupt_once_served)
     assert cli.main(["serve", "--port", "0"]) == 0
-    assert "serving on http://127.0.0.1:" in capsys.readouterr().err
-    handler = started[0].RequestHandlerClass
-    assert handler.app.default == "smollm2-135m" and len(tiny_model) == 1
-    assert set(handler.app.model_names) >= {"smollm2-135m", "gemma3-270m"}
+    url, config = seen[0]
+    assert url.startswith("http://127.0.0.1:") and config["title"] == "tlscopes app"
+    menu = next(c["props"] for c in config["components"] if c["props"].get("label") == "model")
+    assert menu["value"] == "smollm2-135m" and len(tiny_model) == 1
+    assert [choice[1] for choice in menu["choices"]] == ["smollm2-135m", "gemma3-270m"]
+    with pytest.raises(OSError):  # stopped
+        urllib.request.urlopen(url, timeout=5)
     assert cli.main(["serve", "--port", "70000"]) == cli.EXIT_USER_ERROR
     assert "--port must be between" in capsys.readouterr().err
 

@@ -1,9 +1,11 @@
-"""``tlscopes serve``: the live local app (:mod:`tlscopes.app`) on one shared model."""
+"""``tlscopes serve``: the live local app (:mod:`tlscopes.app_ui`, on Gradio) on one shared
+model. Gradio comes with the ``tlscopes[app]`` extra; without it the command says so."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from tlscopes.cli.common import UsageError, add_model_arguments, load_with_message
 
@@ -19,15 +21,27 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"address to listen on (default {DEFAULT_HOST}: this machine only)",
     )
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0: a free one)",
     )
     add_model_arguments(parser)
+
+
+def wait_until_interrupted() -> None:
+    """Blocks until Ctrl-C (the app serves from its own threads meanwhile)."""
+    threading.Event().wait()
 
 
 def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
-    from tlscopes.app import ExplorerApp, make_server
+    from tlscopes.app import ExplorerApp
+    from tlscopes.app_ui import INSTALL_HINT, gradio_installed, start
+
+    if not gradio_installed():
+        raise UsageError(INSTALL_HINT)
     from tlscopes.models import load_model
 
     loaded = load_with_message(args)
@@ -35,14 +49,12 @@ def run_serve(args: argparse.Namespace) -> int:
         name: (lambda name=name: load_model(name, kind=args.kind)) for name in SHIPPED_MODELS
     }
     loaders[args.model] = lambda: loaded
-    app = ExplorerApp(loaders, default=args.model)
-    server = make_server(app, args.host, args.port)
-    host, port = server.server_address[:2]
-    print(f"serving on http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    page = start(ExplorerApp(loaders, default=args.model), args.host, args.port)
+    print(f"serving on {page.local_url} (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        wait_until_interrupted()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        page.close()
     return 0
