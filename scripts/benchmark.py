@@ -505,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-memory", action="store_true", help="same as leaving out memory")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--lengths",
+        help="comma-separated prompt lengths for the scopes and layers sections "
+        "(default 128,1024; 128 with --quick)",
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -514,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen.remove("memory")
     repeats = 3 if args.quick else args.repeats
     lengths = [128] if args.quick else [128, 1024]
+    if args.lengths:
+        lengths = [int(length) for length in args.lengths.split(",")]
 
     model = ts.load_model(args.model, kind=args.kind)
     report: dict[str, Any] = {
