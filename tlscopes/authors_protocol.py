@@ -43,8 +43,8 @@ from tlscopes.baselines import (
     input_x_gradient_scores,
     path_gradient_sum,
     random_scores,
+    resolve_target_ids,
     scaled_forward,
-    semantic_scope,
 )
 from tlscopes.inputs import prepare_inputs
 from tlscopes.protocols import TransformerLensModel
@@ -110,21 +110,12 @@ class LogProbScope(Scope):
         return ScopeDirections(vectors, weights, target_ids=ids.cpu())
 
 
-def _target_ids(model: TransformerLensModel, target: Target, logits: Tensor) -> Tensor:
-    if target is None:
-        return logits.argmax(dim=-1).cpu()
-    return resolve_targets(model, semantic_scope(target).target, logits.shape[0])
-
-
 def log_prob_input_x_gradient(
     model: TransformerLensModel, inputs: Inputs, *, target: Target = None, position: int = -1
 ) -> Attribution:
     """The script's Input x Gradient: ||x_t * d log p(target) / dx_t||_2."""
     prepared = prepare_inputs(model, inputs, position)
-    if target is None:  # the top prediction needs a forward pass first
-        target_ids = scaled_forward(model, prepared).logits.argmax(dim=-1).cpu()
-    else:
-        target_ids = resolve_targets(model, semantic_scope(target).target, len(prepared.lengths))
+    target_ids = resolve_target_ids(model, target, prepared)  # a forward pass only if None
     scope = LogProbScope(tuple(target_ids.tolist()))
     result = scope_gradients(model, prepared.tokens, [scope], positions=prepared.positions)
     scores = input_x_gradient_scores(result.embeddings, result.gradients[0][:, 0])
@@ -155,7 +146,7 @@ def log_prob_integrated_gradients(
     """
     prepared = prepare_inputs(model, inputs, position)
     full = scaled_forward(model, prepared)
-    target_ids = _target_ids(model, target, full.logits)
+    target_ids = resolve_target_ids(model, target, prepared, full.logits)
     n_points = len(alphas)
     path = torch.tensor(alphas, dtype=torch.float64)
     mean = path_gradient_sum(

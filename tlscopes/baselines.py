@@ -154,6 +154,29 @@ def target_logit(model: TransformerLensModel, state: ScopeGradients, target_ids:
     return values.detach().cpu()
 
 
+def resolve_target_ids(
+    model: TransformerLensModel,
+    target: Target,
+    prepared: PreparedInputs,
+    logits: Tensor | None = None,
+) -> Tensor:
+    """Each prompt's target token id [batch]: `target` resolved, or where it is None each
+    prompt's top prediction, from `logits` at the explained positions (a forward pass is run
+    only when they are not given).
+
+    >>> from tlscopes.toy import build_bridge
+    >>> model = build_bridge()
+    >>> prepared = prepare_inputs(model, torch.tensor([[0, 5, 6]]), -1)
+    >>> resolve_target_ids(model, 7, prepared).tolist()
+    [7]
+    """
+    if target is not None:
+        return resolve_targets(model, semantic_scope(target).target, len(prepared.lengths))
+    if logits is None:
+        logits = scaled_forward(model, prepared).logits
+    return logits.argmax(dim=-1).cpu()
+
+
 def scaled_by(scale: Tensor) -> EmbeddingTransform:
     """The transform that puts each batch row b at alpha_b X on the straight path (paper eq. 13).
 
@@ -243,10 +266,7 @@ def integrated_gradients(
     alphas = path_alphas(n_steps)
     full = scaled_forward(model, prepared)
     null = scaled_forward(model, prepared, scale=0.0)
-    if target is None:
-        target_ids = full.logits.argmax(dim=-1).cpu()
-    else:
-        target_ids = resolve_targets(model, semantic_scope(target).target, len(prepared.lengths))
+    target_ids = resolve_target_ids(model, target, prepared, full.logits)
     n_prompts, n_positions = prepared.tokens.shape
     if batch_size is None:
         batch_size = path_batch_size(model, n_positions, memory_budget)
@@ -333,6 +353,7 @@ __all__ = [
     "path_batch_size",
     "random_attribution",
     "random_scores",
+    "resolve_target_ids",
     "saliency",
     "prompt_gradients",
     "semantic_scope",
