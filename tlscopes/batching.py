@@ -13,7 +13,7 @@ group finishes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 from tlscopes.ablation import (
@@ -30,6 +30,8 @@ from tlscopes.ablation import (
 from tlscopes.protocols import TransformerLensModel
 
 Item = tuple[str, int, list[str]]  # task, passage index, methods still missing
+# Passages are grouped within windows of WINDOW * N consecutive passages of the run's order.
+WINDOW = 4
 
 
 def evaluate_in_batches(
@@ -65,11 +67,11 @@ def evaluate_in_batches(
                 raise
             yield item, rows
         return
-    window = 4 * size
+    window = WINDOW * size
     for start in range(0, len(todo), window):
-        groups: dict[tuple[int, tuple[str, ...]], list[tuple[Item, Any]]] = {}
+        members: list[tuple[Item, Any]] = []
         for item in todo[start : start + window]:
-            task, index, missing = item
+            task, index, _ = item
             try:
                 passage = prepare_passage(
                     model, passages[task][index], bos=settings.protocol == "paper"
@@ -77,30 +79,47 @@ def evaluate_in_batches(
             except UnusablePassage as error:
                 yield item, error
                 continue
-            key = (passage.tokens.shape[1], tuple(missing))
-            groups.setdefault(key, []).append((item, passage))
-        for (_, methods), members in groups.items():
-            for first in range(0, len(members), size):
-                chunk = members[first : first + size]
-                seeds = [passage_seed(settings.seed, task, index) for (task, index, _), _ in chunk]
-                starting(", ".join(f"{task} passage {index}" for (task, index, _), _ in chunk))
-                try:
-                    results = attribute_passages(
-                        model, [passage for _, passage in chunk], methods, settings, seeds
+            members.append((item, passage))
+        keys = [(passage.tokens.shape[1], tuple(item[2])) for item, passage in members]
+        for group in batch_groups(keys, size):
+            methods = keys[group[0]][1]
+            chunk = [members[position] for position in group]
+            seeds = [passage_seed(settings.seed, task, index) for (task, index, _), _ in chunk]
+            starting(", ".join(f"{task} passage {index}" for (task, index, _), _ in chunk))
+            try:
+                results = attribute_passages(
+                    model, [passage for _, passage in chunk], methods, settings, seeds
+                )
+                for (item, passage), result in zip(chunk, results, strict=True):
+                    task, index, _ = item
+                    text = passages[task][index]
+                    rows = passage_rows(
+                        model, passage, text, result, task=task, index=index, settings=settings
                     )
-                    for (item, passage), result in zip(chunk, results, strict=True):
-                        task, index, _ = item
-                        text = passages[task][index]
-                        rows = passage_rows(
-                            model, passage, text, result, task=task, index=index, settings=settings
-                        )
-                        yield item, rows
-                except Exception as error:
-                    if hasattr(error, "add_note"):  # Python 3.11+: say where the run stopped
-                        where = ", ".join(f"{t} passage {i}" for (t, i, _), _ in chunk)
-                        first = passages[chunk[0][0][0]][chunk[0][0][1]]
-                        error.add_note(f"while evaluating {where} ({describe_passage(first)})")
-                    raise
+                    yield item, rows
+            except Exception as error:
+                if hasattr(error, "add_note"):  # Python 3.11+: say where the run stopped
+                    where = ", ".join(f"{t} passage {i}" for (t, i, _), _ in chunk)
+                    first = passages[chunk[0][0][0]][chunk[0][0][1]]
+                    error.add_note(f"while evaluating {where} ({describe_passage(first)})")
+                raise
 
 
-__all__ = ["evaluate_in_batches"]
+def batch_groups(keys: Sequence[Hashable], size: int) -> list[list[int]]:
+    """The batches one window is split into: positions with equal keys (input length, missing
+    methods), in first-seen order, up to `size` per batch.
+
+    >>> batch_groups([5, 7, 5, 5, 7], 2)
+    [[0, 2], [3], [1, 4]]
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key, []).append(position)
+    return [
+        members[first : first + size]
+        for members in groups.values()
+        for first in range(0, len(members), size)
+    ]
+
+
+__all__ = ["WINDOW", "batch_groups", "evaluate_in_batches"]

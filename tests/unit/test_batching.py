@@ -61,3 +61,9 @@ def test_batched_passages_equal_one_at_a_time(model, tmp_path, monkeypatch, prot
 def test_passages_per_batch_must_be_positive(model):
     with pytest.raises(ValueError, match="positive"):
         list(batching.evaluate_in_batches(model, TEXTS, [("lambada", 0, ["fisher"])], None, 0))
+
+
+def test_batch_groups_keeps_equal_keys_together_in_first_seen_order():
+    assert batching.batch_groups([5, 7, 5, 5, 7], 2) == [[0, 2], [3], [1, 4]]
+    assert batching.batch_groups([(3, ("a",)), (3, ("b",)), (3, ("a",))], 4) == [[0, 2], [1]]
+    assert batching.batch_groups([], 3) == []
