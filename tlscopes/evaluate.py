@@ -157,8 +157,10 @@ def run_evaluation(
     methods = list(dict.fromkeys(methods))
     for name in methods:
         get_method(name)
-    if settings.ablation == "filler" and settings.filler_token_id is None:
-        settings = replace(settings, filler_token_id=filler_token_id(model))
+    if settings.ablation == "filler":
+        settings = replace(
+            settings, filler_token_id=filler_token_id(model, settings.filler_token_id)
+        )
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     shard = Shard.from_environment() if shard is None else shard

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.statistics import kendall_tau_b, spearman
+from tlscopes.tokens import check_token_ids, require_tokenizer
 
 ABLATIONS = ("zero", "filler")
 
@@ -55,10 +56,15 @@ def filler_token_id(model: TransformerLensModel, token: int | str | None = None)
             raise ValueError("the pad token is BOS or EOS and ' ' is not one token; pass a filler")
         token = int(ids[0])
     if isinstance(token, str):
+        require_tokenizer(model, f"filler {token!r}")
         ids = model.to_tokens(token, prepend_bos=False)[0].tolist()
         if len(ids) != 1:
             raise ValueError(f"filler {token!r} is {len(ids)} tokens; pass one token")
         token = int(ids[0])
+    if isinstance(token, bool) or not hasattr(token, "__index__"):
+        raise TypeError(f"the filler token must be an int id or one token of text, got {token!r}")
+    token = int(token)
+    check_token_ids(torch.tensor([token]), int(model.cfg.d_vocab), "the filler token")
     if token in special:
         raise ValueError(f"filler token {token} is the model's BOS or EOS; choose another token")
     return int(token)

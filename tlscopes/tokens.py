@@ -66,6 +66,6 @@ def check_token_ids(tokens: Tensor, d_vocab: int, what: str = "token ids") -> No
         bad = low if low < 0 else high
         where = (tokens == bad).nonzero()[0].tolist()
         raise ValueError(
-            f"{what} contain id {bad} at index {where}, outside the model's vocabulary of "
+            f"{what}: id {bad} (at index {where}) is outside the model's vocabulary of "
             f"{d_vocab} tokens (valid ids: 0 to {d_vocab - 1})"
         )

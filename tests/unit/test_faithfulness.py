@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tlscopes as ts
-from tests import helpers
+from tests import helpers, models
 from tests.reference import embeddings_of, final_state_fn
 from tlscopes import ablation, evaluate, faithfulness, statistics
 
@@ -59,6 +59,26 @@ def test_filler_token_is_never_bos_or_eos(model):
     for special in {bos, eos} - {None}:
         with pytest.raises(ValueError, match="BOS or EOS"):
             faithfulness.filler_token_id(model, special)
+
+
+def test_a_filler_outside_the_vocabulary_or_as_text_without_a_tokenizer_is_refused(model, tmp_path):
+    vocabulary = model.cfg.d_vocab
+    for token in (vocabulary, -1):
+        with pytest.raises(ValueError, match=f"id {token} .*vocabulary of {vocabulary} tokens"):
+            faithfulness.filler_token_id(model, token)
+    with pytest.raises(TypeError, match="int id or one token of text"):
+        faithfulness.filler_token_id(model, 2.0)
+    # An id given in the settings is checked before the run computes anything.
+    settings = ablation.Settings(ablation="filler", filler_token_id=vocabulary + 5)
+    with pytest.raises(ValueError, match=f"id {vocabulary + 5} "):
+        evaluate.run_evaluation(
+            model, {"lambada": [PROMPT]}, ["semantic"], tmp_path, settings=settings
+        )
+    assert not (tmp_path / "per_passage.csv").exists()
+    untokenized = models.build_bridge_without_tokenizer()
+    with pytest.raises(ValueError, match="no tokenizer"):
+        faithfulness.filler_token_id(untokenized, "x")
+    assert faithfulness.filler_token_id(untokenized, 3) == 3
 
 
 def test_filler_ablation_equals_a_forward_with_the_filler_embedding(model):
