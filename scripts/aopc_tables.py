@@ -9,7 +9,9 @@ the two protocols side by side with the paper's LLaMA-3.2-1B column (on the pass
 have), the authors' target-aligned subset, Gemma-3-270M beside SmolLM2 and the paper's Gemma-3
 columns, paired differences against Semantic Scope with a bootstrap interval and the Wilcoxon
 test, Integrated Gradients against Fisher Scope, ERASER and leave-one-out means where a run has
-them, and paired_tests.csv (every method pair) in each run directory.
+them, and paired_tests.csv (every method pair) in each run directory. results/aopc_measures
+(SmolLM2, paper protocol, filler ablation, ERASER and leave-one-out on a subset) is put beside
+the zero-ablation run on the same passages.
 """
 
 from __future__ import annotations
@@ -267,7 +269,29 @@ def main() -> None:
             gemma, "fisher", "Gemma-3-270M, paired against Fisher Scope (does IG tie Fisher?):"
         )
         lines += [""] + extra_lines(gemma, "Gemma-3-270M") + [""]
-    for name in ("aopc_authors", "aopc_gemma3"):
+    measures_run = read(args.results / "aopc_measures")
+    if measures_run is not None:
+        measures = complete(measures_run)
+        summaries.paired_tests(measures).to_csv(
+            args.results / "aopc_measures" / "paired_tests.csv", index=False
+        )
+        filler = json.loads((args.results / "aopc_measures" / evaluate.RUN_CONFIG).read_text())
+        columns = [
+            (f"filler {filler.get('filler_token', '')!r}", summaries.summarize(measures), None)
+        ]
+        if paper_run is not None:
+            zero = summaries.summarize(same_passages(paper_run, measures))
+            columns.insert(0, ("zero (the table's run), same passages", zero, None))
+        lines += [
+            "## SmolLM2-135M: zero and filler ablation, ERASER, leave-one-out (paper protocol)",
+            "",
+        ]
+        lines += table(columns)
+        lines += [""] + paired_lines(
+            measures, "semantic", "Filler ablation, paired against Semantic Scope:"
+        )
+        lines += [""] + extra_lines(measures, "SmolLM2, filler ablation") + [""]
+    for name in ("aopc_authors", "aopc_gemma3", "aopc_measures"):
         config = args.results / name / evaluate.RUN_CONFIG
         if config.exists():
             lines.append(f"{name}/run.json: `{json.dumps(json.loads(config.read_text()))}`")
