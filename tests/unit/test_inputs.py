@@ -26,7 +26,8 @@ def test_token_ids_outside_the_vocabulary_are_named(model, bad_id):
     value = {"d_vocab": d_vocab, "d_vocab+5": d_vocab + 5}.get(bad_id, bad_id)
     ids = torch.tensor([3, 4, value, 5])
     with pytest.raises(
-        ValueError, match=f"id {value} at index \\[0, 2\\].*vocabulary of {d_vocab}"
+        ValueError,
+        match=f"id {value} \\(at index \\[0, 2\\]\\) is outside .*vocabulary of {d_vocab}",
     ):
         ts.attribute(model, ids, ts.TemperatureScope())
     assert attached_hooks(model) == 0
