@@ -31,7 +31,7 @@ import torch
 from tlscopes import datasets
 from tlscopes.ablation import Settings, UnusablePassage, prepare_passage
 from tlscopes.batching import WINDOW, batch_groups
-from tlscopes.evaluate import run_evaluation
+from tlscopes.evaluate import run_evaluation, run_order
 from tlscopes.methods import method_names
 from tlscopes.models import load_model
 
@@ -39,25 +39,17 @@ from tlscopes.models import load_model
 def grouping(model, passages: dict[str, list[str]], size: int) -> tuple[int, int]:
     """(passes, passages) of a full run with `size` passages per batch (tlscopes.batching's
     windows and keys, every method missing)."""
-    order = [
-        (task, index)
-        for index in range(max(len(texts) for texts in passages.values()))
-        for task, texts in passages.items()
-        if index < len(texts)
-    ]
     lengths: list[int | None] = []
-    for task, index in order:
+    for task, index in run_order(passages):
         try:
             lengths.append(prepare_passage(model, passages[task][index]).tokens.shape[1])
         except UnusablePassage:
             lengths.append(None)  # yielded as unusable, in no batch
-    window = WINDOW * size
-    passes = 0
+    window, passes = WINDOW * size, 0
     for start in range(0, len(lengths), window):
         usable = [length for length in lengths[start : start + window] if length is not None]
         passes += len(batch_groups(usable, size))
-    lengths = [length for length in lengths if length is not None]
-    return passes, len(lengths)
+    return passes, sum(length is not None for length in lengths)
 
 
 def timed_run(model, ids, size: int, settings: Settings) -> tuple[float, pd.DataFrame]:

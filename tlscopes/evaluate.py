@@ -189,6 +189,21 @@ def run_evaluation(
     return run
 
 
+def run_order(passages: dict[str, Sequence[PassageInput]]) -> list[tuple[str, int]]:
+    """(task, index) in the order a run computes them: tasks interleaved, passage 0 of each
+    task, then passage 1, ...
+
+    >>> run_order({"a": ["x", "y"], "b": ["z"]})
+    [('a', 0), ('b', 0), ('a', 1)]
+    """
+    return [
+        (task, index)
+        for index in range(max((len(texts) for texts in passages.values()), default=0))
+        for task, texts in passages.items()
+        if index < len(texts)
+    ]
+
+
 @dataclass
 class _Plan:
     """What a run finds in its directory before computing."""
@@ -221,14 +236,7 @@ def _plan(
             key = (str(record["task"]), int(record["passage"]))
             unusable[key] = {**record, "task": key[0], "passage": key[1]}
             known_text.setdefault(key, str(record["text_sha"]))
-    order = shard.take(
-        [
-            (task, index)
-            for index in range(max((len(texts) for texts in passages.values()), default=0))
-            for task, texts in passages.items()
-            if index < len(texts)
-        ]
-    )
+    order = shard.take(run_order(passages))
     plan = _Plan(order, [], 0, [])
     for task, index in order:
         sha = text_hash(passages[task][index])
@@ -392,6 +400,7 @@ __all__ = [
     "prepare_passage",
     "read_finished",
     "run_evaluation",
+    "run_order",
     "summarize",
     "text_hash",
     "top_positions",

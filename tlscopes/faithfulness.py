@@ -67,7 +67,7 @@ def filler_token_id(model: TransformerLensModel, token: int | str | None = None)
     check_token_ids(torch.tensor([token]), int(model.cfg.d_vocab), "the filler token")
     if token in special:
         raise ValueError(f"filler token {token} is the model's BOS or EOS; choose another token")
-    return int(token)
+    return token
 
 
 def filler_embedding(model: TransformerLensModel, token_id: int) -> Tensor:

@@ -223,3 +223,9 @@ def test_cli_measure_and_batching_flags_reach_the_run(tmp_path, monkeypatch, cap
         cli.commands()["evaluate"].run(bad)
     with pytest.raises(cli.UsageError, match="--output"):
         cli.commands()["evaluate"].run(cli.build_parser().parse_args(["evaluate"]))
+
+
+def test_run_order_interleaves_tasks_passage_by_passage():
+    order = evaluate.run_order({"lambada": ["a", "b", "c"], "iwslt": ["d"]})
+    assert order == [("lambada", 0), ("iwslt", 0), ("lambada", 1), ("lambada", 2)]
+    assert evaluate.run_order({}) == []
