@@ -31,9 +31,10 @@ import torch
 from tlscopes import datasets
 from tlscopes.ablation import Settings, UnusablePassage, prepare_passage
 from tlscopes.batching import WINDOW, batch_groups
-from tlscopes.evaluate import run_evaluation, run_order
+from tlscopes.evaluate import run_evaluation
 from tlscopes.methods import method_names
 from tlscopes.models import load_model
+from tlscopes.passages import run_order
 
 
 def grouping(model, passages: dict[str, list[str]], size: int) -> tuple[int, int]:

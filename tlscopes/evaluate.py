@@ -56,6 +56,7 @@ from tlscopes.ablation import (
 from tlscopes.batching import evaluate_in_batches
 from tlscopes.faithfulness import filler_token_id
 from tlscopes.methods import get_method
+from tlscopes.passages import run_order
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.run_directory import (
     ALIGNED_SUMMARY,
@@ -187,21 +188,6 @@ def run_evaluation(
         frame = _write_summary(output, output / PER_PASSAGE, header, settings.fractions)
         run = replace(run, per_passage=frame, summary=summarize(frame, settings.fractions))
     return run
-
-
-def run_order(passages: dict[str, Sequence[PassageInput]]) -> list[tuple[str, int]]:
-    """(task, index) in the order a run computes them: tasks interleaved, passage 0 of each
-    task, then passage 1, ...
-
-    >>> run_order({"a": ["x", "y"], "b": ["z"]})
-    [('a', 0), ('b', 0), ('a', 1)]
-    """
-    return [
-        (task, index)
-        for index in range(max((len(texts) for texts in passages.values()), default=0))
-        for task, texts in passages.items()
-        if index < len(texts)
-    ]
 
 
 @dataclass

@@ -10,7 +10,7 @@ BOS only if ``model.cfg.bos_token_id`` names it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -139,6 +139,21 @@ def text_hash(text: PassageInput) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def run_order(passages: Mapping[str, Sequence[PassageInput]]) -> list[tuple[str, int]]:
+    """(task, index) in the order a run computes them: tasks interleaved, passage 0 of each
+    task, then passage 1, ...
+
+    >>> run_order({"a": ["x", "y"], "b": ["z"]})
+    [('a', 0), ('b', 0), ('a', 1)]
+    """
+    return [
+        (task, index)
+        for index in range(max((len(texts) for texts in passages.values()), default=0))
+        for task, texts in passages.items()
+        if index < len(texts)
+    ]
+
+
 __all__ = [
     "Passage",
     "PassageInput",
@@ -149,5 +164,6 @@ __all__ = [
     "passage_seed",
     "passage_tokens",
     "prepare_passage",
+    "run_order",
     "text_hash",
 ]
