@@ -25,8 +25,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from tlscopes import prepare_inputs, token_strings
-from tlscopes.attention import (
+from tlscopes.analysis.attention import (
     DEFAULT_SINK_EPSILON,
     DEFAULT_SINK_HEAD_SHARE,
     attention_patterns,
@@ -35,10 +34,12 @@ from tlscopes.attention import (
     sink_head_share,
     sink_positions,
 )
-from tlscopes.layers import attribute_layers
-from tlscopes.methods import attribute_methods
-from tlscopes.path_integrand import PathIntegrand
+from tlscopes.analysis.path_integrand import PathIntegrand
+from tlscopes.core.inputs import prepare_inputs
+from tlscopes.core.layers import attribute_layers
+from tlscopes.methods.registry import attribute_methods
 from tlscopes.protocols import TransformerLensModel
+from tlscopes.tokens import token_strings
 
 DEFAULT_METHODS = ("semantic", "fisher", "temperature", "input_x_gradient", "integrated_gradients")
 
@@ -167,7 +168,7 @@ def sink_path(
     """Per-layer sink mass at each alpha of an IG path integrand, next to its early share.
 
     Args:
-        integrand: from :func:`tlscopes.path_integrand.path_integrand` (its prompt and alphas are used).
+        integrand: from :func:`tlscopes.analysis.path_integrand.path_integrand` (its prompt and alphas are used).
         n_early: how many leading tokens count as early.
     """
     sinks = []

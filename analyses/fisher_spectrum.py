@@ -2,7 +2,7 @@
 
 Fisher Scope keeps only the top eigenvector u_1 of F = W_U^T (diag p - p p^T) W_U. Three checks
 of that choice, on passages whose last token is the prediction target (as in the AOPC
-evaluation, :mod:`tlscopes.evaluate`):
+evaluation, :mod:`tlscopes.evaluation.runner`):
 
 * :func:`fisher_spectra`: every eigenvalue of F at the predicted position of each passage (F
   formed explicitly in float64 and diagonalised), with tr F computed independently as
@@ -26,19 +26,15 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tlscopes import FisherScope, fisher_matrix, prepare_inputs
-from tlscopes.ablation import (
-    FRACTIONS,
-    ablated_log_probs,
-    ablation_count,
-    aopc,
-    evaluate_passage,
-    keep_masks,
-    prepare_passage,
-    top_positions,
-)
-from tlscopes.baselines import prompt_gradients
-from tlscopes.models import unembedding
+from tlscopes.core.inputs import prepare_inputs
+from tlscopes.core.scopes import FisherScope
+from tlscopes.evaluation.ablate import ablated_log_probs, keep_masks
+from tlscopes.evaluation.ablation import evaluate_passage
+from tlscopes.evaluation.aopc_arithmetic import FRACTIONS, ablation_count, aopc, top_positions
+from tlscopes.evaluation.passages import prepare_passage
+from tlscopes.fisher.directions import fisher_matrix
+from tlscopes.methods.baselines import prompt_gradients
+from tlscopes.models.facts import unembedding
 from tlscopes.protocols import TransformerLensModel
 
 DEFAULT_RANKS = (1, 4, 16, 64)
@@ -122,9 +118,9 @@ def aopc_by_rank(
 ) -> pd.DataFrame:
     """AOPC of rank-r Fisher Scope and of baseline methods, per passage.
 
-    Ablation follows :mod:`tlscopes.evaluate` (the top k% context tokens' embeddings zeroed,
+    Ablation follows :mod:`tlscopes.evaluation.runner` (the top k% context tokens' embeddings zeroed,
     Delta log p of the held-out last token); the baselines are evaluated by
-    :func:`tlscopes.evaluate.evaluate_passage` itself.
+    :func:`tlscopes.evaluation.runner.evaluate_passage` itself.
 
     Returns:
         One row per (passage, method): passage, method ("fisher_r4", "semantic", ...), rank

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlscopes import evaluate, summaries
+from tlscopes.evaluation import summaries
+from tlscopes.evaluation.run_directory import PER_PASSAGE, RUN_CONFIG, SUMMARY, read_finished
 
 TASKS = ("lambada", "iwslt")
 # Paper Table 1 (n = 1000 passages, standard errors 0.01-0.02): (LMB, IWS).
@@ -55,8 +56,8 @@ PAPER = {
 
 
 def read(directory: Path) -> pd.DataFrame | None:
-    path = directory / evaluate.PER_PASSAGE
-    return evaluate.read_finished(path) if path.exists() else None
+    path = directory / PER_PASSAGE
+    return read_finished(path) if path.exists() else None
 
 
 def complete(frame: pd.DataFrame) -> pd.DataFrame:
@@ -180,15 +181,13 @@ def single_run(directory: Path) -> None:
     run beside the paper's LLaMA-3.2-1B column, then paired against Semantic Scope)."""
     frame = read(directory)
     if frame is None:
-        raise SystemExit(
-            f"{directory / evaluate.PER_PASSAGE} does not exist: run the evaluation first"
-        )
+        raise SystemExit(f"{directory / PER_PASSAGE} does not exist: run the evaluation first")
     summary = summaries.summarize(frame)
-    summary.to_csv(directory / evaluate.SUMMARY, index=False)
+    summary.to_csv(directory / SUMMARY, index=False)
     summaries.paired_differences(frame, reference="semantic").to_csv(
         directory / "paired_vs_semantic.csv", index=False
     )
-    model = json.loads((directory / evaluate.RUN_CONFIG).read_text()).get("model", "this run")
+    model = json.loads((directory / RUN_CONFIG).read_text()).get("model", "this run")
     steps = ",".join(sorted(set(summary.n_steps.astype(str)) - {""}))
     lines = table([(str(model).split("/")[-1], summary, None), ("", None, "LLaMA-3.2-1B")])
     lines += [
@@ -275,7 +274,7 @@ def main() -> None:
         summaries.paired_tests(measures).to_csv(
             args.results / "aopc_measures" / "paired_tests.csv", index=False
         )
-        filler = json.loads((args.results / "aopc_measures" / evaluate.RUN_CONFIG).read_text())
+        filler = json.loads((args.results / "aopc_measures" / RUN_CONFIG).read_text())
         columns = [
             (f"filler {filler.get('filler_token', '')!r}", summaries.summarize(measures), None)
         ]
@@ -292,7 +291,7 @@ def main() -> None:
         )
         lines += [""] + extra_lines(measures, "SmolLM2, filler ablation") + [""]
     for name in ("aopc_authors", "aopc_gemma3", "aopc_measures"):
-        config = args.results / name / evaluate.RUN_CONFIG
+        config = args.results / name / RUN_CONFIG
         if config.exists():
             lines.append(f"{name}/run.json: `{json.dumps(json.loads(config.read_text()))}`")
     lines.append("")

@@ -38,10 +38,10 @@ from typing import Any
 import torch
 
 import tlscopes as ts
-from tlscopes.fused_attention import fused_attention
+from tlscopes.models.fused_attention import fused_attention
 
 warnings.filterwarnings("ignore")
-engine = importlib.import_module("tlscopes.attribute")
+engine = importlib.import_module("tlscopes.core.engine")
 
 TEXT = (
     "The old lighthouse keeper climbed the spiral stairs every evening, counting the steps "
@@ -111,7 +111,7 @@ def plain_floor(model: Any, tokens: torch.Tensor) -> Callable[[], None]:
             return model.ln_final(residual)[:, -1]
 
     def run() -> None:
-        with ts.hooks.frozen_parameters(model):
+        with ts.core.hooks.frozen_parameters(model):
             x = embed(tokens).detach().requires_grad_(True)
             y = final_state(x)
             direction = (y / y.norm()).detach()
@@ -194,11 +194,15 @@ def bench_fisher(repeats: int) -> list[dict]:
         probs = torch.softmax(logits, dim=0)
         fast = median_time(lambda: ts.fisher_directions(W_U, probs), repeats)
         formed = median_time(
-            lambda: importlib.import_module("tlscopes.fisher").fisher_directions_exact(W_U, probs),
+            lambda: importlib.import_module("tlscopes.fisher.directions").fisher_directions_exact(
+                W_U, probs
+            ),
             max(1, repeats // 3),
         )
         _, u_fast = ts.fisher_directions(W_U, probs)
-        _, u_exact = importlib.import_module("tlscopes.fisher").fisher_directions_exact(W_U, probs)
+        _, u_exact = importlib.import_module("tlscopes.fisher.directions").fisher_directions_exact(
+            W_U, probs
+        )
         cosine = float((u_fast[:, 0].double() @ u_exact[:, 0].double()).abs())
         rows.append(
             {
@@ -215,7 +219,7 @@ def bench_fisher(repeats: int) -> list[dict]:
 
 def bench_translation(model: Any, repeats: int) -> dict | None:
     try:
-        matrix = importlib.import_module("tlscopes.matrix")
+        matrix = importlib.import_module("tlscopes.core.matrix")
     except ModuleNotFoundError:
         return None
     text = (
@@ -248,7 +252,7 @@ def bench_translation(model: Any, repeats: int) -> dict | None:
 
 def bench_integrated_gradients(model: Any, repeats: int) -> dict | None:
     try:
-        baselines = importlib.import_module("tlscopes.baselines")
+        baselines = importlib.import_module("tlscopes.methods.baselines")
     except ModuleNotFoundError:
         return None
     tokens = tokens_of_length(model, 128)
@@ -284,10 +288,10 @@ def bench_peers(
     tlscopes model kind's time over theirs (below 1: tlscopes is faster). `with_ig=False` times
     Input x Gradient only (Integrated Gradients at 1,024 tokens would take minutes per peer).
     """
-    baselines = importlib.import_module("tlscopes.baselines")
+    baselines = importlib.import_module("tlscopes.methods.baselines")
     hf_model = bridge.original_model
     tokens = tokens_of_length(bridge, length)
-    target = ts.scopes.resolve_token(bridge, " the")
+    target = ts.core.scopes.resolve_token(bridge, " the")
     ours: dict[str, tuple[float, float | None]] = {}
     for label, model in (("bridge", bridge), ("hooked", hooked)):
         if model is None:

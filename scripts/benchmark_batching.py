@@ -28,17 +28,17 @@ import time
 import pandas as pd
 import torch
 
-from tlscopes import datasets
-from tlscopes.ablation import Settings, UnusablePassage, prepare_passage
-from tlscopes.batching import WINDOW, batch_groups
-from tlscopes.evaluate import run_evaluation
-from tlscopes.methods import method_names
-from tlscopes.models import load_model
-from tlscopes.passages import run_order
+from tlscopes.evaluation import datasets
+from tlscopes.evaluation.ablation import Settings
+from tlscopes.evaluation.batching import WINDOW, batch_groups
+from tlscopes.evaluation.passages import UnusablePassage, prepare_passage, run_order
+from tlscopes.evaluation.runner import run_evaluation
+from tlscopes.methods.registry import method_names
+from tlscopes.models.loading import load_model
 
 
 def grouping(model, passages: dict[str, list[str]], size: int) -> tuple[int, int]:
-    """(passes, passages) of a full run with `size` passages per batch (tlscopes.batching's
+    """(passes, passages) of a full run with `size` passages per batch (tlscopes.evaluation.batching's
     windows and keys, every method missing)."""
     lengths: list[int | None] = []
     for task, index in run_order(passages):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from tlscopes.fisher import fisher_directions, fisher_directions_exact
+from tlscopes.fisher.directions import fisher_directions, fisher_directions_exact
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSAGES = ROOT / "tlscopes" / "data" / "lambada_prompts_500.json"
@@ -62,11 +62,11 @@ def load_default_model() -> tuple[object, object]:
 
 
 def load_gemma_model() -> tuple[object, object] | None:
-    """Gemma-3-270M through the packaged GGUF (tlscopes.packaged), or None if not installed."""
+    """Gemma-3-270M through the packaged GGUF (tlscopes.models.packaged), or None if not installed."""
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tlscopes.packaged import packaged_model_dir
+        from tlscopes.models.packaged import packaged_model_dir
 
         folder = packaged_model_dir("gemma3-270m")
         tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -18,8 +18,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 import tlscopes as ts
-from tlscopes.plotting import draw_tokens, text_rows
-from tlscopes.viz import combined_html
+from tlscopes.views.html import combined_html
+from tlscopes.views.plotting import draw_tokens, text_rows
 
 TEXT = "The person grew up in the South and studied at Columbia. Politically, the person is a"
 TARGETS = (" liberal", " conservative")

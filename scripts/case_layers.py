@@ -26,8 +26,8 @@ import case_translation  # noqa: E402
 
 import tlscopes as ts  # noqa: E402
 from analyses import attention_sinks  # noqa: E402
-from tlscopes.plotting import display_token, layer_page_parts  # noqa: E402
-from tlscopes.viz import HtmlReport, html_page  # noqa: E402
+from tlscopes.views.html import HtmlReport, html_page  # noqa: E402
+from tlscopes.views.plotting import display_token, layer_page_parts  # noqa: E402
 
 SCOPES = {
     "Fisher": ts.FisherScope(),

@@ -2,13 +2,13 @@
 
 Three systems (appendix A.3): the x coordinate of a Lorenz system, Brownian motion and
 geometric Brownian motion. Each history is written as comma-separated 2-digit integers
-(:func:`tlscopes.timeseries.serialize`: rescaled into 10-99 with headroom, "62,65,66,...,").
+(:func:`tlscopes.analysis.timeseries.serialize`: rescaled into 10-99 with headroom, "62,65,66,...,").
 SmolLM2's tokenizer splits numbers into single digits, so each value is two digit tokens and a
 comma; the prompt ends with a comma, so the explained prediction is the next value's first
 digit. Temperature Scope attributes its confidence beta_eff = ||y||; a value's score is the norm
-over its two digit tokens (:func:`tlscopes.timeseries.value_scores`), commas and BOS left out.
+over its two digit tokens (:func:`tlscopes.analysis.timeseries.value_scores`), commas and BOS left out.
 The next-value distribution over 10-99 is P(first digit) P(second digit | first), from one
-batched forward pass (:func:`tlscopes.timeseries.next_value_distribution`).
+batched forward pass (:func:`tlscopes.analysis.timeseries.next_value_distribution`).
 
 Writes timeseries.png (per system: the series coloured by influence, the influence per value,
 and the predicted distribution over the 30 most likely next values, the held-out truth in red)
@@ -30,8 +30,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 import tlscopes as ts
-from tlscopes import timeseries
-from tlscopes.plotting import tokens_page
+from tlscopes.analysis import timeseries
+from tlscopes.views.plotting import tokens_page
 
 DEFAULT_VALUES = 120
 SHOWN_VALUES = 30

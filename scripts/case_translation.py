@@ -4,7 +4,7 @@ A German sentence and its English translation are fed as one prompt, "German: ..
 in the format of the paper's IWSLT2017 evaluation. At every English position Fisher Scope
 explains the whole predicted distribution of the next token; the matrix of source-token scores
 by target position comes from one forward pass and batched backward passes
-(:func:`tlscopes.matrix.attribution_matrix`). Writes translation.png (left: each target row's
+(:func:`tlscopes.core.matrix.attribution_matrix`). Writes translation.png (left: each target row's
 scores over the German tokens, normalised to the row's largest; right: the top 7 predicted
 tokens and their probabilities at each position, the actual next token in bold) and
 translation.html (every row's attribution over the whole prompt).
@@ -23,8 +23,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 import tlscopes as ts
-from tlscopes.matrix import attribution_matrix
-from tlscopes.plotting import display_token, token_rows_page
+from tlscopes.core.matrix import attribution_matrix
+from tlscopes.views.plotting import display_token, token_rows_page
 
 GERMAN = "Der alte Mann liest jeden Morgen die Zeitung im Garten."
 ENGLISH = "The old man reads the newspaper in the garden every morning."

@@ -1,6 +1,6 @@
 """Checks tlscopes on an accelerator against the same computation on the CPU and exact Jacobians.
 
-Builds the tiny float64 test models (tlscopes.toy: randomised norm weights and biases), puts
+Builds the tiny float64 test models (tlscopes.testing.toy: randomised norm weights and biases), puts
 one copy on the CPU and one on DEVICE, and compares, for every scope, Integrated Gradients and
 the AOPC ablation pass:
 
@@ -25,10 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tlscopes as ts  # noqa: E402
-from tlscopes import baselines, evaluate  # noqa: E402
-from tlscopes import toy as helpers  # noqa: E402
-from tlscopes.models import hooked_transformer_class  # noqa: E402
-from tlscopes.reference import exact_jacobian, fisher_eig, scores_for  # noqa: E402
+from tlscopes.evaluation.ablate import ablated_log_probs
+from tlscopes.methods import baselines  # noqa: E402
+from tlscopes.models.facts import hooked_transformer_class  # noqa: E402
+from tlscopes.testing import toy as helpers  # noqa: E402
+from tlscopes.testing.reference import exact_jacobian, fisher_eig, scores_for  # noqa: E402
 
 PROMPTS = ["the capital of france is paris and the capital of italy is", "one two three four five"]
 
@@ -101,8 +102,8 @@ def check_model(name: str, build: Any, device: str, rtol: float) -> list[tuple[s
     keep[1, 2] = keep[2, 3:6] = False
     target = int(cpu_tokens[0, -1])
     position = cpu_tokens.shape[1] - 2
-    ablated_cpu = evaluate.ablated_log_probs(on_cpu, cpu_tokens, position, target, keep)
-    ablated_device = evaluate.ablated_log_probs(on_device, cpu_tokens, position, target, keep)
+    ablated_cpu = ablated_log_probs(on_cpu, cpu_tokens, position, target, keep)
+    ablated_device = ablated_log_probs(on_device, cpu_tokens, position, target, keep)
     results.append(
         (
             f"{name} AOPC ablation pass: device vs CPU",

@@ -38,8 +38,8 @@ import case_translation  # noqa: E402
 
 import tlscopes as ts  # noqa: E402
 from analyses import attention_sinks, fisher_spectrum, ig_path  # noqa: E402
-from tlscopes import datasets  # noqa: E402
-from tlscopes.plotting import token_rows_page  # noqa: E402
+from tlscopes.evaluation import datasets  # noqa: E402
+from tlscopes.views.plotting import token_rows_page  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tlscopes.toy import (  # noqa: F401 (re-exported for the tests)
+from tlscopes.testing.toy import (  # noqa: F401 (re-exported for the tests)
     WORDS,
     build_bridge,
     build_hf_gpt2,
@@ -24,7 +24,7 @@ from tlscopes.toy import (  # noqa: F401 (re-exported for the tests)
 
 def hooked_from_hf(hf_model: Any) -> Any:
     """The same weights as a HookedTransformer, through tlscopes' own conversion."""
-    from tlscopes.models import _hooked_from_hf
+    from tlscopes.models.loading import _hooked_from_hf
 
     dtype = next(hf_model.parameters()).dtype
     hf_model.config.architectures = [type(hf_model).__name__]
@@ -46,7 +46,7 @@ def explicit_attention(model: Any) -> Any:
 
 def fused_and_explicit_logits(model: Any, text: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's logits for `text` with fused attention and with its own attention."""
-    from tlscopes.fused_attention import fused_attention
+    from tlscopes.models.fused_attention import fused_attention
 
     tokens = model.to_tokens(text)
     with torch.no_grad():

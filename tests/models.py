@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests import helpers
-from tlscopes.models import hooked_transformer_class
+from tlscopes.models.facts import hooked_transformer_class
 
 HAS_HOOKED = hooked_transformer_class() is not None
 

@@ -1,6 +1,6 @@
-"""The exact references the tests check against (they live in :mod:`tlscopes.reference`)."""
+"""The exact references the tests check against (they live in :mod:`tlscopes.testing.reference`)."""
 
-from tlscopes.reference import (
+from tlscopes.testing.reference import (
     activation_jacobian,
     activation_of,
     embeddings_of,

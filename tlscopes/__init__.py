@@ -1,91 +1,64 @@
 """tlscopes: Jacobian Scopes (arXiv 2601.16407) for TransformerLens models.
 
-The public names below are imported on first use, so that ``import tlscopes.cli`` (and
-``tlscopes --help``) does not pay for importing torch and TransformerLens.
+The public API, re-exported from the subpackages that hold it (each has its own face):
+``core`` (the engine and the scopes), ``models``, ``fisher``, ``results``, ``views``,
+``methods``, ``generation``, ``evaluation``, ``analysis``, ``app`` and ``testing``. Names are
+imported on first use, so that ``tlscopes --help`` does not pay for importing torch.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tlscopes._lazy import lazy_face
 
 if TYPE_CHECKING:
-    from tlscopes.attribute import attribute, attribute_many, prepare_inputs
-    from tlscopes.fisher import fisher_directions, fisher_matrix
-    from tlscopes.generation import GenerationAttribution, attribute_generation
-    from tlscopes.layers import LayerAttribution, attribute_layers
-    from tlscopes.models import load_model, weight_processing
-    from tlscopes.results import Attribution
-    from tlscopes.scopes import (
+    from tlscopes.core.engine import attribute, attribute_many
+    from tlscopes.core.inputs import prepare_inputs
+    from tlscopes.core.layers import attribute_layers
+    from tlscopes.core.matrix import attribution_matrix
+    from tlscopes.core.scopes import (
         DirectionScope,
         FisherScope,
         Scope,
         SemanticScope,
         TemperatureScope,
         contrast_direction,
+        scope_from_name,
     )
+    from tlscopes.fisher.directions import fisher_directions, fisher_matrix
+    from tlscopes.generation.attribution import attribute_generation
+    from tlscopes.models.facts import weight_processing
+    from tlscopes.models.loading import load_model
+    from tlscopes.results.attribution import Attribution
+    from tlscopes.results.generation_attribution import GenerationAttribution
+    from tlscopes.results.layer_attribution import LayerAttribution
     from tlscopes.tokens import token_string, token_strings
 
 # Each public name and the module that defines it.
 _HOMES = {
-    "Attribution": "tlscopes.results",
-    "DirectionScope": "tlscopes.scopes",
-    "FisherScope": "tlscopes.scopes",
-    "Scope": "tlscopes.scopes",
-    "SemanticScope": "tlscopes.scopes",
-    "TemperatureScope": "tlscopes.scopes",
-    "attribute": "tlscopes.attribute",
-    "attribute_many": "tlscopes.attribute",
-    "attribute_generation": "tlscopes.generation",
-    "GenerationAttribution": "tlscopes.generation",
-    "attribute_layers": "tlscopes.layers",
-    "LayerAttribution": "tlscopes.layers",
-    "contrast_direction": "tlscopes.scopes",
-    "fisher_directions": "tlscopes.fisher",
-    "fisher_matrix": "tlscopes.fisher",
-    "load_model": "tlscopes.models",
-    "prepare_inputs": "tlscopes.attribute",
+    "Attribution": "tlscopes.results.attribution",
+    "DirectionScope": "tlscopes.core.scopes",
+    "FisherScope": "tlscopes.core.scopes",
+    "GenerationAttribution": "tlscopes.results.generation_attribution",
+    "LayerAttribution": "tlscopes.results.layer_attribution",
+    "Scope": "tlscopes.core.scopes",
+    "SemanticScope": "tlscopes.core.scopes",
+    "TemperatureScope": "tlscopes.core.scopes",
+    "attribute": "tlscopes.core.engine",
+    "attribute_generation": "tlscopes.generation.attribution",
+    "attribute_layers": "tlscopes.core.layers",
+    "attribute_many": "tlscopes.core.engine",
+    "attribution_matrix": "tlscopes.core.matrix",
+    "contrast_direction": "tlscopes.core.scopes",
+    "fisher_directions": "tlscopes.fisher.directions",
+    "fisher_matrix": "tlscopes.fisher.directions",
+    "load_model": "tlscopes.models.loading",
+    "prepare_inputs": "tlscopes.core.inputs",
+    "scope_from_name": "tlscopes.core.scopes",
     "token_string": "tlscopes.tokens",
     "token_strings": "tlscopes.tokens",
-    "weight_processing": "tlscopes.models",
+    "weight_processing": "tlscopes.models.facts",
 }
-
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        # Submodules (``tlscopes.scopes``, ``tlscopes.hooks``, ...) stay reachable as attributes,
-        # as they were when this package imported them eagerly.
-        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
-            return importlib.import_module(f"{__name__}.{name}")
-        raise AttributeError(f"module 'tlscopes' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """Keeps a public function when the import system binds a same-named submodule.
-
-    ``tlscopes.attribute`` is both a function (the public API) and a module (the engine).
-    Importing the module makes Python set the package attribute to the module; eager imports
-    used to rebind it to the function right after, and this keeps that meaning with lazy ones.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _HOMES and isinstance(value, types.ModuleType):
-            self.__dict__.pop(name, None)  # resolved again, as the function, by __getattr__
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+__getattr__, __dir__ = lazy_face(__name__, _HOMES, globals())

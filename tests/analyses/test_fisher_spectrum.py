@@ -94,7 +94,7 @@ def test_aopc_by_rank_and_figure(bridge):
 
 def test_aopc_by_rank_uses_the_evaluation_of_tlscopes_evaluate(bridge):
     """Rank-1 Fisher Scope ranks tokens as FisherScope() does, so its AOPC is the evaluator's."""
-    from tlscopes.evaluate import evaluate_passage
+    from tlscopes.evaluation.ablation import evaluate_passage
 
     frame = fisher_spectrum.aopc_by_rank(
         bridge, PASSAGES[:1], ranks=(1,), baselines=(), progress=False

@@ -14,8 +14,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 import tlscopes as ts
 from tests import helpers
 from tests.browser.conftest import ARTIFACTS
-from tlscopes.app import ExplorerApp
-from tlscopes.app_ui import start
+from tlscopes.app.explorer_app import ExplorerApp
+from tlscopes.app.ui import start
 
 TEXT = "the capital of france is"
 SCRIPT_BREAKOUT = "</script><script>document.title='pwned'</script>"

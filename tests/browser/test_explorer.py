@@ -14,8 +14,9 @@ import torch
 from tests import helpers
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.test_reports import IMAGE_HANDLER, LITERAL, SCRIPT_BREAKOUT
-from tests.unit.test_attribution_file import build_attribution
-from tlscopes.explorer import explore, explore_matrix
+from tests.unit.results.test_attribution_file import build_attribution
+from tlscopes.views.explorer import explore
+from tlscopes.views.explorer_data import explore_matrix
 
 TEXT = "the capital of france is paris and the cat sat"
 

@@ -2,10 +2,10 @@
 
 import json
 
-from tests.unit.test_attribution_file import build_attribution
-from tlscopes.plotting import token_rows_page, tokens_page
-from tlscopes.results import Attribution
-from tlscopes.viz import POSITIVE_COLOR, combined_html
+from tests.unit.results.test_attribution_file import build_attribution
+from tlscopes.results.attribution import Attribution
+from tlscopes.views.html import POSITIVE_COLOR, combined_html
+from tlscopes.views.plotting import token_rows_page, tokens_page
 
 SCRIPT_BREAKOUT = "</script><script>window.pwned=1;document.title='pwned'</script>"
 IMAGE_HANDLER = "<img src=x onerror=\"window.pwned=1;document.title='pwned'\">"

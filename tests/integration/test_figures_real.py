@@ -16,7 +16,8 @@ import torch
 
 import tlscopes as ts
 from analyses import attention_sinks, fisher_spectrum, ig_path
-from tlscopes import datasets, timeseries
+from tlscopes.analysis import timeseries
+from tlscopes.evaluation import datasets
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import torch
 
 import tlscopes as ts
 from tests.models import HAS_HOOKED
-from tlscopes.packaged import packaged_model_dir
+from tlscopes.models.packaged import packaged_model_dir
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +169,7 @@ def test_hooked_config_equals_the_registered_gemma_3_270m():
     from transformer_lens.loading_from_pretrained import convert_hf_model_config
     from transformers import AutoConfig
 
-    from tlscopes.hooked_configs import gemma_config_dict
+    from tlscopes.models.hooked_configs import gemma_config_dict
 
     hf_config = AutoConfig.from_pretrained(packaged_model_dir("gemma3-270m"))
     ours = HookedTransformerConfig(**gemma_config_dict(hf_config)).to_dict()

@@ -17,8 +17,8 @@ import tlscopes as ts
 from tests import helpers
 from tests.hf_reference import reference
 from tests.models import HAS_HOOKED
-from tlscopes.baselines import input_x_gradient
-from tlscopes.models import is_bridge
+from tlscopes.methods.baselines import input_x_gradient
+from tlscopes.models.facts import is_bridge
 
 FAMILIES = sorted(helpers.HF_FAMILIES)
 KINDS = ["bridge", "hooked"] if HAS_HOOKED else ["bridge"]
@@ -241,7 +241,10 @@ FUSION_DTYPE = {"hooked": torch.float64, "bridge": torch.float32}
 
 
 def supports_fusion(model, attention) -> bool:
-    from tlscopes.fused_attention import bridge_module_supports_fusion, module_supports_fusion
+    from tlscopes.models.fused_attention import (
+        bridge_module_supports_fusion,
+        module_supports_fusion,
+    )
 
     check = bridge_module_supports_fusion if is_bridge(model) else module_supports_fusion
     return check(attention)
@@ -249,7 +252,7 @@ def supports_fusion(model, attention) -> bool:
 
 @pytest.mark.parametrize(("family", "kind"), CASES)
 def test_fused_attention_is_exact_or_steps_aside(loaded, monkeypatch, family, kind):
-    from tlscopes.fused_attention import fused_attention
+    from tlscopes.models.fused_attention import fused_attention
 
     model = loaded(family, kind, FUSION_DTYPE[kind])
     layers = [supports_fusion(model, block.attn) for block in model.blocks]
@@ -269,7 +272,7 @@ def test_fused_attention_is_exact_or_steps_aside(loaded, monkeypatch, family, ki
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_window_longer_than_the_input_fuses_mistral(loaded, monkeypatch, kind):
-    from tlscopes.fused_attention import fused_attention
+    from tlscopes.models.fused_attention import fused_attention
 
     model = loaded("mistral", kind, FUSION_DTYPE[kind])
     calls = helpers.kernel_calls(monkeypatch)

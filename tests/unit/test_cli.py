@@ -15,7 +15,7 @@ from tlscopes import cli
 
 @pytest.fixture
 def tiny_model(monkeypatch):
-    import tlscopes.models
+    import tlscopes.models.loading
 
     model = helpers.build_bridge()
     loads = []
@@ -24,7 +24,7 @@ def tiny_model(monkeypatch):
         loads.append(args)
         return model
 
-    monkeypatch.setattr(tlscopes.models, "load_model", fake_load)
+    monkeypatch.setattr(tlscopes.models.loading, "load_model", fake_load)
     return loads
 
 
@@ -61,7 +61,9 @@ def test_every_subcommand_and_option_has_help():
 
 
 def test_the_help_texts_name_what_the_library_has():
-    from tlscopes import baselines, datasets, methods
+    from tlscopes.evaluation import datasets
+    from tlscopes.methods import baselines
+    from tlscopes.methods import registry as methods
 
     assert list(cli.METHOD_NAMES) == methods.method_names()
     assert list(cli.TASK_NAMES) == datasets.task_names()
@@ -147,11 +149,11 @@ def test_token_ids_instead_of_text(capsys, tiny_model):
 
 
 def test_a_model_without_a_tokenizer_shows_tokens_by_id(capsys, monkeypatch):
-    import tlscopes.models
+    import tlscopes.models.loading
     from tests.models import build_bridge_without_tokenizer
 
     model = build_bridge_without_tokenizer()
-    monkeypatch.setattr(tlscopes.models, "load_model", lambda *args, **kwargs: model)
+    monkeypatch.setattr(tlscopes.models.loading, "load_model", lambda *args, **kwargs: model)
     assert cli.main(["attribute", "--ids", "3,17,5", "--scope", "temperature"]) == 0
     printed = capsys.readouterr().out
     assert "'<17>'" in printed and "'<5>'" in printed
@@ -192,7 +194,7 @@ def test_generate_arguments_are_checked_by_the_parser(argv, message, capsys, tin
 
 
 def test_generate_prints_each_step_and_writes_its_files(tmp_path, capsys, tiny_model):
-    from tlscopes.generation import GenerationAttribution
+    from tlscopes.results.generation_attribution import GenerationAttribution
 
     out, saved = tmp_path / "gen.html", tmp_path / "gen.json"
     argv = ["generate", "the cat sat on", "--max-new-tokens", "4", "--out", str(out)]
@@ -218,7 +220,7 @@ def test_generate_samples_with_a_seed(tmp_path, capsys, tiny_model):
         argv = ["generate", "one two", "--scope", "temperature", "--max-new-tokens", "6"]
         options = ["--sample", "--seed", seed, "--temperature", "2", "--no-eos-stop"]
         assert cli.main([*argv, *options, "--save", str(path)]) == 0
-        from tlscopes.generation import GenerationAttribution
+        from tlscopes.results.generation_attribution import GenerationAttribution
 
         return GenerationAttribution.load(path)
 
@@ -231,11 +233,11 @@ def test_generate_samples_with_a_seed(tmp_path, capsys, tiny_model):
 
 
 def test_generate_on_a_model_without_a_tokenizer(capsys, monkeypatch):
-    import tlscopes.models
+    import tlscopes.models.loading
     from tests.models import build_bridge_without_tokenizer
 
     model = build_bridge_without_tokenizer()
-    monkeypatch.setattr(tlscopes.models, "load_model", lambda *args, **kwargs: model)
+    monkeypatch.setattr(tlscopes.models.loading, "load_model", lambda *args, **kwargs: model)
     argv = ["generate", "--ids", "3,17,5", "--scope", "semantic", "--max-new-tokens", "3"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
@@ -264,12 +266,12 @@ def test_serve_starts_the_app_on_the_shared_model_and_stops(monkeypatch, capsys,
     import json
     import urllib.request
 
-    import tlscopes.app
+    import tlscopes.app.explorer_app
     from tlscopes.cli import serve
 
     assert (serve.DEFAULT_HOST, serve.DEFAULT_PORT) == (
-        tlscopes.app.DEFAULT_HOST,
-        tlscopes.app.DEFAULT_PORT,
+        tlscopes.app.explorer_app.DEFAULT_HOST,
+        tlscopes.app.explorer_app.DEFAULT_PORT,
     )
     seen = []
 

@@ -9,8 +9,9 @@ import tlscopes as ts
 from analyses import attention_sinks, ig_path
 from tests.models import TOKENIZERLESS_VARIANTS
 from tests.reference import exact_jacobian, fisher_eig, scores_for
-from tlscopes import baselines, methods
-from tlscopes.matrix import attribution_matrix
+from tlscopes.core.matrix import attribution_matrix
+from tlscopes.methods import baselines
+from tlscopes.methods import registry as methods
 from tlscopes.tokens import has_tokenizer
 
 IDS = torch.tensor([3, 17, 5, 9, 22, 11])

@@ -79,7 +79,7 @@ def non_empty_text(text: str) -> str:
 
 def load_with_message(args: argparse.Namespace) -> Any:
     """Loads the model, saying so first: a first load of a shipped model de-quantises it."""
-    from tlscopes.models import load_model
+    from tlscopes.models.loading import load_model
 
     print(
         f"loading {args.model} ({args.kind}); the first load of a shipped model converts its "

@@ -140,10 +140,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.output is None:
         raise UsageError("--output is required (or --merge DIR)")
     check_evaluate_arguments(args)
-    from tlscopes import datasets
-    from tlscopes.evaluate import Settings, run_evaluation
-    from tlscopes.run_directory import RunDirectoryError
-    from tlscopes.summaries import describe_run, format_table, summarize, target_aligned
+    from tlscopes.evaluation import datasets
+    from tlscopes.evaluation.ablation import Settings
+    from tlscopes.evaluation.run_directory import RunDirectoryError
+    from tlscopes.evaluation.runner import run_evaluation
+    from tlscopes.evaluation.summaries import describe_run, format_table, summarize, target_aligned
 
     tasks = _comma_list(args.task)
     passages = {}
@@ -165,7 +166,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     model = load_with_message(args)
     if args.filler_token is not None:
-        from tlscopes.faithfulness import filler_token_id
+        from tlscopes.evaluation.faithfulness import filler_token_id
 
         token = int(args.filler_token) if args.filler_token.isdigit() else args.filler_token
         try:
@@ -218,10 +219,14 @@ def _start_distributed() -> bool:
 
 
 def _merge(directory: Path) -> int:
-    from tlscopes.evaluate import read_finished
-    from tlscopes.run_directory import PER_PASSAGE, RunDirectoryError, read_json
-    from tlscopes.sharding import merge_shards
-    from tlscopes.summaries import format_table, summarize
+    from tlscopes.evaluation.run_directory import (
+        PER_PASSAGE,
+        RunDirectoryError,
+        read_finished,
+        read_json,
+    )
+    from tlscopes.evaluation.sharding import merge_shards
+    from tlscopes.evaluation.summaries import format_table, summarize
 
     try:
         merge_shards(directory)

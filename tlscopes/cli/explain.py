@@ -22,13 +22,13 @@ from tlscopes.cli.common import (
 
 
 def _make_scope(name: str, target: str | None, rank: int) -> Any:
-    from tlscopes.scopes import FisherScope, SemanticScope, TemperatureScope
+    from tlscopes.core.scopes import scope_from_name
 
     if name == "fisher":
-        return FisherScope(rank=rank)
-    if name == "temperature":
-        return TemperatureScope()
-    return SemanticScope(_parse_target(target))
+        return scope_from_name(name, rank=rank)
+    if name == "semantic":
+        return scope_from_name(name, target=_parse_target(target))
+    return scope_from_name(name)
 
 
 def _parse_target(target: str | None) -> int | str | None:
@@ -107,7 +107,7 @@ def run_attribute(args: argparse.Namespace) -> int:
     _check_scope_arguments(args)
     refuse_existing(args.out, args.overwrite)
     refuse_existing(args.save, args.overwrite)
-    from tlscopes.attribute import attribute
+    from tlscopes.core.engine import attribute
 
     model = load_with_message(args)
     scope = _make_scope(args.scope, args.target, args.rank)
@@ -140,8 +140,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from tlscopes.attribute import attribute
-    from tlscopes.viz import combined_html
+    from tlscopes.core.engine import attribute
+    from tlscopes.views.html import combined_html
 
     if args.target == "":
         raise UsageError("--target is empty; pass one token or a token id")

@@ -105,12 +105,11 @@ def run_generate(args: argparse.Namespace) -> int:
     refuse_existing(args.save, args.overwrite)
     import torch
 
-    from tlscopes.generation import attribute_generation
-    from tlscopes.scopes import FisherScope, SemanticScope, TemperatureScope
+    from tlscopes.core.scopes import scope_from_name
+    from tlscopes.generation.attribution import attribute_generation
 
     model = load_with_message(args)
-    scopes = {"fisher": FisherScope(rank=args.rank), "temperature": TemperatureScope()}
-    scope = scopes.get(args.scope, SemanticScope())
+    scope = scope_from_name(args.scope, rank=args.rank if args.scope == "fisher" else None)
     prompt = args.text if args.ids is None else torch.tensor(args.ids, dtype=torch.long)
     sampling = {}
     if args.sample:

@@ -1,4 +1,4 @@
-"""``tlscopes serve``: the live local app (:mod:`tlscopes.app_ui`, on Gradio) on one shared
+"""``tlscopes serve``: the live local app (:mod:`tlscopes.app.ui`, on Gradio) on one shared
 model. Gradio comes with the ``tlscopes[app]`` extra; without it the command says so."""
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ def wait_until_interrupted() -> None:
 def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
-    from tlscopes.app import ExplorerApp
-    from tlscopes.app_ui import INSTALL_HINT, gradio_installed, start
+    from tlscopes.app.explorer_app import ExplorerApp
+    from tlscopes.app.ui import INSTALL_HINT, gradio_installed, start
 
     if not gradio_installed():
         raise UsageError(INSTALL_HINT)
-    from tlscopes.models import load_model
+    from tlscopes.models.loading import load_model
 
     loaded = load_with_message(args)
     loaders = {

@@ -1,0 +1,128 @@
+"""The app's logic: requests in, explorer payloads out; messages for bad input; the view
+helpers that turn a payload into what the page shows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tlscopes as ts
+from tlscopes.app.explorer_app import (
+    ExplorerApp,
+    RequestError,
+    parse_position,
+    parse_rank,
+    prediction_confidences,
+    series_influence,
+    token_highlights,
+)
+from tlscopes.views.explorer_data import rounded
+
+TEXT = "the capital of france is"
+
+
+@pytest.fixture(scope="module")
+def app(bridge):
+    return ExplorerApp({"tiny": lambda: bridge}, max_tokens=12, max_explore_tokens=8)
+
+
+def test_one_scope_at_one_position_equals_attribute(app, bridge):
+    answer = app.attribute({"text": TEXT, "scope": "semantic", "target": " paris", "position": "3"})
+    expected = ts.attribute(bridge, TEXT, ts.SemanticScope(" paris"), position=3)
+    payload = answer["payload"]
+    assert payload["positions"] == [3] and payload["tokens"] == expected.tokens[0]
+    assert payload["scopes"][0]["rows"][0] == [rounded(v) for v in expected.scores[0, :4].tolist()]
+    assert payload["scopes"][0]["targets"] == expected.target_tokens == ["paris"]
+    assert payload["predictions"][0][0][0] == expected.top_tokens[0][0]
+    # The download is the Attribution file itself.
+    saved = json.loads(answer["file"])
+    assert saved["tokens"] == expected.tokens and saved["method"] == "semantic"
+    assert answer["html"].startswith("<!DOCTYPE html>") and "tlx-data" in answer["html"]
+
+
+def test_every_position_with_the_three_scopes(app):
+    payload = app.explore({"text": TEXT})["payload"]
+    assert [s["name"] for s in payload["scopes"]] == ["fisher", "temperature", "semantic"]
+    assert payload["positions"] == list(range(len(payload["tokens"])))
+    assert len(payload["layers"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"text": "  "}, "The text is empty"),
+        ({"text": "the cat " * 10}, "this view explains at most 12"),
+        ({"text": TEXT, "scope": "semantic", "target": "new york"}, "is 2 tokens"),
+        ({"text": TEXT, "scope": "fisher", "target": " paris"}, "A target is for the semantic"),
+        ({"text": TEXT, "scope": "saliency"}, "unknown scope 'saliency'"),
+        ({"text": TEXT, "model": "gpt-9"}, "unknown model 'gpt-9'"),
+        ({"text": TEXT, "position": "last"}, "must be an integer"),
+        ({"text": TEXT, "position": "40"}, "out of range"),
+        ({"text": TEXT, "scope": "temperature", "rank": 2}, "A rank is for the Fisher"),
+        ({"text": TEXT, "scope": "fisher", "rank": "0"}, "rank must be a positive integer"),
+        ({"text": TEXT, "scope": "fisher", "rank": 2.5}, "rank must be a positive integer"),
+        ({"text": TEXT, "scope": "fisher", "rank": 999}, "exceeds d_model"),
+    ],
+)
+def test_bad_requests_are_messages(app, request_, message):
+    with pytest.raises((RequestError, ValueError, IndexError), match=message):
+        app.attribute(request_)
+
+
+def test_explore_has_its_own_length_limit(app):
+    with pytest.raises(RequestError, match="at most 8"):
+        app.explore({"text": "the cat sat on the mat and the dog"})
+
+
+def test_positions_and_ranks_parse():
+    assert parse_position(None) == -1 and parse_position("") == -1 and parse_position("-2") == -2
+    assert parse_rank(None) == 1 and parse_rank("") == 1 and parse_rank(3.0) == 3
+    assert parse_rank("2") == 2
+
+
+def test_a_fisher_rank_is_passed_on(app, bridge):
+    payload = app.attribute({"text": TEXT, "scope": "fisher", "rank": 2})["payload"]
+    expected = ts.attribute(bridge, TEXT, ts.FisherScope(rank=2))
+    assert payload["scopes"][0]["rows"][0] == [rounded(v) for v in expected.scores[0].tolist()]
+    assert len(payload["scopes"][0]["details"][0]["eigenvalues"]) == 2
+
+
+def test_tokens_are_scaled_by_the_largest_unmasked_score(app, bridge):
+    payload = app.attribute({"text": TEXT, "scope": "temperature", "position": "3"})["payload"]
+    shown = token_highlights(payload)
+    scores = ts.attribute(bridge, TEXT, ts.TemperatureScope(), position=3).scores[0]
+    assert [token for token, _ in shown] == payload["tokens"]
+    # The leading BOS is masked and tokens after position 3 have no score.
+    assert shown[0][1] is None and [value for _, value in shown[4:]] == [None, None]
+    peak = float(scores[1:4].max())
+    assert [value for _, value in shown[1:4]] == pytest.approx(
+        [float(v) / peak for v in scores[1:4]], rel=5e-3
+    )
+    assert max(value for _, value in shown[1:4]) == 1.0
+
+
+def test_prediction_labels_stay_distinct_and_blank_tokens_show():
+    payload = {"predictions": [[["a", 0.5], [" ", 0.2], ["a", 0.1], ["a", 0.05]]]}
+    assert prediction_confidences(payload) == {"a": 0.5, "' '": 0.2, "a (2)": 0.1, "a (3)": 0.05}
+
+
+def test_a_number_series_gets_one_influence_per_value(app):
+    series = "one , two , three , four ,"  # the tiny tokenizer has no digits: a made-up payload
+    assert series_influence(app.attribute({"text": series})["payload"]) is None
+    payload = {
+        "tokens": ["<bos>", "1", "2", ",", "3", ",", "4", "5", ","],
+        "scopes": [{"rows": [[9.0, 3.0, 4.0, 1.0, 2.0, 1.0]]}],
+        "series": {"values": [12.0, 3.0, 45.0], "groups": [[1, 2], [4], [6, 7]]},
+    }
+    assert series_influence(payload) == {"values": [12.0, 3.0, 45.0], "influence": [5.0, 2.0, None]}
+
+
+def test_models_load_once_and_unknown_defaults_are_refused(bridge):
+    loads = []
+    app = ExplorerApp({"a": lambda: loads.append(1) or bridge, "b": lambda: bridge}, default="a")
+    assert app.model(None) is bridge and app.model("a") is bridge and loads == [1]
+    with pytest.raises(ValueError, match="not one of"):
+        ExplorerApp({"a": lambda: bridge}, default="c")
+    with pytest.raises(ValueError, match="at least one"):
+        ExplorerApp({})

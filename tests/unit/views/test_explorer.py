@@ -1,0 +1,98 @@
+"""explore(): every position of a text explained by each scope, on a tiny seeded model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import tlscopes as ts
+from tests import helpers
+from tlscopes.core.layers import attribute_layers
+from tlscopes.core.matrix import attribution_matrix
+from tlscopes.core.scopes import scope_from_name
+from tlscopes.views.explorer import explore
+from tlscopes.views.explorer_data import explore_matrix, rounded
+
+TEXT = "the capital of france is paris and the cat sat"
+
+
+@pytest.fixture(scope="module")
+def bridge():
+    return helpers.build_bridge()
+
+
+def page_payload(report) -> dict:
+    return json.loads(re.search(r'class="tlx-data">(.*?)</script>', report.html).group(1))
+
+
+def test_every_position_of_every_scope_matches_attribute(bridge):
+    payload = page_payload(explore(bridge, TEXT, layers=False))
+    tokens = payload["tokens"]
+    assert payload["positions"] == list(range(len(tokens)))
+    assert [s["name"] for s in payload["scopes"]] == ["fisher", "temperature", "semantic"]
+    for scope_payload, scope in zip(
+        payload["scopes"],
+        [ts.FisherScope(), ts.TemperatureScope(), ts.SemanticScope()],
+        strict=True,
+    ):
+        for position in (1, 4, len(tokens) - 1):
+            single = ts.attribute(bridge, TEXT, scope, position=position)
+            expected = [rounded(v) for v in single.scores[0, : position + 1].tolist()]
+            assert scope_payload["rows"][position] == pytest.approx(expected, rel=1e-2, abs=1e-9)
+            if scope.name == "semantic":
+                # No target: each position explains its own top prediction.
+                assert scope_payload["targets"][position] == single.top_tokens[0][0]
+    assert payload["layers"] == []
+
+
+def test_layer_maps_belong_to_the_last_position(bridge):
+    payload = page_payload(explore(bridge, TEXT, scopes=["temperature"]))
+    (layer_map,) = payload["layers"]
+    last = len(payload["tokens"]) - 1
+    layered = attribute_layers(bridge, TEXT, ts.TemperatureScope())
+    assert layer_map["scope"] == "temperature" and layer_map["position"] == last
+    assert len(layer_map["rows"]) == bridge.cfg.n_layers
+    assert layer_map["rows"][1] == pytest.approx(
+        [rounded(v) for v in layered.scores[0, 1].tolist()], rel=1e-2, abs=1e-9
+    )
+
+
+def test_matrix_and_layer_results_open_in_the_explorer(bridge):
+    matrix = attribution_matrix(bridge, TEXT, ts.FisherScope(), [2, 5])
+    payload = page_payload(explore_matrix(matrix, title="two rows"))
+    assert payload["title"] == "two rows" and payload["positions"] == [2, 5]
+    assert len(payload["scopes"][0]["rows"][0]) == 3
+    layered = attribute_layers(bridge, TEXT, ts.FisherScope(), position=4)
+    payload = page_payload(layered.explore())
+    assert payload["positions"] == [4] and payload["layers"][0]["position"] == 4
+
+
+def test_bad_arguments_say_what_to_do(bridge):
+    with pytest.raises(ValueError, match="empty"):
+        explore(bridge, "  ")
+    with pytest.raises(ValueError, match="unknown scope 'fishr'"):
+        explore(bridge, TEXT, scopes=["fishr"])
+    with pytest.raises(ValueError, match="at least one scope"):
+        explore(bridge, TEXT, scopes=[])
+    assert scope_from_name(ts.SemanticScope(" paris")).target == " paris"
+
+
+def test_a_generation_opens_with_one_row_per_generated_step(bridge):
+    from tlscopes.generation.attribution import attribute_generation
+
+    generated = attribute_generation(bridge, "the cat sat on", ts.SemanticScope(), max_new_tokens=4)
+    payload = page_payload(generated.explore())
+    steps = int(generated.generated_lengths[0])
+    positions = generated.positions[0, :steps].tolist()
+    assert payload["positions"] == positions and payload["tokens"] == generated.tokens[0]
+    assert payload["steps"]["generated"] == generated.generated_tokens[0][:steps]
+    assert payload["scopes"][0]["targets"] == generated.generated_tokens[0][:steps]
+    last = positions[-1]
+    assert payload["scopes"][0]["rows"][-1] == [
+        rounded(v) for v in generated.scores[0, steps - 1, : last + 1].tolist()
+    ]
+    assert payload["predictions"][0][0][0] == generated.top_tokens[0][0][0]
+    with pytest.raises(IndexError, match="out of range"):
+        generated.explore(3)

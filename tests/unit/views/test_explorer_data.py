@@ -1,0 +1,105 @@
+"""The explorer's payload: trimmed rounded rows, predictions, series and sink positions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.unit.results.test_attribution_file import build_attribution
+from tlscopes.views.explorer_data import (
+    is_number_series,
+    matrix_payload,
+    rounded,
+    series_groups,
+    series_payload,
+    sink_positions,
+)
+
+
+def matrix_result(**overrides):
+    """One prompt of 4 tokens explained at positions 1 and 3 (rows as attribution_matrix gives)."""
+    tokens = ["<bos>", "The", " cat", " sat"]
+    values = dict(
+        scores=torch.tensor([[0.123456, 2.0, 0.0, 0.0], [1.0, 0.000123456, 3.5, 7.25]]),
+        tokens=[tokens, tokens],
+        token_ids=torch.tensor([[2, 10, 11, 12], [2, 10, 11, 12]]),
+        positions=torch.tensor([1, 3]),
+        top_token_ids=torch.tensor([[5, 6], [7, 8]]),
+        top_tokens=[[" on", "<b>"], [" ran", " sat"]],
+        top_probs=torch.tensor([[0.55555, 0.25], [0.75, 0.125]]),
+        target_ids=torch.tensor([5, 7]),
+        target_probs=torch.tensor([0.5, 0.75]),
+        target_tokens=[" on", " ran"],
+        details={"eigenvalues": [[2.5], [1.5]]},
+    )
+    values.update(overrides)
+    return build_attribution(**values)
+
+
+def test_rounded_keeps_three_significant_digits_and_drops_non_finite():
+    assert rounded(0.123456) == 0.123
+    assert rounded(123456.0) == 123000.0
+    assert rounded(0.000123456) == 0.000123
+    assert rounded(float("nan")) is None and rounded(float("inf")) is None
+
+
+def test_rows_stop_at_their_position_and_are_rounded():
+    payload = matrix_payload([matrix_result()])
+    assert payload["tokens"] == ["<bos>", "The", " cat", " sat"]
+    assert payload["positions"] == [1, 3]
+    (scope,) = payload["scopes"]
+    assert scope["name"] == "semantic"
+    assert scope["rows"] == [[0.123, 2.0], [1.0, 0.000123, 3.5, 7.25]]
+    assert scope["targets"] == [" on", " ran"]
+    assert scope["details"] == [{"eigenvalues": [2.5]}, {"eigenvalues": [1.5]}]
+    assert payload["predictions"][0] == [[" on", 0.556], ["<b>", 0.25]]
+    assert payload["masked"] == [0]
+    assert payload["series"] is None and payload["layers"] == []
+    json.dumps(payload, allow_nan=False)
+
+
+def test_several_scopes_must_explain_the_same_prompt_and_positions():
+    other = matrix_result(method="fisher", positions=torch.tensor([2, 3]))
+    with pytest.raises(ValueError, match="other positions"):
+        matrix_payload([matrix_result(), other])
+    same = matrix_result(method="fisher", target_ids=None, target_probs=None, target_tokens=None)
+    payload = matrix_payload([matrix_result(), same])
+    assert [s["name"] for s in payload["scopes"]] == ["semantic", "fisher"]
+    assert payload["scopes"][1]["targets"] is None
+    with pytest.raises(ValueError, match="at least one"):
+        matrix_payload([])
+
+
+def test_a_batch_of_different_prompts_is_refused():
+    batch = build_attribution()
+    with pytest.raises(ValueError, match="several prompts"):
+        matrix_payload([batch])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("29,30,45,", True), (" 1, 2, 3", True), ("1.5,-2", True), ("12", False), ("a,1", False)],
+)
+def test_number_series_are_recognised(text, expected):
+    assert is_number_series(text) is expected
+
+
+def test_series_groups_leave_out_bos_and_delimiters():
+    # One token per digit (SmolLM2-like) and merged number tokens (GPT-2-like, "5," merged).
+    digits = ["<|endoftext|>", "2", "9", ",", "3", "0", ",", "4", "5", ","]
+    assert series_groups(digits) == [[1, 2], [4, 5], [7, 8]]
+    merged = ["<bos>", "29", ",", " 30", "5,", "7"]  # 29, 305,7
+    assert series_groups(merged) == [[1], [3, 4], [5]]
+    payload = series_payload("29,30,45,", digits)
+    assert payload == {"values": [29.0, 30.0, 45.0], "groups": [[1, 2], [4, 5], [7, 8]]}
+    # Tokens that do not spell the numbers: no time-series view.
+    assert series_payload("29,30,45,", ["<bos>", "<unk>", ","]) is None
+    assert series_payload("the cat", ["the", " cat"]) is None
+
+
+def test_only_a_leading_bos_is_masked_by_default():
+    assert sink_positions(["<bos>", "a"]) == [0]
+    assert sink_positions(["a", "<bos>"]) == []
+    assert sink_positions([]) == []

@@ -1,0 +1,250 @@
+"""The live app's logic, without a web framework: requests in, explorer payloads out.
+
+:class:`ExplorerApp` explains one position with one scope (:meth:`ExplorerApp.attribute`) or
+every position with the three scopes (:meth:`ExplorerApp.explore`), answering with the
+explorer's JSON payload (:mod:`tlscopes.views.explorer_data`), the result as a JSON file and as an
+offline HTML page. The view helpers below turn a payload into what the page shows: tokens with
+their scores, the prediction's top-k and a number series' values with their influence. The
+page itself is :mod:`tlscopes.app.ui` (Gradio, the ``tlscopes[app]`` extra).
+
+One model object serves every request: the library's per-model lock serialises the passes on
+one model, so concurrent requests never mix. Bad input (an empty text, a text over the limit,
+a target that splits into several tokens, an unknown scope or model, a bad rank or position)
+raises :class:`RequestError` or another of ``REQUEST_ERRORS`` with a one-line message for the
+page.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any
+
+from tlscopes.core.engine import attribute
+from tlscopes.core.scopes import SCOPE_NAMES, scope_from_name
+from tlscopes.protocols import TransformerLensModel
+from tlscopes.results import attribution_file
+from tlscopes.views.explorer import explore_payload
+from tlscopes.views.explorer_data import matrix_payload
+from tlscopes.views.explorer_page import explorer_html
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+MAX_TOKENS = 512
+# Every position with three scopes costs three matrices; kept to what answers in seconds.
+MAX_EXPLORE_TOKENS = 256
+EXAMPLES = ("The capital of France is", "29,30,45,61,70,66,52,38,31,35,47,60,")
+# Errors that mean the request was wrong: the page shows their message.
+REQUEST_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+
+ModelLoader = Callable[[], TransformerLensModel]
+
+
+class RequestError(ValueError):
+    """A request the app cannot answer, with the message the page shows."""
+
+
+class ExplorerApp:
+    """The app's logic without the server: requests in, explorer payloads out.
+
+    Args:
+        models: model name -> a function that loads it (called once, on the first request
+            that names it; ``lambda: model`` for a model already loaded).
+        default: the model used when a request names none (default: the first).
+        max_tokens, max_explore_tokens: the longest text explained at one position / at every
+            position.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelLoader],
+        *,
+        default: str | None = None,
+        max_tokens: int = MAX_TOKENS,
+        max_explore_tokens: int = MAX_EXPLORE_TOKENS,
+    ) -> None:
+        if not models:
+            raise ValueError("pass at least one model")
+        self.sources = dict(models)
+        self.default = default or next(iter(self.sources))
+        if self.default not in self.sources:
+            raise ValueError(f"default model {self.default!r} is not one of {list(self.sources)}")
+        self.max_tokens = max_tokens
+        self.max_explore_tokens = max_explore_tokens
+        self._loaded: dict[str, TransformerLensModel] = {}
+        self._load_lock = threading.Lock()
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.sources)
+
+    def model(self, name: str | None) -> TransformerLensModel:
+        """The named model, loaded once (a load is not repeated by concurrent requests)."""
+        name = name or self.default
+        if name not in self.sources:
+            raise RequestError(f"unknown model {name!r}; choose from {', '.join(self.sources)}")
+        with self._load_lock:
+            if name not in self._loaded:
+                self._loaded[name] = self.sources[name]()
+            return self._loaded[name]
+
+    def _text(self, request: Mapping[str, Any], model: TransformerLensModel, limit: int) -> str:
+        text = request.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise RequestError("The text is empty: type a prompt or a comma-separated series.")
+        length = int(model.to_tokens(text).shape[-1])
+        if length > limit:
+            raise RequestError(
+                f"The text is {length} tokens; this view explains at most {limit}. Shorten it."
+            )
+        return text
+
+    def attribute(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """One scope at one position: {"payload", "file" (the Attribution as JSON), "html"}.
+
+        The request holds "text", and optionally "scope" (default fisher), "target" (semantic
+        only: one token, as text or id; empty: the top prediction), "rank" (fisher only,
+        default 1), "position" (default -1, the last) and "model" (default: the app's).
+        """
+        model = self.model(request.get("model"))
+        text = self._text(request, model, self.max_tokens)
+        name = request.get("scope") or "fisher"
+        if name not in SCOPE_NAMES:
+            raise RequestError(f"unknown scope {name!r}; choose from {', '.join(SCOPE_NAMES)}")
+        target = request.get("target") or None
+        rank = request.get("rank")
+        parsed_target = None if target is None else parse_target(target)
+        parsed_rank = None if rank is None else parse_rank(rank)
+        try:
+            scope = scope_from_name(name, target=parsed_target, rank=parsed_rank)
+        except ValueError as error:
+            raise RequestError(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
+        position = parse_position(request.get("position"))
+        result = attribute(model, text, scope, position=position)
+        payload = matrix_payload([result], text=text, title=f"{name} scope on {model_label(model)}")
+        saved = attribution_file.encode(
+            {item.name: getattr(result, item.name) for item in fields(result)}
+        )
+        return {"payload": payload, "file": saved, "html": explorer_html(payload)}
+
+    def explore(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Every position with the three scopes: {"payload", "html"}."""
+        model = self.model(request.get("model"))
+        text = self._text(request, model, self.max_explore_tokens)
+        title = f"every position, three scopes, on {model_label(model)}"
+        payload = explore_payload(model, text, SCOPE_NAMES, title=title)
+        return {"payload": payload, "html": explorer_html(payload)}
+
+
+def parse_target(target: Any) -> int | str:
+    """A token id (digits) or the token's text, as typed; spaces are kept (" Paris")."""
+    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+        return int(target)
+    if not isinstance(target, str):
+        raise RequestError(f"the target must be text or a token id, got {target!r}")
+    return target
+
+
+def parse_position(position: Any) -> int:
+    """The explained position: an integer, negative from the end; empty means the last."""
+    if position is None or position == "":
+        return -1
+    try:
+        return int(position)
+    except (TypeError, ValueError):
+        raise RequestError(
+            f"The position must be an integer such as -1, got {position!r}."
+        ) from None
+
+
+def parse_rank(rank: Any) -> int:
+    """The Fisher rank: a positive integer; empty means 1."""
+    if rank is None or rank == "":
+        return 1
+    try:
+        value = float(rank)
+    except (TypeError, ValueError):
+        value = 0.0
+    if not value.is_integer() or value < 1:
+        raise RequestError(f"The Fisher rank must be a positive integer such as 1, got {rank!r}.")
+    return int(value)
+
+
+def model_label(model: TransformerLensModel) -> str:
+    return str(getattr(model.cfg, "model_name", "") or type(model).__name__)
+
+
+def _scores(payload: Mapping[str, Any]) -> list[float | None]:
+    """The first scope's scores at the first explained position, one per token (None after
+    the position: later tokens cannot move the prediction there)."""
+    row = payload["scopes"][0]["rows"][0]
+    return [row[i] if i < len(row) else None for i in range(len(payload["tokens"]))]
+
+
+def token_highlights(payload: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """Each token with its score scaled to 0..1 by the largest unmasked score.
+
+    Masked positions (a leading BOS: an attention sink whose score would wash out every other
+    colour) and tokens after the explained position get None, shown without colour.
+    """
+    masked = set(payload.get("masked") or ())
+    scores = _scores(payload)
+    peak = max((v for i, v in enumerate(scores) if v is not None and i not in masked), default=0)
+    shown: list[tuple[str, float | None]] = []
+    for index, (token, score) in enumerate(zip(payload["tokens"], scores, strict=True)):
+        if score is None or index in masked:
+            shown.append((token, None))
+        else:
+            shown.append((token, round(score / peak, 3) if peak > 0 else 0.0))
+    return shown
+
+
+def prediction_confidences(payload: Mapping[str, Any]) -> dict[str, float]:
+    """The top-k prediction at the first explained position, token -> probability, in order.
+
+    A blank token is shown quoted (" " reads as nothing); tokens that read the same get
+    " (2)", " (3)" so none hides another."""
+    shown: dict[str, float] = {}
+    for token, probability in payload["predictions"][0]:
+        label = token if token.strip() else repr(token)
+        base, count = label, 1
+        while label in shown:
+            count += 1
+            label = f"{base} ({count})"
+        shown[label] = float(probability or 0.0)
+    return shown
+
+
+def series_influence(payload: Mapping[str, Any]) -> dict[str, list[float | None]] | None:
+    """For a number series: {"values", "influence"}, one influence per value, the norm of its
+    digit tokens' scores (sqrt of the sum of squares, as :func:`tlscopes.analysis.timeseries.value_scores`
+    and the explorer compute it; None for a value after the explained position). None when the
+    text is not a number series."""
+    series = payload.get("series")
+    if not series:
+        return None
+    scores = _scores(payload)
+    influence: list[float | None] = []
+    for group in series["groups"]:
+        live = [scores[i] for i in group if scores[i] is not None]
+        influence.append(sum(v * v for v in live) ** 0.5 if live else None)
+    return {"values": list(series["values"]), "influence": influence}
+
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "EXAMPLES",
+    "MAX_EXPLORE_TOKENS",
+    "MAX_TOKENS",
+    "REQUEST_ERRORS",
+    "ExplorerApp",
+    "RequestError",
+    "parse_position",
+    "parse_rank",
+    "parse_target",
+    "prediction_confidences",
+    "series_influence",
+    "token_highlights",
+]

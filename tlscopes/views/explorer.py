@@ -1,0 +1,93 @@
+"""A single-file offline explorer: every position of a text explained by every scope.
+
+:func:`explore` runs :func:`tlscopes.core.matrix.attribution_matrix` once per scope (one forward
+pass each, every position's direction pulled back through it) and, with ``layers``, the layer
+x token map of the last position (:func:`tlscopes.core.layers.attribute_layers`). The page lets a
+reader click or hover a token to see what explains the prediction there, switch scopes, choose
+linear or log colour and a colormap, read the top-k prediction as bars, see a number series as
+values with influence bars, view the layer map and mask sink positions (the rest renormalised).
+It is one HTML file with its script inlined once and no network access; a notebook shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tlscopes.core.layers import attribute_layers
+from tlscopes.core.matrix import attribution_matrix
+from tlscopes.core.scopes import SCOPE_NAMES, Scope, scope_from_name
+from tlscopes.protocols import TransformerLensModel
+from tlscopes.views.explorer_data import layer_map, matrix_payload
+from tlscopes.views.explorer_page import explorer_report
+
+if TYPE_CHECKING:
+    from tlscopes.views.html import HtmlReport
+
+
+def explore_payload(
+    model: TransformerLensModel,
+    text: str,
+    scopes: Sequence[str | Scope] = SCOPE_NAMES,
+    *,
+    positions: Sequence[int] | None = None,
+    layers: bool = True,
+    top_k: int = 10,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """The explorer's data for `text` (what :func:`explore` puts in its page); see there."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the text is empty; pass a prompt to explore")
+    resolved = [scope_from_name(scope) for scope in scopes]
+    if not resolved:
+        raise ValueError(f"pass at least one scope, e.g. {', '.join(SCOPE_NAMES)}")
+    length = int(model.to_tokens(text).shape[-1])
+    explained = list(range(length)) if positions is None else list(positions)
+    results = [attribution_matrix(model, text, scope, explained, top_k=top_k) for scope in resolved]
+    maps = []
+    if layers:
+        last = int(results[0].positions[-1])
+        for scope in resolved:
+            maps.append(layer_map(attribute_layers(model, text, scope, position=last)))
+    return matrix_payload(results, text=text, title=title, layers=maps)
+
+
+def explore(
+    model: TransformerLensModel,
+    text: str,
+    scopes: Sequence[str | Scope] = SCOPE_NAMES,
+    *,
+    positions: Sequence[int] | None = None,
+    layers: bool = True,
+    top_k: int = 10,
+    title: str | None = None,
+) -> HtmlReport:
+    """An offline page explaining the prediction at every position of `text` with each scope.
+
+    Args:
+        model: a HookedTransformer or TransformerBridge with unprocessed weights.
+        text: one prompt (a string, with the model's BOS convention); a comma-separated number
+            series also gets the time-series view.
+        scopes: scope names ("fisher", "temperature", "semantic") or Scope objects; a
+            ``SemanticScope()`` without a target explains each position's top prediction.
+        positions: the explained positions (default: every position).
+        layers: also compute each scope's layer x token map at the last explained position.
+        top_k: predictions shown per position.
+        title: the page's title (default: names the model).
+
+    Returns:
+        An HtmlReport (``.save(path)`` writes it; a notebook displays it).
+
+    Example:
+        >>> explore(model, "The capital of France is").save("explorer.html")  # doctest: +SKIP
+    """
+    payload = explore_payload(
+        model, text, scopes, positions=positions, layers=layers, top_k=top_k, title=title
+    )
+    return explorer_report(payload)
+
+
+__all__ = [
+    "explore",
+    "explore_payload",
+]

@@ -1,0 +1,266 @@
+"""The explorer's data: results with many explained positions as one compact JSON payload.
+
+A payload holds one prompt's tokens, the explained positions, each position's prediction
+(top-k tokens and probabilities) and, per scope, one row of scores per explained position. A
+row for position p holds positions 0..p only (later tokens score exactly 0, so they are left
+out), and every number is rounded to three significant digits: that keeps a 200-token page
+small while a colour or a bar cannot show more. The page itself is
+:func:`tlscopes.views.explorer_page.explorer_report`.
+
+Results enter by duck typing (an Attribution from ``attribution_matrix``, a LayerAttribution,
+a generation result), so the result classes can call into this module without an import cycle.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tlscopes.analysis.timeseries import SEPARATOR
+from tlscopes.views.explorer_page import explorer_report
+
+if TYPE_CHECKING:
+    from tlscopes.results.attribution import Attribution
+    from tlscopes.results.generation_attribution import GenerationAttribution
+    from tlscopes.results.layer_attribution import LayerAttribution
+    from tlscopes.views.html import HtmlReport
+
+FORMAT_VERSION = 1
+SIGNIFICANT_DIGITS = 3
+# A comma-separated series of integers (optionally signed or decimal), a trailing comma allowed.
+SERIES_PATTERN = re.compile(r"^\s*-?\d+(\.\d+)?(\s*,\s*-?\d+(\.\d+)?)+\s*,?\s*$")
+SCOPE_NOTES = {
+    "fisher": "Fisher Scope: which tokens move the whole predicted distribution (paper eq. 5-6)",
+    "temperature": "Temperature Scope: which tokens move the confidence β_eff = ‖y‖ "
+    "(paper eq. 7-8)",
+    "semantic": "Semantic Scope: which tokens move the target token's logit (paper eq. 3-4)",
+}
+SINK_TOKENS = ("<bos>", "<|begin_of_text|>", "<s>", "<|endoftext|>", "<|im_start|>")
+
+
+def rounded(value: float) -> float | None:
+    """Three significant digits; None for a value that is not finite."""
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def is_number_series(text: str) -> bool:
+    """True for text such as "29,30,45," (numbers joined by commas)."""
+    return bool(SERIES_PATTERN.match(text))
+
+
+def series_groups(tokens: Sequence[str]) -> list[list[int]]:
+    """The token positions that spell each number of a comma-separated series.
+
+    Digit, sign and decimal-point characters belong to the current number; a separator ends it;
+    anything else (BOS, spaces) belongs to none. A token that holds digits and a separator
+    (a tokenizer that merges "5,") counts for the number its digits belong to.
+    """
+    groups: list[list[int]] = [[]]
+    for position, token in enumerate(tokens):
+        text = token.strip()
+        if text in SINK_TOKENS:
+            continue
+        body = text.rstrip(SEPARATOR)
+        if body and all(c.isdigit() or c in "-." for c in body) and any(c.isdigit() for c in body):
+            groups[-1].append(position)
+        if text.endswith(SEPARATOR) and groups[-1]:
+            groups.append([])
+    return [group for group in groups if group]
+
+
+def series_payload(text: str, tokens: Sequence[str]) -> dict[str, Any] | None:
+    """{"values", "groups"} when `text` is a number series whose tokens spell its numbers."""
+    if not is_number_series(text):
+        return None
+    values = [float(item) for item in text.split(SEPARATOR) if item.strip()]
+    groups = series_groups(tokens)
+    if len(groups) != len(values):
+        return None
+    return {"values": values, "groups": groups}
+
+
+def sink_positions(tokens: Sequence[str]) -> list[int]:
+    """Positions masked by default: a leading BOS-like token (attention sinks, whose large
+    scores would wash out every other colour)."""
+    return [0] if tokens and tokens[0] in SINK_TOKENS else []
+
+
+def _rows(scores: Any, positions: Sequence[int]) -> list[list[float | None]]:
+    return [
+        [rounded(value) for value in scores[row, : position + 1].double().tolist()]
+        for row, position in enumerate(positions)
+    ]
+
+
+def _predictions(attribution: Attribution) -> list[list[list[Any]]]:
+    return [
+        [[token, rounded(prob)] for token, prob in zip(tokens, probs.tolist(), strict=True)]
+        for tokens, probs in zip(attribution.top_tokens, attribution.top_probs, strict=True)
+    ]
+
+
+def _details(attribution: Attribution, row: int) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    for key in ("beta_eff", "eigenvalues"):
+        value = attribution.details.get(key)
+        if isinstance(value, list) and len(value) == len(attribution):
+            value = value[row]
+        if isinstance(value, (int, float)):
+            shown[key] = rounded(value)
+        elif isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+            shown[key] = [rounded(v) for v in value[:8]]
+    return shown
+
+
+def scope_payload(attribution: Attribution) -> dict[str, Any]:
+    """One scope's rows: scores up to each explained position, the target and details."""
+    positions = [int(p) for p in attribution.positions.tolist()]
+    targets = attribution.target_tokens
+    return {
+        "name": attribution.method,
+        "note": SCOPE_NOTES.get(attribution.method, attribution.method),
+        "rows": _rows(attribution.scores, positions),
+        "targets": None if targets is None else list(targets),
+        "details": [_details(attribution, row) for row in range(len(positions))],
+    }
+
+
+def matrix_payload(
+    results: Sequence[Attribution],
+    *,
+    text: str | None = None,
+    title: str | None = None,
+    layers: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The payload of one prompt explained at many positions by one or more scopes.
+
+    Args:
+        results: Attributions of the same prompt with the same explained positions (as
+            ``attribution_matrix`` returns for each scope).
+        text: the prompt, to recognise a number series (its time-series view).
+        layers: layer maps from :func:`layer_map`.
+    """
+    if not results:
+        raise ValueError("pass at least one result to explore")
+    first = results[0]
+    tokens = list(first.tokens[0])
+    positions = [int(p) for p in first.positions.tolist()]
+    for other in results[1:]:
+        if list(other.tokens[0]) != tokens or [int(p) for p in other.positions] != positions:
+            raise ValueError(
+                f"the {other.method} result explains another prompt or other positions than "
+                f"the {first.method} result; explore results of one attribution_matrix call each"
+            )
+    if any(list(row) != tokens for row in first.tokens):
+        raise ValueError("the result holds several prompts; explore one prompt (result[i])")
+    if text is None:
+        text = "".join(token for token in tokens if token not in SINK_TOKENS)
+    return {
+        "version": FORMAT_VERSION,
+        "title": title or f"tlscopes explorer: {first.model_name or 'model'}",
+        "model": first.model_name or "unknown",
+        "tokens": tokens,
+        "positions": positions,
+        "predictions": _predictions(first),
+        "scopes": [scope_payload(result) for result in results],
+        "masked": sink_positions(tokens),
+        "series": series_payload(text, tokens),
+        "layers": list(layers),
+        "steps": None,
+    }
+
+
+def layer_map(layered: LayerAttribution, index: int = 0) -> dict[str, Any]:
+    """A layer x token map for the page: rows are layers 0..L-1, up to the explained position."""
+    position = int(layered.positions[index])
+    return {
+        "scope": layered.inputs.method,
+        "position": position,
+        "rows": [
+            [rounded(v) for v in layered.scores[index, layer, : position + 1].double().tolist()]
+            for layer in range(layered.n_layers)
+        ],
+    }
+
+
+def explore_matrix(result: Attribution, *, title: str | None = None) -> HtmlReport:
+    """The explorer page of an ``attribution_matrix`` result (one prompt, many positions)."""
+    return explorer_report(matrix_payload([result], title=title))
+
+
+def explore_layers(layered: LayerAttribution, index: int = 0) -> HtmlReport:
+    """The explorer page of one prompt of a LayerAttribution: its explained position's scores
+    and the layer x token map."""
+    payload = matrix_payload([layered.inputs[index]], layers=[layer_map(layered, index)])
+    return explorer_report(payload)
+
+
+def generation_payload(result: GenerationAttribution, index: int = 0) -> dict[str, Any]:
+    """The payload of one prompt's generation: one row per generated step, explained at
+    position prompt_length + s - 1, with the generated token, its probability and entropy."""
+    if not 0 <= index < len(result):
+        raise IndexError(f"prompt {index} is out of range for {len(result)} prompts")
+    tokens = list(result.tokens[index])
+    steps = int(result.generated_lengths[index])
+    positions = [int(p) for p in result.positions[index, :steps].tolist()]
+    generated = list(result.generated_tokens[index][:steps])
+    predictions = [
+        [[token, rounded(prob)] for token, prob in zip(top, probs.tolist(), strict=True)]
+        for top, probs in zip(result.top_tokens[index], result.top_probs[index], strict=False)
+    ][:steps]
+    beta = [rounded(v) for v in result.beta_eff[index, :steps].tolist()]
+    scope = {
+        "name": result.method,
+        "note": SCOPE_NOTES.get(result.method, result.method),
+        "rows": _rows(result.scores[index], positions),
+        "targets": generated if result.method == "semantic" else None,
+        "details": [{"beta_eff": value} for value in beta],
+    }
+    prompt_length = int(result.prompt_lengths[index])
+    return {
+        "version": FORMAT_VERSION,
+        "title": f"tlscopes explorer: generation on {result.model_name or 'model'}",
+        "model": result.model_name or "unknown",
+        "tokens": tokens,
+        "positions": positions,
+        "predictions": predictions,
+        "scopes": [scope],
+        "masked": sink_positions(tokens),
+        "series": series_payload(
+            "".join(t for t in tokens[:prompt_length] if t not in SINK_TOKENS),
+            tokens[:prompt_length],
+        ),
+        "layers": [],
+        "steps": {
+            "generated": generated,
+            "probs": [rounded(v) for v in result.probs[index, :steps].tolist()],
+            "entropy": [rounded(v) for v in result.entropy[index, :steps].tolist()],
+        },
+    }
+
+
+def explore_generation(result: GenerationAttribution, index: int = 0) -> HtmlReport:
+    """The explorer page of one prompt's generation: click a token to see what explains the
+    prediction of the token generated after it."""
+    return explorer_report(generation_payload(result, index))
+
+
+__all__ = [
+    "explore_generation",
+    "explore_layers",
+    "explore_matrix",
+    "is_number_series",
+    "layer_map",
+    "matrix_payload",
+    "rounded",
+    "generation_payload",
+    "scope_payload",
+    "series_groups",
+    "series_payload",
+    "sink_positions",
+]
