@@ -52,8 +52,8 @@ class ExplorerApp:
         models: model name -> a function that loads it (called once, on the first request
             that names it; ``lambda: model`` for a model already loaded).
         default: the model used when a request names none (default: the first).
-        max_tokens, max_explore_tokens: the longest text explained at one position / at every
-            position.
+        max_tokens: the longest text (in tokens) explained at one position.
+        max_explore_tokens: the longest text (in tokens) explained at every position.
     """
 
     def __init__(

@@ -67,7 +67,10 @@ def attribute_layers(
     and the scope's backward pass(es).
 
     Args:
-        inputs, position, top_k, directions_per_pass: as in :func:`tlscopes.core.engine`.
+        inputs: as in ``tlscopes.attribute``.
+        position: as in ``tlscopes.attribute``.
+        top_k: as in ``tlscopes.attribute``.
+        directions_per_pass: as in ``tlscopes.attribute``.
         scope: any scope, an internal DirectionScope included.
         heads: also score every head at ``blocks.{l}.attn.hook_z``.
 

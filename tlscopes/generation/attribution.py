@@ -94,8 +94,8 @@ def attribute_generation(
             DirectionScope as everywhere (a [batch, d] vector gives one per prompt).
         max_new_tokens: how many tokens to generate at most per prompt.
         do_sample: sample (seeded) instead of taking the most likely token.
-        temperature, top_k: sampling from softmax(logits / temperature) over the top_k most
-            likely tokens (None: all); only with do_sample.
+        temperature: sampling from softmax(logits / temperature); only with do_sample.
+        top_k: sampling over the top_k most likely tokens (None: all); only with do_sample.
         seed: seeds each prompt's own torch.Generator, so sampling is reproducible.
         stop_at_eos: a prompt stops after generating the tokenizer's eos token (the eos step is
             kept); the others go on. A model without a tokenizer has no eos and never stops early.

@@ -42,7 +42,7 @@ class GenerationAttribution:
         entropy: [batch, step] the entropy of the next-token distribution, in nats.
         beta_eff: [batch, step] ||y|| at the explained position (paper eq. 7-8).
         top_token_ids, top_tokens, top_probs: the most likely next tokens at each step
-            [batch, step, k] (top_tokens: [batch][generated step][k] strings).
+            [batch, step, k] (top_tokens: ``[batch][generated step][k]`` strings).
         method: the scope's name ("fisher", "temperature", "semantic", "direction").
         details: the scope's record, per prompt and step where it has one per step (Fisher
             eigenvalues; a Semantic scope's target_ids, target_probs and target_tokens).
