@@ -31,21 +31,30 @@ if TYPE_CHECKING:
     from tlscopes.models.facts import weight_processing
     from tlscopes.models.loading import load_model
     from tlscopes.results.attribution import Attribution
+    from tlscopes.results.feature_attribution import FeatureAttribution
     from tlscopes.results.generation_attribution import GenerationAttribution
     from tlscopes.results.layer_attribution import LayerAttribution
+    from tlscopes.sae.feature_scope import FeatureScope
+    from tlscopes.sae.features import attribute_features
+    from tlscopes.sae.formats import load_sae
+    from tlscopes.sae.model import SAE
     from tlscopes.tokens import token_string, token_strings
 
 # Each public name and the module that defines it.
 _HOMES = {
     "Attribution": "tlscopes.results.attribution",
     "DirectionScope": "tlscopes.core.scopes",
+    "FeatureAttribution": "tlscopes.results.feature_attribution",
+    "FeatureScope": "tlscopes.sae.feature_scope",
     "FisherScope": "tlscopes.core.scopes",
     "GenerationAttribution": "tlscopes.results.generation_attribution",
     "LayerAttribution": "tlscopes.results.layer_attribution",
+    "SAE": "tlscopes.sae.model",
     "Scope": "tlscopes.core.scopes",
     "SemanticScope": "tlscopes.core.scopes",
     "TemperatureScope": "tlscopes.core.scopes",
     "attribute": "tlscopes.core.engine",
+    "attribute_features": "tlscopes.sae.features",
     "attribute_generation": "tlscopes.generation.attribution",
     "attribute_layers": "tlscopes.core.layers",
     "attribute_many": "tlscopes.core.engine",
@@ -54,6 +63,7 @@ _HOMES = {
     "fisher_directions": "tlscopes.fisher.directions",
     "fisher_matrix": "tlscopes.fisher.directions",
     "load_model": "tlscopes.models.loading",
+    "load_sae": "tlscopes.sae.formats",
     "prepare_inputs": "tlscopes.core.inputs",
     "scope_from_name": "tlscopes.core.scopes",
     "token_string": "tlscopes.tokens",

@@ -10,12 +10,14 @@ from tlscopes._lazy import lazy_face
 
 if TYPE_CHECKING:
     from tlscopes.results.attribution import Attribution
-    from tlscopes.results.layer_attribution import LayerAttribution
+    from tlscopes.results.feature_attribution import FeatureAttribution
     from tlscopes.results.generation_attribution import GenerationAttribution
+    from tlscopes.results.layer_attribution import LayerAttribution
     from tlscopes.results.provenance import provenance
 
 _HOMES = {
     "Attribution": "tlscopes.results.attribution",
+    "FeatureAttribution": "tlscopes.results.feature_attribution",
     "LayerAttribution": "tlscopes.results.layer_attribution",
     "GenerationAttribution": "tlscopes.results.generation_attribution",
     "provenance": "tlscopes.results.provenance",
