@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tlscopes.analysis.attention import bos_positions
 from tlscopes.core.engine import scope_gradients
 from tlscopes.core.hooks import Capture, HookList
 from tlscopes.core.inputs import Inputs, prepare_inputs
@@ -30,7 +29,7 @@ from tlscopes.results.feature_attribution import FeatureAttribution
 from tlscopes.results.provenance import provenance
 from tlscopes.sae.feature_scope import explained_activation, feature_record, sae_hooks
 from tlscopes.sae.model import SAE
-from tlscopes.tokens import token_strings
+from tlscopes.tokens import bos_positions, token_strings
 
 
 def active_features(sae: SAE, pre: Tensor) -> Tensor:
