@@ -29,17 +29,16 @@ from tlscopes.analysis.attention import (
     DEFAULT_SINK_EPSILON,
     DEFAULT_SINK_HEAD_SHARE,
     attention_patterns,
-    bos_positions,
     score_share,
     sink_head_share,
     sink_positions,
 )
-from tlscopes.analysis.path_integrand import PathIntegrand
+from tlscopes.analysis.integrated_gradients_path import PathIntegrand
 from tlscopes.core.inputs import prepare_inputs
 from tlscopes.core.layers import attribute_layers
 from tlscopes.methods.registry import attribute_methods
 from tlscopes.protocols import TransformerLensModel
-from tlscopes.tokens import token_strings
+from tlscopes.tokens import bos_positions, token_strings
 
 DEFAULT_METHODS = ("semantic", "fisher", "temperature", "input_x_gradient", "integrated_gradients")
 
@@ -168,7 +167,7 @@ def sink_path(
     """Per-layer sink mass at each alpha of an IG path integrand, next to its early share.
 
     Args:
-        integrand: from :func:`tlscopes.analysis.path_integrand.path_integrand` (its prompt and alphas are used).
+        integrand: from :func:`tlscopes.analysis.integrated_gradients_path.path_integrand` (its prompt and alphas are used).
         n_early: how many leading tokens count as early.
     """
     sinks = []
@@ -275,7 +274,6 @@ __all__ = [
     "DEFAULT_METHODS",
     "SinkPath",
     "attention_patterns",
-    "bos_positions",
     "early_share",
     "layer_head_sink",
     "method_early_shares",

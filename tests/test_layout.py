@@ -1,5 +1,6 @@
-"""The shape of the code: one test module per library module, short modules, analyses on the
-public API only, scripts independent of the tests, and no import cycles."""
+"""The shape of the code (STYLE.md, issue 20): subpackages with lazy faces, at most ten modules
+at the top, no import cycle of any kind, no underscore name crossing a subpackage border, views
+that know no result class, analyses on the public faces only, and a test module per module."""
 
 from __future__ import annotations
 
@@ -11,79 +12,128 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "tlscopes"
-MAX_LINES = 400
-# The modules whose public names (their __all__, else every name without a leading
-# underscore) analyses and users may rely on; the README's Layout section lists them.
-PUBLIC_MODULES = {
-    "tlscopes",
-    "tlscopes.evaluation.ablation",
-    "tlscopes.app.explorer_app",
-    "tlscopes.analysis.attention",
-    "tlscopes.core.engine",
-    "tlscopes.methods.baselines",
-    "tlscopes.evaluation.datasets",
-    "tlscopes.evaluation.runner",
-    "tlscopes.views.explorer",
-    "tlscopes.fisher.directions",
-    "tlscopes.generation.attribution",
-    "tlscopes.core.inputs",
-    "tlscopes.core.layers",
-    "tlscopes.core.matrix",
-    "tlscopes.methods.registry",
-    "tlscopes.models.loading",
-    "tlscopes.analysis.path_integrand",
-    "tlscopes.views.plotting",
-    "tlscopes.protocols",
-    "tlscopes.testing.reference",
-    "tlscopes.testing.toy",
-    "tlscopes.results.attribution",
-    "tlscopes.core.scopes",
-    "tlscopes.evaluation.summaries",
-    "tlscopes.analysis.timeseries",
-    "tlscopes.tokens",
-    "tlscopes.views.html",
-}
+MAX_TOP_LEVEL_MODULES = 10
 
 
-def library_modules() -> list[str]:
-    names = []
-    for path in sorted(LIBRARY.rglob("*.py")):
-        relative = path.relative_to(ROOT).with_suffix("")
-        parts = list(relative.parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        names.append(".".join(parts))
-    return names
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """Modules a file imports when it runs (module level or inside functions), leaving out
-    `if TYPE_CHECKING:` blocks."""
+def library_files() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(LIBRARY.rglob("*.py"))}
+
+
+MODULES = library_files()
+FACES = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+
+
+def face_homes(face: str) -> dict[str, str]:
+    """A face's _HOMES, read from its source: public name -> defining module."""
+    tree = ast.parse(MODULES[face].read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "_HOMES" for target in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def imports_of(path: Path) -> list[tuple[str, str | None]]:
+    """Every (module, name) a file imports, at any place: module level, inside functions and
+    under TYPE_CHECKING alike. `name` is None for `import module`."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = {
-        id(node)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-        for node in ast.walk(block)
-    }
-    found = set()
+    found: list[tuple[str, str | None]] = []
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            found.extend((alias.name, None) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            found.extend((node.module, alias.name) for alias in node.names)
     return found
+
+
+def resolved_imports(name: str) -> set[str]:
+    """The library modules `name` depends on. An import through a face counts as an import of
+    the module that defines the name (faces themselves import lazily)."""
+    targets = set()
+    for module, imported in imports_of(MODULES[name]):
+        if not module.startswith("tlscopes"):
+            continue
+        if imported is not None and f"{module}.{imported}" in MODULES:
+            targets.add(f"{module}.{imported}")
+        elif module in FACES and imported is not None:
+            targets.add(face_homes(module).get(imported, module))
+        elif module in MODULES:
+            targets.add(module)
+    return {target for target in targets if target != name and target not in FACES}
+
+
+def subpackage(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or name in FACES else "tlscopes"
+
+
+def test_at_most_ten_modules_at_the_top():
+    top = [path.name for path in LIBRARY.glob("*.py")]
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, sorted(top)
+
+
+def test_every_subpackage_has_a_face_with_all():
+    for folder in sorted(p for p in LIBRARY.iterdir() if p.is_dir() and any(p.glob("*.py"))):
+        name = module_name(folder / "__init__.py")
+        assert name in FACES, f"{folder.name}/ has no __init__.py"
+        module = importlib.import_module(name)
+        assert isinstance(getattr(module, "__all__", None), list), f"{name} has no __all__"
+
+
+@pytest.mark.parametrize("face", sorted(FACES))
+def test_a_face_hands_on_names_that_exist_where_it_says(face):
+    homes = face_homes(face)
+    if face == "tlscopes.cli":
+        return  # the command line's face is its main()
+    module = importlib.import_module(face)
+    assert sorted(homes) == list(module.__all__), f"{face}: __all__ is not sorted(_HOMES)"
+    submodules = {name.rsplit(".", 1)[-1] for name in MODULES if name.startswith(face + ".")}
+    for name, home in homes.items():
+        assert name not in submodules, f"{face}.{name} is both a public name and a submodule"
+        assert name in vars(importlib.import_module(home)), f"{home} does not define {name}"
+        assert getattr(module, name) is getattr(importlib.import_module(home), name)
+    # The TYPE_CHECKING block (what type checkers and the API docs read) agrees with _HOMES.
+    checked = {
+        imported: source
+        for source, imported in imports_of(MODULES[face])
+        if imported and source.startswith("tlscopes.") and source != "tlscopes._lazy"
+    }
+    assert checked == homes, f"{face}: its TYPE_CHECKING imports and _HOMES disagree"
+
+
+def test_the_top_level_names_are_public_in_their_subpackage_too():
+    for name, home in face_homes("tlscopes").items():
+        face = home if home in FACES else home.rsplit(".", 1)[0]
+        if face == "tlscopes":
+            continue  # a shared top-level module (tokens)
+        assert name in face_homes(face), f"tlscopes.{name} is not in {face}'s face"
+
+
+def test_modules_export_only_what_they_define():
+    for name in MODULES:
+        if name in FACES:
+            continue
+        module = importlib.import_module(name)
+        for exported in getattr(module, "__all__", []):
+            home = getattr(getattr(module, exported), "__module__", None) or name
+            # A function or class defined in another tlscopes module is a re-export.
+            assert home == name or not home.startswith("tlscopes"), f"{name} re-exports {exported}"
 
 
 def test_every_library_module_has_its_test_module():
     tests = {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
     missing = []
-    for name in library_modules():
+    for name in MODULES:
         leaf = name.rsplit(".", 1)[-1]
-        if name == "tlscopes" or leaf.startswith("_"):
+        if name in FACES or leaf.startswith("_"):
             continue
         if name.startswith("tlscopes.cli."):
             leaf = "cli"  # the command line's modules are tested through it, in test_cli
@@ -92,61 +142,8 @@ def test_every_library_module_has_its_test_module():
     assert not missing, f"library modules without a test module: {missing}"
 
 
-def test_no_library_file_is_over_the_limit():
-    long = {
-        str(path.relative_to(ROOT)): n
-        for path in LIBRARY.rglob("*.py")
-        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
-    }
-    assert not long, f"over {MAX_LINES} lines: {long}"
-
-
-def public_names(module_name: str) -> set[str]:
-    module = importlib.import_module(module_name)
-    exported = getattr(module, "__all__", None)
-    if exported is not None:
-        return set(exported)
-    return {name for name in vars(module) if not name.startswith("_")}
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "analyses").glob("*.py")), ids=lambda p: p.name)
-def test_analyses_use_only_the_public_api(path):
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            top = node.module.split(".")[0]
-            assert top != "analyses", f"{path.name} imports another analysis ({node.module})"
-            if top != "tlscopes":
-                continue
-            assert node.module in PUBLIC_MODULES, f"{path.name} imports {node.module}"
-            for alias in node.names:
-                submodule = f"{node.module}.{alias.name}"
-                if submodule in PUBLIC_MODULES:
-                    continue
-                assert alias.name in public_names(node.module), (
-                    f"{path.name} imports {alias.name} from {node.module}, which does not export it"
-                )
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("tlscopes."):
-                    assert alias.name in PUBLIC_MODULES, f"{path.name} imports {alias.name}"
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "scripts").glob("*.py")), ids=lambda p: p.name)
-def test_scripts_never_import_the_tests(path):
-    imported = runtime_imports(path)
-    assert not any(name == "tests" or name.startswith("tests.") for name in imported), path.name
-
-
-def test_the_library_has_no_import_cycles():
-    modules = set(library_modules())
-    graph = {}
-    for name in modules:
-        path = ROOT / Path(*name.split("."))
-        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-        graph[name] = {m for m in runtime_imports(path) if m in modules and m != name}
-    # The package's own lazy exports import every module on demand; they are not a cycle.
-    graph["tlscopes"] = set()
+def test_the_library_has_no_import_cycle_of_any_kind():
+    graph = {name: resolved_imports(name) for name in MODULES if name not in FACES}
     visiting, done = set(), set()
 
     def visit(node: str, trail: list[str]) -> None:
@@ -154,10 +151,64 @@ def test_the_library_has_no_import_cycles():
             return
         assert node not in visiting, "import cycle: " + " -> ".join([*trail, node])
         visiting.add(node)
-        for child in sorted(graph[node]):
+        for child in sorted(graph.get(node, ())):
             visit(child, [*trail, node])
         visiting.discard(node)
         done.add(node)
 
     for name in sorted(graph):
         visit(name, [])
+
+
+def test_no_underscore_name_crosses_a_subpackage_border():
+    crossings = []
+    for name, path in MODULES.items():
+        for module, imported in imports_of(path):
+            if not module.startswith("tlscopes") or imported is None:
+                continue
+            if imported.startswith("_") and module != "tlscopes._lazy":
+                if subpackage(module) != subpackage(name) or module in FACES:
+                    crossings.append(f"{name} imports {imported} from {module}")
+    assert not crossings, crossings
+
+
+def test_views_know_no_result_class():
+    for name, path in MODULES.items():
+        if not name.startswith("tlscopes.views"):
+            continue
+        for module, _ in imports_of(path):
+            assert not module.startswith("tlscopes.results"), f"{name} imports {module}"
+
+
+def public_api() -> dict[str, set[str]]:
+    return {face: set(face_homes(face)) for face in FACES if face != "tlscopes.cli"}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "analyses").glob("*.py")), ids=lambda p: p.name)
+def test_analyses_use_only_the_public_faces(path):
+    api = public_api()
+    for module, imported in imports_of(path):
+        top = module.split(".")[0]
+        assert top != "analyses", f"{path.name} imports another analysis ({module})"
+        if top != "tlscopes":
+            continue
+        assert module in api, f"{path.name} imports from {module}, which is not a public face"
+        if imported is not None and f"{module}.{imported}" not in FACES:
+            assert imported in api[module], f"{path.name}: {module} does not export {imported}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scripts").glob("*.py")), ids=lambda p: p.name)
+def test_scripts_never_import_the_tests(path):
+    imported = {module for module, _ in imports_of(path)}
+    assert not any(name == "tests" or name.startswith("tests.") for name in imported), path.name
+
+
+def test_the_cli_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, tlscopes.cli; print('torch' in sys.modules)"
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
+    assert output == "False"

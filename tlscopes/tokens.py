@@ -1,4 +1,5 @@
-"""Token ids and their display strings, on models with or without a tokenizer.
+"""Token ids, their display strings and the special tokens, on models with or without a
+tokenizer. This is the one home of the special token ids (BOS, EOS, pad).
 
 A TransformerLens model built from a config (``HookedTransformer(cfg)``) has no tokenizer:
 TransformerLens' own ``to_str_tokens`` then fails with a bare assertion. tlscopes takes token
@@ -69,3 +70,45 @@ def check_token_ids(tokens: Tensor, d_vocab: int, what: str = "token ids") -> No
             f"{what}: id {bad} (at index {where}) is outside the model's vocabulary of "
             f"{d_vocab} tokens (valid ids: 0 to {d_vocab - 1})"
         )
+
+
+def _special_id(model: TransformerLensModel, name: str) -> int | None:
+    """One rule for every special token: the tokenizer's id; without a tokenizer, the id the
+    model's config names (``cfg.default_prepend_bos`` says that a BOS would be prepended, not
+    which id it is, so only an id counts)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    source = tokenizer if tokenizer is not None else getattr(model, "cfg", None)
+    value = getattr(source, name, None)
+    return None if value is None else int(value)
+
+
+def bos_token_id(model: TransformerLensModel) -> int | None:
+    """The model's BOS token id, or None if it has none (see :func:`_special_id` for the rule)."""
+    return _special_id(model, "bos_token_id")
+
+
+def eos_token_id(model: TransformerLensModel) -> int | None:
+    """The model's end-of-sequence id, or None if it has none."""
+    return _special_id(model, "eos_token_id")
+
+
+def pad_token_id(model: TransformerLensModel) -> int | None:
+    """The model's pad token id, or None if it has none (SmolLM2's is its EOS)."""
+    return _special_id(model, "pad_token_id")
+
+
+def padding_id(model: TransformerLensModel) -> int:
+    """The id that right-pads a batch: the pad token, else EOS, else 0. Any id works, since
+    right padding never reaches an explained position of a causal model."""
+    for value in (pad_token_id(model), eos_token_id(model)):
+        if value is not None:
+            return value
+    return 0
+
+
+def bos_positions(model: TransformerLensModel, tokens: Tensor) -> list[int]:
+    """Positions of a prompt's token ids [pos] (or [1, pos]) that hold the BOS token."""
+    bos = bos_token_id(model)
+    if bos is None:
+        return []
+    return (tokens.reshape(-1) == bos).nonzero().flatten().tolist()

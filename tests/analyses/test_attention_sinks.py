@@ -9,6 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from analyses import attention_sinks, ig_path
+from tlscopes.tokens import bos_positions
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -26,7 +27,7 @@ def test_sink_mass_frame(model):
     assert frame["total"].sub(1).abs().max() < 1e-6
     assert (frame[frame["query"] == 0]["first"] - 1).abs().max() < 1e-6
     # BOS is the first token here, so mass on BOS is mass on position 0.
-    assert attention_sinks.bos_positions(model, model.to_tokens(TEXT)) == [0]
+    assert bos_positions(model, model.to_tokens(TEXT)) == [0]
     assert (frame["bos"] - frame["first"]).abs().max() < 1e-12
     table = attention_sinks.layer_head_sink(frame)
     assert table.shape == (model.cfg.n_layers, model.cfg.n_heads)

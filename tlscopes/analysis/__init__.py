@@ -18,7 +18,7 @@ if TYPE_CHECKING:
         sink_positions,
         without_positions,
     )
-    from tlscopes.analysis.path_integrand import PathIntegrand, path_integrand
+    from tlscopes.analysis.integrated_gradients_path import PathIntegrand, path_integrand
     from tlscopes.analysis.timeseries import (
         Serialized,
         brownian_motion,
@@ -38,8 +38,8 @@ _HOMES = {
     "key_importance": "tlscopes.analysis.attention",
     "score_share": "tlscopes.analysis.attention",
     "without_positions": "tlscopes.analysis.attention",
-    "PathIntegrand": "tlscopes.analysis.path_integrand",
-    "path_integrand": "tlscopes.analysis.path_integrand",
+    "PathIntegrand": "tlscopes.analysis.integrated_gradients_path",
+    "path_integrand": "tlscopes.analysis.integrated_gradients_path",
     "serialize": "tlscopes.analysis.timeseries",
     "Serialized": "tlscopes.analysis.timeseries",
     "lorenz_x": "tlscopes.analysis.timeseries",

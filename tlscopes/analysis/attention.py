@@ -69,14 +69,6 @@ def attention_patterns(model: TransformerLensModel, inputs: Inputs, scale: float
     return torch.stack([captured[layer] for layer in range(n_layers)])
 
 
-def bos_positions(model: TransformerLensModel, tokens: Tensor) -> list[int]:
-    """Positions holding the tokenizer's BOS token (empty where there is none)."""
-    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
-    if bos is None:
-        return []
-    return (tokens.reshape(-1) == int(bos)).nonzero().flatten().tolist()
-
-
 # Attention sinks ---------------------------------------------------------------------------------
 
 DEFAULT_SINK_EPSILON = 0.3
@@ -147,7 +139,6 @@ __all__ = [
     "PATTERN_HOOK",
     "Patterns",
     "attention_patterns",
-    "bos_positions",
     "key_importance",
     "score_share",
     "sink_head_share",

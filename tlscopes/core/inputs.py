@@ -14,7 +14,7 @@ from torch import Tensor
 
 from tlscopes.models.facts import context_length
 from tlscopes.protocols import TransformerLensModel
-from tlscopes.tokens import check_token_ids, require_tokenizer
+from tlscopes.tokens import check_token_ids, padding_id, require_tokenizer
 
 Inputs = str | Sequence[str] | Tensor
 
@@ -66,7 +66,7 @@ def _prepare_inputs(model: TransformerLensModel, inputs: Inputs, position: int) 
             if not text.strip():
                 raise ValueError(f"prompt {index} is empty text; there is nothing to attribute")
             rows.append(model.to_tokens(text, truncate=False)[0].cpu())
-        tokens, lengths = _right_pad(rows, _pad_id(model))
+        tokens, lengths = _right_pad(rows, padding_id(model))
     n_ctx = context_length(model)
     if tokens.shape[1] > n_ctx:
         longest = int(lengths.argmax())
@@ -89,15 +89,6 @@ def _token_tensor(tokens: Tensor) -> Tensor:
         )
     # A copy, so ids made under torch.inference_mode() can enter the recorded graph.
     return tokens.detach().to("cpu", torch.long, copy=True)
-
-
-def _pad_id(model: TransformerLensModel) -> int:
-    tokenizer = getattr(model, "tokenizer", None)
-    for attribute_name in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attribute_name, None)
-        if value is not None:
-            return int(value)
-    return 0
 
 
 def _right_pad(rows: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:

@@ -255,6 +255,38 @@ class TemperatureScope(Scope):
 
 
 @dataclass(frozen=True)
+class LogProbScope(Scope):
+    """The gradient of log p(target) at the explained position: v = W_U (e_target - p).
+
+    Exact for the first derivative, since d log p_target / dy = W_U (e_target - p) (times the
+    soft-cap's slope per logit where the model caps), p the prediction at the same input. The
+    score ||v^T J_t|| is the norm of the cross-entropy gradient (their signs differ; norms do
+    not). Input x Gradient and Integrated Gradients use it for their ``log_prob`` objective,
+    as the authors' benchmark script does.
+
+    Args:
+        target: one token id per prompt (or one for all).
+    """
+
+    target: int | tuple[int, ...]
+    name: ClassVar[str] = "log_prob"
+    invariant_to_folded_norm: ClassVar[bool] = True  # a gradient of logits, as Semantic Scope
+
+    def directions(self, inputs: ScopeInputs) -> ScopeDirections:
+        ids = resolve_targets(inputs.model, self.target, inputs.final_state.shape[0])
+        W_U = inputs.W_U.to(inputs.final_state.dtype)
+        ids = ids.to(W_U.device)
+        probs = torch.softmax(inputs.logits.to(W_U.dtype), dim=-1)
+        slopes = _softcap_slopes(inputs, W_U)
+        coefficients = -probs
+        coefficients[torch.arange(len(ids)), ids] += 1.0
+        if slopes is not None:
+            coefficients = coefficients * slopes.to(W_U.dtype)
+        vectors = (coefficients @ W_U.T)[:, None, :]
+        return ScopeDirections(vectors, _unit_weights(vectors), target_ids=ids.cpu())
+
+
+@dataclass(frozen=True)
 class DirectionScope(Scope):
     """Any fixed direction v (the paper's general vector-Jacobian framework).
 

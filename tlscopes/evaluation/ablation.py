@@ -46,8 +46,7 @@ from tlscopes.evaluation.authors_protocol import (
     PROTOCOLS,
     authors_ablation_count,
     authors_candidates,
-    log_prob_input_x_gradient,
-    log_prob_integrated_gradients,
+    method_options,
 )
 from tlscopes.evaluation.faithfulness import (
     ABLATIONS,
@@ -126,26 +125,22 @@ def attribute_passages(
     The passages must have inputs of one length: they run as one batch (random runs per
     passage, from its own seed).
     """
-    variants = {"input_x_gradient", "integrated_gradients"}
-    variants &= set(methods) if settings.protocol == "authors" else set()
-    shared = [name for name in methods if name not in variants and name != "random"]
+    computed = [name for name in methods if name != "random"]
     tokens = torch.cat([passage.tokens for passage in passages])
     targets = tuple(passage.target_id for passage in passages)
     batch: dict[str, Any] = {}
-    if shared:
+    if computed:
+        options = method_options(settings.protocol)
         batch = attribute_methods(
             model,
             tokens,
-            shared,
+            computed,
             target=targets,
             n_steps=settings.n_steps,
             ig_batch_size=settings.ig_batch_size,
             memory_budget=settings.memory_budget,
+            method_options={name: options[name] for name in computed if name in options},
         )
-    if "input_x_gradient" in variants:
-        batch["input_x_gradient"] = log_prob_input_x_gradient(model, tokens, target=targets)
-    if "integrated_gradients" in variants:
-        batch["integrated_gradients"] = log_prob_integrated_gradients(model, tokens, target=targets)
     results = []
     for row, (passage, seed) in enumerate(zip(passages, seeds, strict=True)):
         result = {name: batch[name][row] for name in batch}

@@ -15,12 +15,13 @@ differs from the paper's section 5, and from the default ``paper`` protocol, in 
 4. Input x Gradient and Integrated Gradients differentiate the ground-truth token's
    log-probability (the script's cross-entropy loss), not its logit. The gradient of
    log p(target) with respect to y is W_U (e_target - p), p the prediction at that same input,
-   so it is a scope whose direction is read off the forward pass (:class:`LogProbScope`).
+   so it is a scope whose direction is read off the forward pass
+   (:class:`~tlscopes.core.scopes.LogProbScope`; the methods' ``objective="log_prob"``).
 5. Integrated Gradients averages over alpha in {0.2, 0.4, 0.6, 0.8, 1.0}. The script
    differentiates with respect to the embedding *before* it is scaled by alpha, so each path
    point's gradient carries a factor alpha: IG_t = x_t * (1/5) sum_alpha alpha grad_{x_t}
-   log p(alpha X) (gradient taken at the scaled input). Every token, the first included, is
-   scaled.
+   log p(alpha X) (gradient taken at the scaled input; the methods' ``path_points``). Every
+   token, the first included, is scaled.
 
 Semantic Scope (the ground-truth token's logit), Fisher and Temperature Scope are the same in
 both protocols. Ties in a ranking go to the earlier position in both (the script's
@@ -30,32 +31,12 @@ both protocols. Ties in a ranking go to the earlier position in both (the script
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from tlscopes.core.assemble import build_attribution
-from tlscopes.core.engine import scope_gradients
-from tlscopes.core.inputs import Inputs, prepare_inputs
-from tlscopes.core.scopes import (
-    Scope,
-    ScopeDirections,
-    ScopeInputs,
-    _softcap_slopes,
-    resolve_targets,
-)
-from tlscopes.methods.baselines import (
-    Target,
-    input_x_gradient_scores,
-    path_gradient_sum,
-    random_scores,
-    resolve_target_ids,
-    scaled_forward,
-)
-from tlscopes.protocols import TransformerLensModel
-from tlscopes.results.attribution import Attribution
+from tlscopes.methods.baselines import random_scores
 
 PROTOCOLS = ("paper", "authors")
 AUTHORS_ALPHAS = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -85,105 +66,24 @@ def authors_candidates(
     return candidates, torch.cat([scores.double(), torch.zeros(1, dtype=torch.float64)])
 
 
-@dataclass(frozen=True)
-class LogProbScope(Scope):
-    """The gradient of log p(target) at the explained position: v = W_U (e_target - p).
-
-    Exact for the first derivative, since d log p_target / dy = W_U (e_target - p) (times the
-    soft-cap's slope per logit where the model caps). The score ||v^T J_t|| is the norm of the
-    cross-entropy gradient (their signs differ; norms do not).
-
-    Args:
-        target: one token id per prompt (or one for all).
-    """
-
-    target: int | tuple[int, ...]
-    name: ClassVar[str] = "log_prob"
-    invariant_to_folded_norm: ClassVar[bool] = True  # a gradient of logits, as Semantic Scope
-
-    def directions(self, inputs: ScopeInputs) -> ScopeDirections:
-        ids = resolve_targets(inputs.model, self.target, inputs.final_state.shape[0])
-        W_U = inputs.W_U.to(inputs.final_state.dtype)
-        ids = ids.to(W_U.device)
-        probs = torch.softmax(inputs.logits.to(W_U.dtype), dim=-1)
-        slopes = _softcap_slopes(inputs, W_U)
-        coefficients = -probs
-        coefficients[torch.arange(len(ids)), ids] += 1.0
-        if slopes is not None:
-            coefficients = coefficients * slopes.to(W_U.dtype)
-        vectors = (coefficients @ W_U.T)[:, None, :]
-        weights = torch.ones(vectors.shape[:2], dtype=vectors.dtype, device=vectors.device)
-        return ScopeDirections(vectors, weights, target_ids=ids.cpu())
-
-
-def log_prob_input_x_gradient(
-    model: TransformerLensModel, inputs: Inputs, *, target: Target = None, position: int = -1
-) -> Attribution:
-    """The script's Input x Gradient: ||x_t * d log p(target) / dx_t||_2."""
-    prepared = prepare_inputs(model, inputs, position)
-    target_ids = resolve_target_ids(model, target, prepared)  # a forward pass only if None
-    scope = LogProbScope(tuple(target_ids.tolist()))
-    result = scope_gradients(model, prepared.tokens, [scope], positions=prepared.positions)
-    scores = input_x_gradient_scores(result.embeddings, result.gradients[0][:, 0])
-    return build_attribution(
-        model,
-        prepared,
-        scores,
-        method="input_x_gradient",
-        logits=result.logits,
-        target_ids=target_ids,
-        details={"differentiates": "log_prob"},
-        parameters={"position": position, "protocol": "authors"},
-    )
-
-
-def log_prob_integrated_gradients(
-    model: TransformerLensModel,
-    inputs: Inputs,
-    *,
-    target: Target = None,
-    position: int = -1,
-    alphas: tuple[float, ...] = AUTHORS_ALPHAS,
-) -> Attribution:
-    """The script's Integrated Gradients: ||x_t * (1/n) sum_a a grad_{x_t} log p(a X)||_2.
-
-    All path points run as one batch. The factor a is the chain rule of the script's gradient
-    with respect to the unscaled embedding (see the module docstring, point 5).
-    """
-    prepared = prepare_inputs(model, inputs, position)
-    full = scaled_forward(model, prepared)
-    target_ids = resolve_target_ids(model, target, prepared, full.logits)
-    n_points = len(alphas)
-    path = torch.tensor(alphas, dtype=torch.float64)
-    mean = path_gradient_sum(
-        model,
-        prepared,
-        lambda ids: LogProbScope(tuple(ids.tolist())),
-        target_ids,
-        path,
-        path / n_points,
-        n_points * prepared.tokens.shape[0],
-    )
-    ig = full.embeddings.cpu().to(mean.dtype) * mean
-    details: dict[str, Any] = {"alphas": list(alphas), "differentiates": "log_prob"}
-    return build_attribution(
-        model,
-        prepared,
-        ig.norm(dim=-1),
-        method="integrated_gradients",
-        logits=full.logits,
-        target_ids=target_ids,
-        details=details,
-        parameters={"alphas": list(alphas), "position": position, "protocol": "authors"},
-    )
+def method_options(protocol: str) -> dict[str, dict[str, Any]]:
+    """The options that make the registry's methods follow a protocol (points 4 and 5 above):
+    none under ``"paper"``; under ``"authors"``, Input x Gradient and Integrated Gradients
+    differentiate log p(target), and IG takes the script's five path points."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    if protocol == "paper":
+        return {}
+    return {
+        "input_x_gradient": {"objective": "log_prob"},
+        "integrated_gradients": {"objective": "log_prob", "path_points": AUTHORS_ALPHAS},
+    }
 
 
 __all__ = [
     "AUTHORS_ALPHAS",
     "PROTOCOLS",
-    "LogProbScope",
     "authors_ablation_count",
     "authors_candidates",
-    "log_prob_input_x_gradient",
-    "log_prob_integrated_gradients",
+    "method_options",
 ]

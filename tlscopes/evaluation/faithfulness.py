@@ -29,7 +29,13 @@ from torch import Tensor
 
 from tlscopes.evaluation.statistics import kendall_tau_b, spearman
 from tlscopes.protocols import TransformerLensModel
-from tlscopes.tokens import check_token_ids, require_tokenizer
+from tlscopes.tokens import (
+    bos_token_id,
+    check_token_ids,
+    eos_token_id,
+    pad_token_id,
+    require_tokenizer,
+)
 
 ABLATIONS = ("zero", "filler")
 
@@ -42,11 +48,9 @@ def filler_token_id(model: TransformerLensModel, token: int | str | None = None)
     """The filler token: `token` if given, else the pad token if it is neither BOS nor EOS, else
     a single space if that is one token. BOS and EOS are refused."""
     tokenizer = getattr(model, "tokenizer", None)
-    special = {getattr(tokenizer, name, None) for name in ("bos_token_id", "eos_token_id")}
-    special |= {getattr(model.cfg, "bos_token_id", None), getattr(model.cfg, "eos_token_id", None)}
-    special.discard(None)
+    special = {bos_token_id(model), eos_token_id(model)} - {None}
     if token is None:
-        pad = getattr(tokenizer, "pad_token_id", None)
+        pad = pad_token_id(model)
         if pad is not None and pad not in special:
             return int(pad)
         if tokenizer is None:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from tlscopes.models.facts import context_length
 from tlscopes.protocols import TransformerLensModel
+from tlscopes.tokens import bos_token_id
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,6 @@ class UnusablePassage(ValueError):
     """A passage the evaluation cannot use: fewer than two tokens besides BOS (there must be a
     target and at least one context token), or longer than the model's context.
     :func:`run_evaluation` records it in ``skipped.csv`` and goes on."""
-
-
-def bos_token_id(model: TransformerLensModel) -> int | None:
-    """The model's BOS token id, or None if it has none.
-
-    With a tokenizer, the tokenizer's ``bos_token_id``. A model built from a config has no
-    tokenizer; then only a ``bos_token_id`` set on ``model.cfg`` counts, since
-    ``cfg.default_prepend_bos`` says that a BOS would be prepended but not which id it is.
-    """
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        bos = getattr(tokenizer, "bos_token_id", None)
-    else:
-        bos = getattr(getattr(model, "cfg", None), "bos_token_id", None)
-    return None if bos is None else int(bos)
 
 
 def has_bos(model: TransformerLensModel, tokens: Tensor) -> bool:
@@ -158,7 +144,6 @@ __all__ = [
     "Passage",
     "PassageInput",
     "UnusablePassage",
-    "bos_token_id",
     "describe_passage",
     "has_bos",
     "passage_seed",

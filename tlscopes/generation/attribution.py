@@ -21,14 +21,14 @@ from torch import Tensor
 
 from tlscopes.core.assemble import check_finite_scores, check_top_k
 from tlscopes.core.engine import scope_gradients
-from tlscopes.core.inputs import Inputs, _pad_id, prepare_inputs
+from tlscopes.core.inputs import Inputs, prepare_inputs
 from tlscopes.core.scopes import DirectionScope, Scope, SemanticScope
-from tlscopes.generation.decoding import Sampler, eos_id, generate_ids
+from tlscopes.generation.decoding import Sampler, generate_ids
 from tlscopes.models.facts import context_length
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results.generation_attribution import GenerationAttribution
 from tlscopes.results.provenance import provenance
-from tlscopes.tokens import has_tokenizer, token_strings
+from tlscopes.tokens import eos_token_id, has_tokenizer, padding_id, token_strings
 
 __all__ = [
     "attribute_generation",
@@ -122,8 +122,8 @@ def attribute_generation(
             f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
             f"model's context of {n_ctx} tokens; lower max_new_tokens or shorten the prompt"
         )
-    stop_id = eos_id(model) if stop_at_eos else None
-    pad_id = _pad_id(model)
+    stop_id = eos_token_id(model) if stop_at_eos else None
+    pad_id = padding_id(model)
     generated, counts = generate_ids(
         model,
         prepared,

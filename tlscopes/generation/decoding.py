@@ -14,7 +14,7 @@ from tlscopes.core.engine import scope_gradients
 from tlscopes.core.inputs import PreparedInputs
 from tlscopes.protocols import TransformerLensModel
 
-__all__ = ["Sampler", "eos_id", "generate_ids"]
+__all__ = ["Sampler", "generate_ids"]
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,6 @@ class Sampler:
             for i, row in enumerate(rows)
         ]
         return torch.cat(chosen)
-
-
-def eos_id(model: TransformerLensModel) -> int | None:
-    """The tokenizer's end-of-sequence id; None without a tokenizer (or without an eos)."""
-    value = getattr(getattr(model, "tokenizer", None), "eos_token_id", None)
-    return None if value is None else int(value)
 
 
 def generate_ids(

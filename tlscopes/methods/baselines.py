@@ -6,8 +6,13 @@
   straight path X(alpha) = alpha X, score ||IG_t||_2.
 * Random: seeded uniform scores, a ranking that knows nothing about the model.
 
-z_target is the target token's logit before any soft-cap, w_target^T y + b_target, the quantity
-Semantic Scope differentiates (its gradient with respect to x_t is w_target^T J_t). The target
+Input x Gradient and Integrated Gradients differentiate an *objective* of the target token:
+``"logit"`` (the paper's text): z_target, the target's logit before any soft-cap,
+w_target^T y + b_target, the quantity Semantic Scope differentiates (its gradient with respect
+to x_t is w_target^T J_t); or ``"log_prob"`` (the authors' benchmark script): log p(target),
+whose gradient with respect to y is W_U (e_target - p) (:class:`~tlscopes.core.scopes.LogProbScope`).
+Each method declares the objectives it takes in the registry (:mod:`tlscopes.methods.registry`).
+The target
 is a token id or a one-token string per prompt; None explains each prompt's top prediction.
 Every function returns the same :class:`~tlscopes.results.attribution.Attribution` as the scopes.
 """
@@ -15,7 +20,7 @@ Every function returns the same :class:`~tlscopes.results.attribution.Attributio
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -24,12 +29,15 @@ from tlscopes.core.assemble import build_attribution
 from tlscopes.core.engine import ScopeGradients, scope_gradients
 from tlscopes.core.hooks import EmbeddingTransform
 from tlscopes.core.inputs import Inputs, PreparedInputs, prepare_inputs
-from tlscopes.core.scopes import Scope, SemanticScope, resolve_targets
+from tlscopes.core.scopes import LogProbScope, Scope, SemanticScope, resolve_targets
 from tlscopes.models.facts import unembedding
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results.attribution import Attribution
 
 Target = int | str | Sequence[int | str] | Tensor | None
+
+Objective = Literal["logit", "log_prob"]
+OBJECTIVES: tuple[str, ...] = ("logit", "log_prob")
 
 DEFAULT_N_STEPS = 100
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per batch of path points
@@ -56,6 +64,18 @@ def semantic_scope(target: Target) -> SemanticScope:
     elif isinstance(target, Sequence) and not isinstance(target, str):
         target = tuple(target)
     return SemanticScope(target)
+
+
+def check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+
+
+def objective_scope(objective: Objective, target_ids: Tensor) -> Scope:
+    """The scope whose gradient is the objective's: the target logit or its log-probability."""
+    check_objective(objective)
+    ids = tuple(int(t) for t in target_ids.reshape(-1).tolist())
+    return SemanticScope(ids) if objective == "logit" else LogProbScope(ids)
 
 
 def saliency(
@@ -94,10 +114,18 @@ def input_x_gradient(
     target: Target = None,
     position: int = -1,
     top_k: int = 10,
+    objective: Objective = "logit",
 ) -> Attribution:
-    """Input x Gradient (paper eq. 10): ||x_t * dz_target/dx_t||_2, x_t the token embedding."""
+    """Input x Gradient (paper eq. 10): ||x_t * df/dx_t||_2, x_t the token embedding and f the
+    objective: the target's logit (``"logit"``, the paper) or its log-probability
+    (``"log_prob"``, the authors' script)."""
+    check_objective(objective)
     prepared = prepare_inputs(model, inputs, position)
-    result = prompt_gradients(model, prepared, [semantic_scope(target)])
+    if objective == "logit":
+        scope: Scope = semantic_scope(target)
+    else:
+        scope = objective_scope(objective, resolve_target_ids(model, target, prepared))
+    result = prompt_gradients(model, prepared, [scope])
     scores = input_x_gradient_scores(result.embeddings, result.gradients[0][:, 0])
     return build_attribution(
         model,
@@ -106,9 +134,9 @@ def input_x_gradient(
         method="input_x_gradient",
         logits=result.logits,
         target_ids=result.directions[0].target_ids,
-        details={},
+        details={"differentiates": objective},
         top_k=top_k,
-        parameters={"position": position},
+        parameters={"position": position, "objective": objective},
     )
 
 
@@ -237,6 +265,8 @@ def integrated_gradients(
     batch_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     top_k: int = 10,
+    objective: Objective = "logit",
+    path_points: Sequence[float] | None = None,
 ) -> Attribution:
     """Integrated Gradients (paper eq. 13-14) with the null baseline and the straight path.
 
@@ -256,43 +286,68 @@ def integrated_gradients(
 
     Args:
         n_steps: path points (the paper's appendix uses 100; its AOPC table script used 5).
+        objective: ``"logit"`` (z_target, the paper) or ``"log_prob"`` (log p(target)).
+        path_points: the authors' script's variant instead of the midpoint rule: these alphas
+            (it used 0.2, 0.4, ..., 1.0), with the gradient taken with respect to the embedding
+            *before* it is scaled, so each point's gradient carries a factor alpha:
+            IG_t = x_t * (1/n) sum_alpha alpha grad f(alpha X). It is not a path integral's
+            estimate, so no completeness check is reported. n_steps is then len(path_points).
 
     Returns:
-        An Attribution whose details hold n_steps, batch_size, and per prompt the completeness
-        check: ig_sum (sum of IG over tokens and dimensions), logit_difference
-        (z(X) - z(0)) and completeness_gap (their difference), which shrinks with n_steps.
+        An Attribution whose details hold n_steps, batch_size, the objective, and (midpoint
+        rule, logit objective) per prompt the completeness check: ig_sum (sum of IG over tokens
+        and dimensions), logit_difference (z(X) - z(0)) and completeness_gap (their
+        difference), which shrinks with n_steps.
     """
+    check_objective(objective)
     prepared = prepare_inputs(model, inputs, position)
-    alphas = path_alphas(n_steps)
+    if path_points is None:
+        alphas = path_alphas(n_steps)
+        weights = torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
+    else:
+        alphas = torch.tensor([float(a) for a in path_points], dtype=torch.float64)
+        if alphas.numel() == 0 or not bool(((alphas > 0) & (alphas <= 1)).all()):
+            raise ValueError(f"path_points must be in (0, 1], got {list(path_points)}")
+        n_steps = int(alphas.numel())
+        weights = alphas / n_steps  # the chain rule of the gradient at the unscaled input
     full = scaled_forward(model, prepared)
-    null = scaled_forward(model, prepared, scale=0.0)
     target_ids = resolve_target_ids(model, target, prepared, full.logits)
     n_prompts, n_positions = prepared.tokens.shape
     if batch_size is None:
         batch_size = path_batch_size(model, n_positions, memory_budget)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    weights = torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
     mean = path_gradient_sum(
         model,
         prepared,
-        lambda ids: SemanticScope(tuple(ids.tolist())),
+        lambda ids: objective_scope(objective, ids),
         target_ids,
         alphas,
         weights,
         batch_size,
     )
     ig = full.embeddings.cpu().to(mean.dtype) * mean
-    difference = target_logit(model, full, target_ids) - target_logit(model, null, target_ids)
-    difference = difference.double()
-    ig_sum = ig.double().sum(dim=(1, 2))
-    details = {
+    details: dict[str, Any] = {
         "n_steps": n_steps,
         "batch_size": batch_size,
-        "ig_sum": ig_sum.tolist(),
-        "logit_difference": difference.tolist(),
-        "completeness_gap": (ig_sum - difference).tolist(),
+        "differentiates": objective,
     }
+    parameters: dict[str, Any] = {
+        "n_steps": n_steps,
+        "batch_size": batch_size,
+        "position": position,
+        "objective": objective,
+    }
+    if path_points is not None:
+        details["alphas"] = parameters["path_points"] = alphas.tolist()
+    elif objective == "logit":
+        null = scaled_forward(model, prepared, scale=0.0)
+        difference = target_logit(model, full, target_ids) - target_logit(model, null, target_ids)
+        difference = difference.double()
+        ig_sum = ig.double().sum(dim=(1, 2))
+        details["ig_sum"] = ig_sum.tolist()
+        details["logit_difference"] = difference.tolist()
+        details["completeness_gap"] = (ig_sum - difference).tolist()
     return build_attribution(
         model,
         prepared,
@@ -302,7 +357,7 @@ def integrated_gradients(
         target_ids=target_ids,
         details=details,
         top_k=top_k,
-        parameters={"n_steps": n_steps, "batch_size": batch_size, "position": position},
+        parameters=parameters,
     )
 
 
@@ -344,6 +399,10 @@ def random_attribution(
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_N_STEPS",
+    "OBJECTIVES",
+    "Objective",
+    "check_objective",
+    "objective_scope",
     "bytes_per_path_point",
     "input_x_gradient",
     "input_x_gradient_scores",

@@ -13,7 +13,7 @@ model pass beyond the one for the prediction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,9 @@ class Method:
         target_specific: whether the score depends on a target token (the others are blind to it).
         attribute: ``fn(model, inputs, *, target, position, **options) -> Attribution``.
         required_options: options the method cannot run without (a direction's ``vector``).
+        objectives: what a target-specific method can differentiate, the default first:
+            ``"logit"`` (the paper) and, where the method takes an ``objective`` option,
+            ``"log_prob"`` (the authors' script; see :mod:`tlscopes.evaluation.authors_protocol`).
     """
 
     name: str
@@ -43,6 +46,7 @@ class Method:
     target_specific: bool
     attribute: Callable[..., Attribution]
     required_options: tuple[str, ...] = ()
+    objectives: tuple[str, ...] = ()
 
 
 def _fisher(
@@ -105,20 +109,34 @@ def _build_registry() -> dict[str, Method]:
         Method(
             "temperature", "Temperature Scope: ||(y/||y||)^T J_t|| (eq. 7-8)", False, _temperature
         ),
-        Method("semantic", "Semantic Scope: ||w_target^T J_t|| (eq. 3-4, 11)", True, _semantic),
+        Method(
+            "semantic",
+            "Semantic Scope: ||w_target^T J_t|| (eq. 3-4, 11)",
+            True,
+            _semantic,
+            objectives=("logit",),
+        ),
         Method(
             "input_x_gradient",
-            "Input x Gradient: ||x_t * dz_target/dx_t|| (eq. 10)",
+            "Input x Gradient: ||x_t * df/dx_t||, f the target's logit (eq. 10) or log-probability",
             True,
             baselines.input_x_gradient,
+            objectives=baselines.OBJECTIVES,
         ),
         Method(
             "integrated_gradients",
             "Integrated Gradients, null baseline: ||IG_t|| (eq. 13-14)",
             True,
             baselines.integrated_gradients,
+            objectives=baselines.OBJECTIVES,
         ),
-        Method("saliency", "gradient norm ||dz_target/dx_t||", True, baselines.saliency),
+        Method(
+            "saliency",
+            "gradient norm ||dz_target/dx_t||",
+            True,
+            baselines.saliency,
+            objectives=("logit",),
+        ),
         Method("random", "seeded uniform random scores", False, _random),
         Method(
             "direction",
@@ -197,6 +215,7 @@ def attribute_methods(
     memory_budget: int = baselines.DEFAULT_MEMORY_BUDGET,
     seed: int = 0,
     top_k: int = 10,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Attribution]:
     """Several methods for the same prompts, sharing their passes; same scores as one by one.
 
@@ -204,22 +223,39 @@ def attribute_methods(
         names: registry names; each appears once in the result.
         target: the target of the target-specific methods (None: each prompt's top prediction,
             the same for all of them).
-        n_steps, ig_batch_size, memory_budget: Integrated Gradients options.
+        n_steps: Integrated Gradients' number of path points.
+        ig_batch_size: Integrated Gradients' path points per batch (None: from memory_budget).
+        memory_budget: Integrated Gradients' activation memory per batch, in bytes.
         seed: the random method's seed.
+        method_options: extra options per method name, e.g. ``{"input_x_gradient":
+            {"objective": "log_prob"}}``; an objective must be one the method declares. A
+            method with a non-default objective runs on its own instead of in the shared pass.
 
     Returns:
         name -> Attribution, in the order given.
     """
     names = list(dict.fromkeys(names))
+    options = {name: dict(value) for name, value in (method_options or {}).items()}
     for name in names:
-        if get_method(name).required_options:
+        method = get_method(name)
+        if method.required_options:
             raise ValueError(
-                f"method {name!r} needs options ({', '.join(get_method(name).required_options)}); "
+                f"method {name!r} needs options ({', '.join(method.required_options)}); "
                 "run it with attribute_by_name"
             )
+        objective = options.get(name, {}).get("objective")
+        if objective is not None and objective not in method.objectives:
+            known = ", ".join(method.objectives) or "none"
+            raise ValueError(
+                f"method {name!r} cannot differentiate {objective!r}; its objectives: {known}"
+            )
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"options for methods that are not run: {unknown}")
     prepared = prepare_inputs(model, inputs, position)
     results: dict[str, Attribution] = {}
-    shared = [name for name in names if name in SHARED_PASS]
+    alone = {name for name in names if options.get(name, {}).get("objective", "logit") != "logit"}
+    shared = [name for name in names if name in SHARED_PASS and name not in alone]
     if shared:
         semantic = baselines.semantic_scope(target)
         scopes: list[Scope] = [semantic]
@@ -256,6 +292,15 @@ def attribute_methods(
         if target is None:
             # Later methods explain the same top prediction the shared pass found.
             target = target_ids
+    if "input_x_gradient" in alone:
+        results["input_x_gradient"] = baselines.input_x_gradient(
+            model,
+            inputs,
+            target=target,
+            position=position,
+            top_k=top_k,
+            **options["input_x_gradient"],
+        )
     if "integrated_gradients" in names:
         results["integrated_gradients"] = baselines.integrated_gradients(
             model,
@@ -266,6 +311,7 @@ def attribute_methods(
             batch_size=ig_batch_size,
             memory_budget=memory_budget,
             top_k=top_k,
+            **options.get("integrated_gradients", {}),
         )
     if "random" in names:
         results["random"] = baselines.random_attribution(

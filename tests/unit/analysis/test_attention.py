@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tests.models import TOKENIZERLESS_VARIANTS, VARIANTS
-from tlscopes.analysis.attention import attention_patterns, bos_positions
+from tlscopes.analysis.attention import attention_patterns
+from tlscopes.tokens import bos_positions
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 

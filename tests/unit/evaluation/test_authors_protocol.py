@@ -21,12 +21,13 @@ from tlscopes.evaluation.authors_protocol import (
     AUTHORS_ALPHAS,
     authors_ablation_count,
     authors_candidates,
-    log_prob_input_x_gradient,
-    log_prob_integrated_gradients,
+    method_options,
 )
-from tlscopes.evaluation.passages import bos_token_id, prepare_passage
+from tlscopes.evaluation.passages import prepare_passage
 from tlscopes.evaluation.run_directory import RUN_CONFIG
 from tlscopes.methods import baselines
+from tlscopes.methods.registry import attribute_methods
+from tlscopes.tokens import bos_token_id
 
 PROMPT = "the capital of france is paris and the capital of italy is rome"
 AUTHORS = Settings(protocol="authors")
@@ -119,10 +120,10 @@ def test_input_x_gradient_differentiates_the_log_probability(model):
     tokens, target = input_tokens(model)
     x = embeddings_of(model, tokens)
     gradient = jacrev(log_prob_fn(model, tokens, target))(x)
-    result = log_prob_input_x_gradient(model, tokens, target=target)
+    result = baselines.input_x_gradient(model, tokens, target=target, objective="log_prob")
     expected = (x * gradient).norm(dim=-1)
     torch.testing.assert_close(result.scores[0].double(), expected, rtol=1e-6, atol=1e-12)
-    top1 = log_prob_input_x_gradient(model, tokens)  # no target: the top prediction's
+    top1 = baselines.input_x_gradient(model, tokens, objective="log_prob")  # no target: top-1
     assert int(top1.target_ids[0]) == int(top1.top_token_ids[0, 0]) != target
     logit_version = baselines.input_x_gradient(model, tokens, target=target).scores[0]
     assert not torch.allclose(logit_version.double(), expected, rtol=1e-3)
@@ -135,10 +136,37 @@ def test_integrated_gradients_average_alpha_scaled_gradients_at_02_to_1(model):
     # The authors differentiate with respect to the embedding before it is scaled by alpha.
     summed = sum(jacrev(lambda e, a=a: log_prob(a * e))(x) for a in (0.2, 0.4, 0.6, 0.8, 1.0))
     expected = (x * summed / 5).norm(dim=-1)
-    result = log_prob_integrated_gradients(model, tokens, target=target)
+    options = method_options("authors")["integrated_gradients"]
+    result = baselines.integrated_gradients(model, tokens, target=target, **options)
     assert AUTHORS_ALPHAS == (0.2, 0.4, 0.6, 0.8, 1.0)
     torch.testing.assert_close(result.scores[0].double(), expected, rtol=1e-6, atol=1e-12)
     assert result.details["alphas"] == list(AUTHORS_ALPHAS)
+    assert "completeness_gap" not in result.details  # not a path integral's estimate
+
+
+def test_each_protocol_is_options_of_the_same_methods(model):
+    assert method_options("paper") == {}
+    assert method_options("authors")["input_x_gradient"] == {"objective": "log_prob"}
+    with pytest.raises(ValueError, match="unknown protocol"):
+        method_options("author")
+    tokens, target = input_tokens(model)
+    with pytest.raises(ValueError, match="cannot differentiate 'log_prob'"):
+        attribute_methods(
+            model, tokens, ["saliency"], method_options={"saliency": {"objective": "log_prob"}}
+        )
+    with pytest.raises(ValueError, match="unknown objective"):
+        baselines.input_x_gradient(model, tokens, objective="probability")
+    # Run together, the log-probability variant leaves the shared pass and keeps its scores.
+    together = attribute_methods(
+        model,
+        tokens,
+        ["semantic", "input_x_gradient"],
+        target=target,
+        method_options={"input_x_gradient": {"objective": "log_prob"}},
+    )
+    alone = baselines.input_x_gradient(model, tokens, target=target, objective="log_prob")
+    torch.testing.assert_close(together["input_x_gradient"].scores, alone.scores)
+    assert together["input_x_gradient"].details["differentiates"] == "log_prob"
 
 
 def test_rows_use_the_authors_variants(model):

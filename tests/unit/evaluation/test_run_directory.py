@@ -27,7 +27,7 @@ from tests.models import TOKENIZERLESS_VARIANTS
 from tlscopes.evaluation import runner as evaluate
 from tlscopes.evaluation.ablation import Settings, evaluate_passage
 from tlscopes.evaluation.aopc_arithmetic import FRACTIONS
-from tlscopes.evaluation.passages import bos_token_id, prepare_passage, text_hash
+from tlscopes.evaluation.passages import prepare_passage, text_hash
 from tlscopes.evaluation.run_directory import (
     LOCK_FILE,
     PER_PASSAGE,
@@ -39,6 +39,7 @@ from tlscopes.evaluation.run_directory import (
     read_finished,
 )
 from tlscopes.evaluation.summaries import describe_run, format_table
+from tlscopes.tokens import bos_token_id
 
 TEXTS = [f"the {w} sat on the mat and the dog sat on the {w}" for w in helpers.WORDS[:4]]
 METHODS = ["random", "semantic"]

@@ -9,7 +9,7 @@ import torch
 
 import tlscopes as ts
 from tests.models import build_bridge_without_tokenizer
-from tests.unit.generation.test_generation import PROMPTS, eos_stopping_bridge
+from tests.unit.generation.test_attribution import PROMPTS, eos_stopping_bridge
 from tlscopes.generation.attribution import attribute_generation
 from tlscopes.results.generation_attribution import GenerationAttribution
 

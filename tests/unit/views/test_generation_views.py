@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import tlscopes as ts
-from tests.unit.generation.test_generation import PROMPTS, eos_stopping_bridge
+from tests.unit.generation.test_attribution import PROMPTS, eos_stopping_bridge
 from tlscopes.generation.attribution import attribute_generation
 from tlscopes.views.generation_views import generation_heatmap
 

@@ -43,7 +43,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from tests import helpers
-    from tests.unit.evaluation.test_evaluate import PASSAGES, RESUME_METHODS
+    from tests.unit.evaluation.test_runner import PASSAGES, RESUME_METHODS
     from tlscopes.evaluation import runner as evaluate
     from tlscopes.evaluation.ablation import Settings
 

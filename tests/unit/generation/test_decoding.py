@@ -8,7 +8,8 @@ import torch
 
 from tests import helpers
 from tlscopes.core.inputs import prepare_inputs
-from tlscopes.generation.decoding import Sampler, eos_id, generate_ids
+from tlscopes.generation.decoding import Sampler, generate_ids
+from tlscopes.tokens import eos_token_id
 
 
 def test_sampler_draws_from_the_tempered_top_k_distribution():
@@ -72,4 +73,4 @@ def test_generate_ids_continues_a_right_padded_batch_and_stops_rows_apart():
     assert counts.tolist() == [5, 4]
     assert stopped[1].tolist() == free[1, :4].tolist() + [2]
     assert torch.equal(stopped[0], free[0])
-    assert eos_id(model) == model.tokenizer.eos_token_id
+    assert eos_token_id(model) == model.tokenizer.eos_token_id

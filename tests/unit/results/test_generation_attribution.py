@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tlscopes as ts
-from tests.unit.generation.test_generation import PROMPTS, eos_stopping_bridge
+from tests.unit.generation.test_attribution import PROMPTS, eos_stopping_bridge
 from tlscopes.generation.attribution import attribute_generation
 
 
