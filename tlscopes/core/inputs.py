@@ -50,6 +50,11 @@ def _prepare_inputs(model: TransformerLensModel, inputs: Inputs, position: int) 
         check_token_ids(tokens, int(model.cfg.d_vocab))
         lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
     else:
+        if isinstance(inputs, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"inputs are {type(inputs).__name__}, not text; decode them first, e.g. "
+                f"inputs.decode('utf-8')"
+            )
         if not isinstance(inputs, (str, Sequence)):
             raise TypeError(
                 f"inputs must be a string, a list of strings or a tensor of token ids, got "
@@ -61,8 +66,14 @@ def _prepare_inputs(model: TransformerLensModel, inputs: Inputs, position: int) 
         require_tokenizer(model, "the input")
         rows = []
         for index, text in enumerate(texts):
+            if isinstance(text, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    f"prompt {index} is {type(text).__name__}, not text; decode it first, e.g. "
+                    f"prompt.decode('utf-8')"
+                )
             if not isinstance(text, str):
                 raise TypeError(f"prompt {index} is {type(text).__name__}, expected str")
+            _check_encodable(text, index)
             if not text.strip():
                 raise ValueError(f"prompt {index} is empty text; there is nothing to attribute")
             rows.append(model.to_tokens(text, truncate=False)[0].cpu())
@@ -76,6 +87,19 @@ def _prepare_inputs(model: TransformerLensModel, inputs: Inputs, position: int) 
         )
     positions = _resolve_positions(position, lengths)
     return PreparedInputs(tokens, lengths, positions)
+
+
+def _check_encodable(text: str, index: int) -> None:
+    """Refuses lone surrogates, which no tokenizer can encode, naming where they are."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        character = text[error.start]
+        raise ValueError(
+            f"prompt {index} holds a lone surrogate {character!r} at character {error.start}, "
+            f"which is not valid Unicode text; remove it, or decode the source with "
+            f"errors='replace'"
+        ) from None
 
 
 def _token_tensor(tokens: Tensor) -> Tensor:

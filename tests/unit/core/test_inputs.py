@@ -42,3 +42,18 @@ def test_non_integer_token_tensors_are_refused(model, dtype):
 def test_inputs_of_the_wrong_type_are_refused(model):
     with pytest.raises(TypeError, match="inputs must be"):
         ts.attribute(model, 17, ts.TemperatureScope())
+
+
+@pytest.mark.parametrize("inputs", [b"the person is", [TEXT, b"the person is"]])
+def test_bytes_are_named_and_decoding_is_suggested(model, inputs):
+    with pytest.raises(TypeError, match=r"bytes, not text; decode"):
+        ts.attribute(model, inputs, ts.TemperatureScope())
+    assert attached_hooks(model) == 0
+
+
+def test_a_lone_surrogate_names_the_prompt_and_the_character_position(model):
+    with pytest.raises(
+        ValueError, match=r"prompt 1 holds a lone surrogate '\\ud800' at character 3"
+    ):
+        ts.attribute(model, [TEXT, "abc\ud800def"], ts.TemperatureScope())
+    assert attached_hooks(model) == 0
