@@ -53,6 +53,14 @@ def test_site_builds_every_page(site: Path) -> None:
     assert 'id="tlscopes.core.FisherScope"' in (site / "api" / "core.html").read_text("utf-8")
 
 
+def test_every_face_has_an_api_page() -> None:
+    faces = {path.parent.name for path in (ROOT / "tlscopes").glob("*/__init__.py")}
+    pages_ = {path.stem for path in (DOCS / "api").glob("*.md")}
+    assert faces - pages_ == set(), "subpackages without a page under docs/api/"
+    for face in faces:
+        assert f"::: tlscopes.{face}" in (DOCS / "api" / f"{face}.md").read_text("utf-8"), face
+
+
 # What makes a page load something from another host.
 EXTERNAL = [
     re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//", re.I),
