@@ -166,11 +166,23 @@ class Attribution:
         attribution_file.write(path, text, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | Path) -> Attribution:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        max_bytes: int = attribution_file.DEFAULT_MAX_BYTES,
+        max_positions: int = attribution_file.DEFAULT_MAX_POSITIONS,
+    ) -> Attribution:
         """Reads a file written by :meth:`save` (this or the previous format version).
 
+        Args:
+            path: the file.
+            max_bytes: the largest file read (default 1 GiB); a larger one is refused unread.
+            max_positions: the most token positions accepted (default 131,072), checked before
+                any values are read. Raise either to read a larger file you trust.
+
         Raises:
-            ValueError: the file is not an Attribution file, or a field has the wrong type,
-                dtype or shape (the message names the file and the field).
+            ValueError: the file is not an Attribution file, a field has the wrong type, dtype
+                or shape (the message names the file and the field), or it exceeds a limit.
         """
-        return cls(**attribution_file.read(path))
+        return cls(**attribution_file.read(path, max_bytes=max_bytes, max_positions=max_positions))

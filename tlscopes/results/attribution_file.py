@@ -20,6 +20,10 @@ from torch import Tensor
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+# Bounds on a file read from elsewhere, checked before its arrays are read; a caller who trusts a
+# larger file raises them through ``load(path, max_bytes=..., max_positions=...)``.
+DEFAULT_MAX_BYTES = 2**30
+DEFAULT_MAX_POSITIONS = 2**17
 
 FLOAT_DTYPES = {
     name: getattr(torch, name) for name in ("float16", "bfloat16", "float32", "float64")
@@ -154,17 +158,81 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-class Reader:
-    """Checks one file's payload; every error names the file and the field."""
+def check_version(version: Any, readable: tuple[int, ...], path: str | Path, kind: str) -> None:
+    """Refuses a ``format_version`` outside `readable` (a bool too, though ``True == 1``)."""
+    if isinstance(version, bool) or not isinstance(version, int) or version not in readable:
+        raise ValueError(
+            f"{path} is not a tlscopes {kind} file this version reads: format_version "
+            f"{version!r}, expected one of {list(readable)}"
+        )
 
-    def __init__(self, path: str | Path) -> None:
+
+def read_header(
+    path: str | Path,
+    kind: str,
+    readable: tuple[int, ...],
+    *,
+    format_name: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict[str, Any]:
+    """The JSON object in `path` less its common header fields, which are checked here for
+    every result file: its size against `max_bytes` (before reading it), ``"format"`` (when
+    the kind has one) and ``"format_version"``.
+
+    Args:
+        path: the file.
+        kind: the result class the file holds, for messages (``"LayerAttribution"``).
+        readable: the format versions this reader understands.
+        format_name: the value the file's ``"format"`` field must have; None for a kind whose
+            files have no such field (Attribution).
+        max_bytes: the largest file read; a larger one is refused unread.
+    """
+    size = Path(path).stat().st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"{path} is {size:,} bytes, over the {max_bytes:,}-byte limit for reading a {kind} "
+            f"file; if you trust it, pass max_bytes={size} (or more) to load"
+        )
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a tlscopes {kind} file (not JSON: {error})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(
+            f"{path} is not a tlscopes {kind} file: expected a JSON object with the {kind} "
+            f"fields, found a {type(payload).__name__}"
+        )
+    payload = dict(payload)
+    if format_name is not None:
+        if payload.pop("format", None) != format_name:
+            raise ValueError(f"{path} is not a tlscopes {kind} file (no format {format_name!r})")
+        check_version(payload.pop("format_version", None), readable, path, kind)
+    return payload
+
+
+class Reader:
+    """Checks one file's payload; every error names the file and the field.
+
+    Args:
+        path: the file, named in errors.
+        max_positions: the longest token axis (``pos``) accepted, checked from the nesting of a
+            tensor's lists before its values are read.
+    """
+
+    def __init__(self, path: str | Path, max_positions: int = DEFAULT_MAX_POSITIONS) -> None:
         self.path = path
+        self.max_positions = max_positions
 
     def fail(self, field: str, message: str) -> ValueError:
         return ValueError(f"{self.path}: field {field!r} {message}")
 
-    def tensor(self, name: str, entry: Any) -> Tensor:
-        spec = TENSOR_FIELDS[name] if name in TENSOR_FIELDS else LAYER_TENSOR_FIELDS[name]
+    def layout(
+        self, name: str, entry: Any, spec: TensorField | None = None
+    ) -> tuple[torch.dtype, list[int], list[Any]]:
+        """A tensor field's dtype, shape and flattened values, its form checked (not its values);
+        the ``pos`` axis is held to `max_positions`."""
+        if spec is None:
+            spec = TENSOR_FIELDS[name] if name in TENSOR_FIELDS else LAYER_TENSOR_FIELDS[name]
         kind = "floating-point" if spec.floating else "integer"
         allowed = FLOAT_DTYPES if spec.floating else INTEGER_DTYPES
         if not isinstance(entry, dict) or set(entry) != {"tensor", "dtype"}:
@@ -178,6 +246,23 @@ class Reader:
                 f"declares dtype {declared!r}",
             )
         shape, flat = self.nested(name, entry["tensor"], len(spec.dims))
+        if "pos" in spec.dims and shape[spec.dims.index("pos")] > self.max_positions:
+            positions = shape[spec.dims.index("pos")]
+            raise self.fail(
+                name,
+                f"has {positions:,} positions, over the limit of {self.max_positions:,}; if you "
+                f"trust the file, pass max_positions={positions} (or more) to load",
+            )
+        return dtype, shape, flat
+
+    def shape(self, name: str, entry: Any, spec: TensorField | None = None) -> list[int]:
+        """A tensor field's shape, read from its nesting before its values are checked."""
+        return self.layout(name, entry, spec)[1]
+
+    def tensor(self, name: str, entry: Any, spec: TensorField | None = None) -> Tensor:
+        if spec is None:
+            spec = TENSOR_FIELDS[name] if name in TENSOR_FIELDS else LAYER_TENSOR_FIELDS[name]
+        dtype, shape, flat = self.layout(name, entry, spec)
         check = self.float_value if spec.floating else self.integer_value
         flat = [check(name, value, dtype) for value in flat]
         return torch.tensor(flat, dtype=dtype).reshape(shape)
@@ -246,31 +331,31 @@ class Reader:
         return value
 
 
-def read(path: str | Path) -> dict[str, Any]:
-    """The Attribution fields stored in `path`, each checked (ValueError names the problem)."""
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a tlscopes Attribution file (not JSON: {error})") from None
-    return decode(payload, path)
+def read(
+    path: str | Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_positions: int = DEFAULT_MAX_POSITIONS,
+) -> dict[str, Any]:
+    """The Attribution fields stored in `path`, each checked (ValueError names the problem);
+    a file over `max_bytes` or `max_positions` is refused before its arrays are read."""
+    payload = read_header(path, "Attribution", READABLE_VERSIONS, max_bytes=max_bytes)
+    return decode(payload, path, max_positions=max_positions)
 
 
-def decode(payload: Any, path: str | Path) -> dict[str, Any]:
+def decode(
+    payload: Any, path: str | Path, *, max_positions: int = DEFAULT_MAX_POSITIONS
+) -> dict[str, Any]:
     """The Attribution fields in a decoded JSON payload, each checked; `path` names the source
-    in errors."""
+    in errors. Every tensor's shape is checked against the others before any values are read."""
     if not isinstance(payload, dict):
         raise ValueError(
             f"{path} is not a tlscopes Attribution file: expected a JSON object with the "
             f"Attribution fields, found a {type(payload).__name__}"
         )
     payload = dict(payload)
-    version = payload.pop("format_version", None)
-    if isinstance(version, bool) or version not in READABLE_VERSIONS:
-        raise ValueError(
-            f"{path} is not a tlscopes Attribution file this version reads: format_version "
-            f"{version!r}, expected one of {list(READABLE_VERSIONS)}"
-        )
-    reader = Reader(path)
+    check_version(payload.pop("format_version", None), READABLE_VERSIONS, path, "Attribution")
+    reader = Reader(path, max_positions)
     missing = [name for name in REQUIRED_FIELDS if name not in payload]
     unknown = sorted(set(payload) - set(FIELDS))
     if missing or unknown:
@@ -278,25 +363,20 @@ def decode(payload: Any, path: str | Path) -> dict[str, Any]:
             f"{path}: missing fields {missing}, unknown fields {unknown}; an Attribution file "
             f"has {list(REQUIRED_FIELDS)} and optionally {list(OPTIONAL_FIELDS)}"
         )
-    values = {
-        name: reader.tensor(name, payload[name])
-        for name in TENSOR_FIELDS
-        if payload.get(name) is not None
-    }
-    scores = values["scores"]
-    batch, width = scores.shape
-    for name, spec in TENSOR_FIELDS.items():
-        if name not in values:
-            continue
-        expected = {"batch": batch, "pos": width, "k": values["top_token_ids"].shape[1]}
-        shape = tuple(expected[dim] for dim in spec.dims)
-        if tuple(values[name].shape) != shape:
+    present = [name for name in TENSOR_FIELDS if payload.get(name) is not None]
+    shapes = {name: reader.shape(name, payload[name]) for name in present}
+    batch, width = shapes["scores"]
+    for name in present:
+        spec = TENSOR_FIELDS[name]
+        expected = {"batch": batch, "pos": width, "k": shapes["top_token_ids"][1]}
+        shape = [expected[dim] for dim in spec.dims]
+        if shapes[name] != shape:
             raise reader.fail(
                 name,
-                f"has shape {list(values[name].shape)}, expected [{', '.join(spec.dims)}] = "
-                f"{list(shape)} (scores are [batch, pos] = {[batch, width]})",
+                f"has shape {shapes[name]}, expected [{', '.join(spec.dims)}] = "
+                f"{shape} (scores are [batch, pos] = {[batch, width]})",
             )
-    values["tokens"] = reader.string_rows("tokens", payload["tokens"])
+    values: dict[str, Any] = {"tokens": reader.string_rows("tokens", payload["tokens"])}
     lengths = [len(row) for row in values["tokens"]]
     if len(lengths) != batch or any(length > width for length in lengths):
         raise reader.fail(
@@ -304,6 +384,7 @@ def decode(payload: Any, path: str | Path) -> dict[str, Any]:
         )
     if batch and max(lengths) != width:
         raise reader.fail("tokens", f"longest row has {max(lengths)} tokens, scores have {width}")
+    values.update({name: reader.tensor(name, payload[name]) for name in present})
     for index, (position, length) in enumerate(
         zip(values["positions"].tolist(), lengths, strict=True)
     ):

@@ -10,6 +10,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from tlscopes.results import attribution_file
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -205,12 +207,25 @@ class GenerationAttribution:
         generation_file.save(self, path, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | Path) -> GenerationAttribution:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        max_bytes: int = attribution_file.DEFAULT_MAX_BYTES,
+        max_positions: int = attribution_file.DEFAULT_MAX_POSITIONS,
+    ) -> GenerationAttribution:
         """Reads a file written by :meth:`save`, checking every field (ValueError names the
-        file and the field)."""
+        file and the field).
+
+        Args:
+            path: the file.
+            max_bytes: the largest file read (default 1 GiB); a larger one is refused unread.
+            max_positions: the most token positions accepted (default 131,072), checked before
+                any values are read. Raise either to read a larger file you trust.
+        """
         from tlscopes.results import generation_file
 
-        return cls(**generation_file.read(path))
+        return cls(**generation_file.read(path, max_bytes=max_bytes, max_positions=max_positions))
 
     def heatmap(self, index: int = 0, *, normalize: str = "step") -> Figure:
         """A matplotlib Figure: generated step x source token (see

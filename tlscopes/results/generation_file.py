@@ -12,8 +12,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
 from tlscopes.results import attribution_file
 
 FORMAT = "tlscopes-generation-attribution"
@@ -31,6 +29,7 @@ TENSORS = {
     "top_token_ids": (False, ("batch", "step", "k")),
     "top_probs": (True, ("batch", "step", "k")),
 }
+SPECS = {name: attribution_file.TensorField(*spec) for name, spec in TENSORS.items()}
 STRINGS = ("tokens", "generated_tokens", "prompt_text", "generated_text", "top_tokens", "method")
 OPTIONAL = ("details", "model_name", "info")
 
@@ -43,32 +42,30 @@ def save(result: Any, path: str | Path, *, overwrite: bool = False) -> None:
     attribution_file.write(path, json.dumps(payload, allow_nan=False), overwrite=overwrite)
 
 
-def read(path: str | Path) -> dict[str, Any]:
+def read(
+    path: str | Path,
+    *,
+    max_bytes: int = attribution_file.DEFAULT_MAX_BYTES,
+    max_positions: int = attribution_file.DEFAULT_MAX_POSITIONS,
+) -> dict[str, Any]:
     """The GenerationAttribution fields stored in `path`, each checked (ValueError names the
-    file and the field)."""
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a tlscopes GenerationAttribution file ({error})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(
-            f"{path} is not a tlscopes GenerationAttribution file (no format {FORMAT!r})"
-        )
-    payload = dict(payload)
-    payload.pop("format")
-    version = payload.pop("format_version", None)
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        raise ValueError(
-            f"{path}: GenerationAttribution format_version {version!r}, expected {FORMAT_VERSION}"
-        )
+    file and the field); a file over `max_bytes` or `max_positions` is refused before its
+    arrays are read."""
+    payload = attribution_file.read_header(
+        path, "GenerationAttribution", (FORMAT_VERSION,), format_name=FORMAT, max_bytes=max_bytes
+    )
     required = (*TENSORS, *STRINGS)
     missing = [name for name in required if name not in payload]
     unknown = sorted(set(payload) - set(required) - set(OPTIONAL))
     if missing or unknown:
         raise ValueError(f"{path}: missing fields {missing}, unknown fields {unknown}")
-    reader = attribution_file.Reader(path)
-    values: dict[str, Any] = {name: _tensor(reader, name, payload[name]) for name in TENSORS}
-    _check_shapes(reader, values)
+    reader = attribution_file.Reader(path, max_positions)
+    _check_shapes(
+        reader, {name: reader.shape(name, payload[name], SPECS[name]) for name in TENSORS}
+    )
+    values: dict[str, Any] = {
+        name: reader.tensor(name, payload[name], SPECS[name]) for name in TENSORS
+    }
     _check_lengths(reader, values)
     values.update(_strings(reader, payload, values))
     for name in ("details", "info"):
@@ -83,32 +80,14 @@ def read(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _tensor(reader: attribution_file.Reader, name: str, entry: Any) -> Tensor:
-    import torch
-
-    floating, dims = TENSORS[name]
-    allowed = attribution_file.FLOAT_DTYPES if floating else attribution_file.INTEGER_DTYPES
-    if not isinstance(entry, dict) or set(entry) != {"tensor", "dtype"}:
-        raise reader.fail(name, 'must be an object {"tensor": [...], "dtype": "..."}')
-    declared = entry["dtype"]
-    dtype = allowed.get(declared.removeprefix("torch.")) if isinstance(declared, str) else None
-    if dtype is None:
-        kind = "floating-point" if floating else "integer"
-        raise reader.fail(name, f"must be a {kind} tensor, but the file declares {declared!r}")
-    shape, flat = reader.nested(name, entry["tensor"], len(dims))
-    check = reader.float_value if floating else reader.integer_value
-    return torch.tensor([check(name, value, dtype) for value in flat], dtype=dtype).reshape(shape)
-
-
-def _check_shapes(reader: attribution_file.Reader, values: dict[str, Any]) -> None:
-    batch, steps, width = values["scores"].shape
-    sizes = {"batch": batch, "step": steps, "pos": width, "k": values["top_token_ids"].shape[2]}
+def _check_shapes(reader: attribution_file.Reader, shapes: dict[str, list[int]]) -> None:
+    batch, steps, width = shapes["scores"]
+    sizes = {"batch": batch, "step": steps, "pos": width, "k": shapes["top_token_ids"][2]}
     for name, (_, dims) in TENSORS.items():
         expected = [sizes[dim] for dim in dims]
-        if list(values[name].shape) != expected:
+        if shapes[name] != expected:
             raise reader.fail(
-                name,
-                f"has shape {list(values[name].shape)}, expected [{', '.join(dims)}] = {expected}",
+                name, f"has shape {shapes[name]}, expected [{', '.join(dims)}] = {expected}"
             )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from tlscopes.results import layer_file
+from tlscopes.results import attribution_file, layer_file
 from tlscopes.results.attribution import Attribution
 
 
@@ -86,9 +86,22 @@ class LayerAttribution:
         layer_file.save(self, path, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: Any) -> LayerAttribution:
-        """Reads a file written by :meth:`save`, checking every field."""
-        return layer_file.load(path, cls)
+    def load(
+        cls,
+        path: Any,
+        *,
+        max_bytes: int = attribution_file.DEFAULT_MAX_BYTES,
+        max_positions: int = attribution_file.DEFAULT_MAX_POSITIONS,
+    ) -> LayerAttribution:
+        """Reads a file written by :meth:`save`, checking every field.
+
+        Args:
+            path: the file.
+            max_bytes: the largest file read (default 1 GiB); a larger one is refused unread.
+            max_positions: the most token positions accepted (default 131,072), checked before
+                any values are read. Raise either to read a larger file you trust.
+        """
+        return layer_file.load(path, cls, max_bytes=max_bytes, max_positions=max_positions)
 
     def heatmap(self, index: int = 0, **options: Any) -> Any:
         """A matplotlib Figure: layer x token (and a head panel when present)."""

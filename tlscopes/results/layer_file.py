@@ -38,29 +38,39 @@ def save(result: Any, path: str | Path, *, overwrite: bool = False) -> None:
     attribution_file.write(path, json.dumps(payload, allow_nan=False), overwrite=overwrite)
 
 
-def load(path: str | Path, result_class: Any) -> Any:
+def load(
+    path: str | Path,
+    result_class: Any,
+    *,
+    max_bytes: int = attribution_file.DEFAULT_MAX_BYTES,
+    max_positions: int = attribution_file.DEFAULT_MAX_POSITIONS,
+) -> Any:
     """Reads a LayerAttribution file, checking every field (ValueError names file and field);
     `result_class` is the LayerAttribution class (passed in, so this module needs no import of
-    the one that uses it)."""
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a tlscopes LayerAttribution file ({error})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a tlscopes LayerAttribution file (no format {FORMAT!r})")
-    if payload.get("format_version") != FORMAT_VERSION:
+    the one that uses it). A file over `max_bytes` or `max_positions` is refused before its
+    arrays are read."""
+    payload = attribution_file.read_header(
+        path, "LayerAttribution", (FORMAT_VERSION,), format_name=FORMAT, max_bytes=max_bytes
+    )
+    reader = attribution_file.Reader(path, max_positions)
+    unknown = sorted(set(payload) - {"layer_scores", "head_scores", "inputs"})
+    if unknown or "layer_scores" not in payload or "inputs" not in payload:
         raise ValueError(
-            f"{path}: LayerAttribution format_version {payload.get('format_version')!r}, "
-            f"expected {FORMAT_VERSION}"
+            f"{path}: a LayerAttribution file has layer_scores, inputs and head_scores "
+            f"(or null); found {sorted(payload)}"
         )
-    inputs = Attribution(**attribution_file.decode(payload.get("inputs"), f"{path} (inputs)"))
-    reader = attribution_file.Reader(path)
-    scores = reader.tensor("layer_scores", payload.get("layer_scores"))
+    layer_shape = reader.shape("layer_scores", payload["layer_scores"])
+    inputs = Attribution(
+        **attribution_file.decode(
+            payload["inputs"], f"{path} (inputs)", max_positions=max_positions
+        )
+    )
     batch, pos = inputs.scores.shape
-    if scores.shape[0] != batch or scores.shape[2] != pos:
+    if layer_shape[0] != batch or layer_shape[2] != pos:
         raise reader.fail(
-            "layer_scores", f"has shape {list(scores.shape)}; expected [{batch}, layers, {pos}]"
+            "layer_scores", f"has shape {layer_shape}; expected [{batch}, layers, {pos}]"
         )
+    scores = reader.tensor("layer_scores", payload["layer_scores"])
     heads = payload.get("head_scores")
     head_scores = None if heads is None else reader.tensor("head_scores", heads)
     if head_scores is not None and (

@@ -235,3 +235,79 @@ def test_the_file_schema_covers_every_attribution_field():
     names = {item for item in Attribution.__dataclass_fields__}
     assert set(attribution_file.FIELDS) == names
     assert set(attribution_file.TENSOR_FIELDS) <= names
+
+
+def test_format_version_true_is_refused_by_the_one_header_reader(tmp_path):
+    payload = saved_payload(tmp_path)
+    payload["format_version"] = True  # True == 1, a readable version, unless bools are refused
+    path = tmp_path / "bool.json"
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="format_version True"):
+        Attribution.load(path)
+    for kind, name in (("LayerAttribution", "layer"), ("GenerationAttribution", "generation")):
+        path.write_text(json.dumps({"format": name, "format_version": True}))
+        with pytest.raises(
+            ValueError, match=f"{kind} file this version reads: format_version True"
+        ):
+            attribution_file.read_header(path, kind, (1,), format_name=name)
+
+
+def refuse_values(monkeypatch):
+    """Makes reading any tensor value fail, so a test shows a refusal came before it."""
+
+    def never(*args):
+        raise AssertionError("array values were read before the file was refused")
+
+    monkeypatch.setattr(attribution_file.Reader, "float_value", never)
+    monkeypatch.setattr(attribution_file.Reader, "integer_value", never)
+
+
+def test_more_positions_than_the_limit_are_refused_before_the_arrays_are_read(
+    tmp_path, monkeypatch
+):
+    width = attribution_file.DEFAULT_MAX_POSITIONS + 1
+    big = build_attribution(
+        scores=torch.zeros(1, width),
+        tokens=[["x"] * width],
+        token_ids=torch.zeros(1, width, dtype=torch.long),
+        positions=torch.tensor([width - 1]),
+        top_token_ids=torch.tensor([[5, 6]]),
+        top_tokens=[[" on", " down"]],
+        top_probs=torch.tensor([[0.5, 0.25]]),
+        target_ids=None,
+        target_probs=None,
+        target_tokens=None,
+    )
+    path = tmp_path / "long.json"
+    big.save(path)
+    with monkeypatch.context() as patch:
+        refuse_values(patch)
+        with pytest.raises(ValueError, match=f"pass max_positions={width}") as error:
+            Attribution.load(path)
+    assert f"{width:,} positions, over the limit of {width - 1:,}" in str(error.value)
+    assert Attribution.load(path, max_positions=width).scores.shape == (1, width)
+
+
+def test_a_file_over_the_byte_limit_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    build_attribution().save(path)
+    size = path.stat().st_size
+
+    def never(*args, **kwargs):
+        raise AssertionError("the file was parsed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(attribution_file.json, "loads", never)
+        with pytest.raises(ValueError, match=f"{size:,} bytes, over the {size - 1:,}-byte limit"):
+            Attribution.load(path, max_bytes=size - 1)
+    assert_same(Attribution.load(path, max_bytes=size), build_attribution())
+
+
+def test_inconsistent_shapes_are_refused_before_the_arrays_are_read(tmp_path, monkeypatch):
+    payload = saved_payload(tmp_path)
+    payload["token_ids"]["tensor"] = [row * 1000 for row in payload["token_ids"]["tensor"]]
+    path = tmp_path / "inconsistent.json"
+    path.write_text(json.dumps(payload))
+    refuse_values(monkeypatch)
+    with pytest.raises(ValueError, match=r"field 'token_ids' has shape \[2, 4000\]"):
+        Attribution.load(path)

@@ -82,7 +82,7 @@ def _drop_step(payload):
     "change, message",
     [
         (_set("format", "tlscopes-attribution"), "not a tlscopes GenerationAttribution file"),
-        (_set("format_version", 9), "format_version 9, expected 1"),
+        (_set("format_version", 9), r"format_version 9, expected one of \[1\]"),
         (lambda p: p.pop("probs"), r"missing fields \['probs'\]"),
         (_set("extra", 1), r"unknown fields \['extra'\]"),
         (

@@ -42,3 +42,20 @@ def test_long_table_save_load_figure_and_page(layered, tmp_path):
     report = layered.to_html(tmp_path / "layers.html")
     assert report.path.exists() and "data:image/png;base64," in report.html
     assert "http" not in report.html.split("<body>")[1].split("<script")[0]
+
+
+def test_format_version_true_is_refused(layered, tmp_path):
+    path = tmp_path / "layers.json"
+    layered.save(path)
+    path.write_text(path.read_text().replace('"format_version": 1,', '"format_version": true,', 1))
+    assert '"format_version": true' in path.read_text()
+    with pytest.raises(ValueError, match="format_version True, expected one of \\[1\\]"):
+        LayerAttribution.load(path)
+
+
+def test_layer_scores_longer_than_the_limit_are_refused(layered, tmp_path):
+    path = tmp_path / "layers.json"
+    layered.save(path)
+    pos = layered.scores.shape[2]
+    with pytest.raises(ValueError, match=f"{pos} positions, over the limit of {pos - 1}"):
+        LayerAttribution.load(path, max_positions=pos - 1)
