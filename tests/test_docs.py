@@ -129,10 +129,21 @@ def test_relative_links_resolve() -> None:
         for target in LINK.findall(prose(page.read_text("utf-8"))):
             if re.match(r"[a-z][a-z0-9+.-]*:|#", target):  # https:, mailto:, same-page anchor
                 continue
-            path = target.split("#", 1)[0]
-            if not (page.parent / path).exists():
+            path, _, anchor = target.partition("#")
+            linked = page.parent / path
+            if not linked.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
-    assert not broken, f"links to files that do not exist: {broken}"
+            elif anchor and linked.suffix == ".md" and anchor not in heading_ids(linked):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, f"links to files or headings that do not exist: {broken}"
+
+
+def heading_ids(page: Path) -> set[str]:
+    """The anchors of a page's Markdown headings, as MkDocs (and GitHub) write them."""
+    from markdown.extensions.toc import slugify
+
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", FENCE.sub("", page.read_text("utf-8")), re.M)
+    return {slugify(SPAN.sub(r"\2", heading), "-") for heading in headings}
 
 
 # Repository paths named in code: tlscopes/core/layers.py, tests/unit/..., scripts/....
