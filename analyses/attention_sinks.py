@@ -25,18 +25,17 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from tlscopes.analysis.attention import (
+from tlscopes.analysis import (
     DEFAULT_SINK_EPSILON,
     DEFAULT_SINK_HEAD_SHARE,
+    PathIntegrand,
     attention_patterns,
     score_share,
     sink_head_share,
     sink_positions,
 )
-from tlscopes.analysis.integrated_gradients_path import PathIntegrand
-from tlscopes.core.inputs import prepare_inputs
-from tlscopes.core.layers import attribute_layers
-from tlscopes.methods.registry import attribute_methods
+from tlscopes.core import attribute_layers, prepare_inputs
+from tlscopes.methods import attribute_methods
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.tokens import bos_positions, token_strings
 

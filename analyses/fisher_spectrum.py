@@ -26,15 +26,16 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tlscopes.core.inputs import prepare_inputs
-from tlscopes.core.scopes import FisherScope
-from tlscopes.evaluation.ablate import ablated_log_probs, keep_masks
-from tlscopes.evaluation.ablation import evaluate_passage
-from tlscopes.evaluation.aopc_arithmetic import FRACTIONS, ablation_count, aopc, top_positions
-from tlscopes.evaluation.passages import prepare_passage
-from tlscopes.fisher.directions import fisher_matrix
-from tlscopes.methods.baselines import prompt_gradients
-from tlscopes.models.facts import unembedding
+from tlscopes.core import FisherScope, prepare_inputs, scope_gradients
+from tlscopes.evaluation import (
+    FRACTIONS,
+    Settings,
+    aopc_from_scores,
+    evaluate_passage,
+    prepare_passage,
+)
+from tlscopes.fisher import fisher_matrix
+from tlscopes.models import unembedding
 from tlscopes.protocols import TransformerLensModel
 
 DEFAULT_RANKS = (1, 4, 16, 64)
@@ -99,7 +100,9 @@ def rank_scores(
     constant, so it ranks tokens identically.
     """
     prepared = prepare_inputs(model, tokens)
-    result = prompt_gradients(model, prepared, [FisherScope(rank=max(ranks))])
+    result = scope_gradients(
+        model, prepared.tokens, [FisherScope(rank=max(ranks))], positions=prepared.positions
+    )
     squared = result.gradients[0][0].double().pow(2).sum(dim=-1)  # [rank, pos]
     eigenvalues = torch.tensor(result.directions[0].details["eigenvalues"][0]).double()
     eigenvalues = eigenvalues.clamp_min(0).to(squared.device)
@@ -118,9 +121,10 @@ def aopc_by_rank(
 ) -> pd.DataFrame:
     """AOPC of rank-r Fisher Scope and of baseline methods, per passage.
 
-    Ablation follows :mod:`tlscopes.evaluation.runner` (the top k% context tokens' embeddings zeroed,
-    Delta log p of the held-out last token); the baselines are evaluated by
-    :func:`tlscopes.evaluation.runner.evaluate_passage` itself.
+    Ablation follows the paper's protocol (the top k% context tokens' embeddings zeroed, Delta
+    log p of the held-out last token): the rank-r scores through
+    :func:`tlscopes.evaluation.aopc_from_scores`, the baselines by
+    :func:`tlscopes.evaluation.evaluate_passage` itself.
 
     Returns:
         One row per (passage, method): passage, method ("fisher_r4", "semantic", ...), rank
@@ -131,27 +135,19 @@ def aopc_by_rank(
     for index, text in enumerate(tqdm(texts, desc="AOPC by rank", disable=not progress)):
         passage = prepare_passage(model, text)
         scores = rank_scores(model, passage.tokens, ranks)
-        counts = [ablation_count(k, len(passage.context)) for k in fractions]
-        chosen = {
-            r: [top_positions(s, passage.context, c) for c in counts] for r, s in scores.items()
-        }
-        sets = list(dict.fromkeys([(), *(s for per_rank in chosen.values() for s in per_rank)]))
-        log_probs = ablated_log_probs(
+        measured = aopc_from_scores(
             model,
-            passage.tokens,
-            passage.position,
-            passage.target_id,
-            keep_masks(passage.tokens.shape[1], sets),
+            text,
+            {f"fisher_r{rank}": values for rank, values in scores.items()},
+            settings=Settings(fractions=tuple(fractions)),
         )
-        row_of = {positions: row for row, positions in enumerate(sets)}
-        for rank, per_rank in chosen.items():
-            deltas = [float(log_probs[row_of[s]] - log_probs[0]) for s in per_rank]
+        for rank in scores:
             rows.append(
                 {
                     "passage": index,
                     "method": f"fisher_r{rank}",
                     "rank": rank,
-                    "aopc": aopc(fractions, deltas),
+                    "aopc": measured[f"fisher_r{rank}"],
                 }
             )
         if baselines:

@@ -1,7 +1,7 @@
 """Figure 15: the Integrated Gradients path integrand, token by token (paper appendix A.6).
 
-The integrand itself is computed by :mod:`tlscopes.analysis.integrated_gradients_path` (re-exported here); this
-module draws it.
+The integrand itself is computed by :func:`tlscopes.analysis.path_integrand`; this module
+draws it.
 """
 
 from __future__ import annotations
@@ -9,13 +9,7 @@ from __future__ import annotations
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from tlscopes.analysis.integrated_gradients_path import (
-    DEFAULT_ALPHAS,
-    PathIntegrand,
-    path_integrand,
-)
-
-__all__ = ["DEFAULT_ALPHAS", "PathIntegrand", "path_integrand", "plot_path_integrand"]
+from tlscopes.analysis import PathIntegrand
 
 
 def plot_path_integrand(integrand: PathIntegrand, title: str | None = None) -> Figure:
@@ -57,4 +51,4 @@ def plot_path_integrand(integrand: PathIntegrand, title: str | None = None) -> F
     return figure
 
 
-__all__ = ["DEFAULT_ALPHAS", "PathIntegrand", "path_integrand", "plot_path_integrand"]
+__all__ = ["plot_path_integrand"]

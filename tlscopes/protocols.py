@@ -1,8 +1,14 @@
-"""The TransformerLens model surface tlscopes uses, as a :class:`typing.Protocol`.
+"""Structural types: the TransformerLens model surface tlscopes uses, and what the views read
+of a result.
 
 Both ``HookedTransformer`` (TransformerLens 3.x) and ``TransformerBridge`` (3.x and 4.x)
-satisfy it (tested); anything else that does can be attributed too. A model built from a
-config alone has ``tokenizer = None``, which tlscopes handles (tokens shown as ``<id>``).
+satisfy :class:`TransformerLensModel` (tested); anything else that does can be attributed too.
+A model built from a config alone has ``tokenizer = None``, which tlscopes handles (tokens
+shown as ``<id>``).
+
+The views (:mod:`tlscopes.views`) take :class:`AttributionLike`, :class:`LayerAttributionLike`
+and :class:`GenerationAttributionLike` and know no result class, so that results can call their
+views without an import cycle.
 """
 
 from __future__ import annotations
@@ -48,3 +54,67 @@ class TransformerLensModel(Protocol):
 
 
 __all__ = ["TransformerLensModel"]
+
+
+class AttributionLike(Protocol):
+    """What a view reads of an Attribution (:class:`tlscopes.results.Attribution`)."""
+
+    scores: Tensor
+    tokens: list[list[str]]
+    token_ids: Tensor
+    positions: Tensor
+    method: str
+    top_token_ids: Tensor
+    top_tokens: list[list[str]]
+    top_probs: Tensor
+    target_ids: Tensor | None
+    target_probs: Tensor | None
+    target_tokens: list[str] | None
+    details: dict[str, Any]
+    model_name: str
+    info: dict[str, Any]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> AttributionLike: ...
+
+
+class LayerAttributionLike(Protocol):
+    """What a view reads of a LayerAttribution: scores [batch, layer, pos], optional
+    head_scores [batch, layer, head_index, pos] and the input-token result."""
+
+    scores: Tensor
+    head_scores: Tensor | None
+    inputs: AttributionLike
+
+    @property
+    def tokens(self) -> list[list[str]]: ...
+
+    @property
+    def positions(self) -> Tensor: ...
+
+    @property
+    def n_layers(self) -> int: ...
+
+
+class GenerationAttributionLike(Protocol):
+    """What a view reads of a GenerationAttribution: per prompt and generated step, the scores
+    over the sequence, the generated token, its probability, the entropy and beta_eff."""
+
+    scores: Tensor
+    tokens: list[list[str]]
+    token_ids: Tensor
+    positions: Tensor
+    method: str
+    prompt_lengths: Tensor
+    generated_lengths: Tensor
+    generated_tokens: list[list[str]]
+    probs: Tensor
+    entropy: Tensor
+    beta_eff: Tensor
+    top_tokens: list[list[list[str]]]
+    top_probs: Tensor
+    model_name: str
+    info: dict[str, Any]
+
+    def __len__(self) -> int: ...

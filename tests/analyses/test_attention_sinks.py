@@ -8,7 +8,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from analyses import attention_sinks, ig_path
+from analyses import attention_sinks
+from tlscopes.analysis import path_integrand
 from tlscopes.tokens import bos_positions
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
@@ -53,7 +54,7 @@ def test_method_early_shares(bridge):
 
 
 def test_sink_path_and_figure(bridge):
-    integrand = ig_path.path_integrand(bridge, TEXT, alphas=(0.05, 0.5, 1.0))
+    integrand = path_integrand(bridge, TEXT, alphas=(0.05, 0.5, 1.0))
     path = attention_sinks.sink_path(bridge, integrand, n_early=2)
     assert path.layer_sink.shape == (3, bridge.cfg.n_layers)
     assert bool(((path.layer_sink >= 0) & (path.layer_sink <= 1)).all())
@@ -82,7 +83,7 @@ def test_sinks_beside_layer_scores_and_along_the_path(bridge):
     assert shares["share_on_sinks"][0] == pytest.approx(shares["share_on_sinks"][1], rel=1e-9)
     expected = float(layered.scores[0, 1, sinks].sum() / layered.scores[0, 1].sum()) if sinks else 0
     assert shares["share_on_sinks"][2] == pytest.approx(expected)
-    integrand = ig_path.path_integrand(bridge, TEXT, alphas=(0.1, 1.0))
+    integrand = path_integrand(bridge, TEXT, alphas=(0.1, 1.0))
     along = attention_sinks.path_sink_shares(bridge, integrand)
     assert list(along["alpha"]) == [0.1, 1.0] and along["share_on_sinks"].between(0, 1).all()
     figure = attention_sinks.plot_layer_sink_shares({"fisher": shares})

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from analyses import ig_path
 from tests import helpers
+from tlscopes.analysis import path_integrand
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -20,5 +21,5 @@ def bridge():
 
 
 def test_integrand_figure(bridge):
-    integrand = ig_path.path_integrand(bridge, TEXT, alphas=(0.1, 1.0))
+    integrand = path_integrand(bridge, TEXT, alphas=(0.1, 1.0))
     assert isinstance(ig_path.plot_path_integrand(integrand), Figure)

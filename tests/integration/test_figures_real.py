@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import tlscopes as ts
-from analyses import attention_sinks, fisher_spectrum, ig_path
-from tlscopes.analysis import timeseries
+from analyses import attention_sinks, fisher_spectrum
+from tlscopes.analysis import path_integrand, timeseries
 from tlscopes.evaluation import datasets
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def test_serialized_series_tokenize_one_token_per_digit(model):
 
 
 def test_ig_integrand_ends_at_semantic_scope_and_is_large_near_the_null_input(model):
-    integrand = ig_path.path_integrand(
+    integrand = path_integrand(
         model, load_script("case_bias").TEXT, target=" liberal", alphas=(0.01, 1.0)
     )
     semantic = ts.attribute(model, load_script("case_bias").TEXT, ts.SemanticScope(" liberal"))

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import tlscopes as ts
-from analyses import attention_sinks, ig_path
+from analyses import attention_sinks
 from tests.models import TOKENIZERLESS_VARIANTS
 from tests.reference import exact_jacobian, fisher_eig, scores_for
+from tlscopes.analysis import path_integrand
 from tlscopes.core.matrix import attribution_matrix
 from tlscopes.methods import baselines
 from tlscopes.methods import registry as methods
@@ -83,7 +84,7 @@ def test_baselines_and_methods_by_name(model):
 def test_analyses(model):
     frame = attention_sinks.sink_mass(model, IDS)
     assert set(frame["token"]) == {f"<{i}>" for i in IDS.tolist()}
-    integrand = ig_path.path_integrand(model, IDS, alphas=[0.5, 1.0])
+    integrand = path_integrand(model, IDS, alphas=[0.5, 1.0])
     assert integrand.tokens[1] == "<17>"
     assert integrand.target.startswith("<")
 

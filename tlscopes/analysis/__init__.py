@@ -10,6 +10,8 @@ from tlscopes._lazy import lazy_face
 
 if TYPE_CHECKING:
     from tlscopes.analysis.attention import (
+        DEFAULT_SINK_EPSILON,
+        DEFAULT_SINK_HEAD_SHARE,
         attention_patterns,
         key_importance,
         score_share,
@@ -18,7 +20,11 @@ if TYPE_CHECKING:
         sink_positions,
         without_positions,
     )
-    from tlscopes.analysis.integrated_gradients_path import PathIntegrand, path_integrand
+    from tlscopes.analysis.integrated_gradients_path import (
+        DEFAULT_ALPHAS,
+        PathIntegrand,
+        path_integrand,
+    )
     from tlscopes.analysis.timeseries import (
         Serialized,
         brownian_motion,
@@ -31,6 +37,8 @@ if TYPE_CHECKING:
     )
 
 _HOMES = {
+    "DEFAULT_SINK_EPSILON": "tlscopes.analysis.attention",
+    "DEFAULT_SINK_HEAD_SHARE": "tlscopes.analysis.attention",
     "attention_patterns": "tlscopes.analysis.attention",
     "sink_positions": "tlscopes.analysis.attention",
     "sink_heads": "tlscopes.analysis.attention",
@@ -38,6 +46,7 @@ _HOMES = {
     "key_importance": "tlscopes.analysis.attention",
     "score_share": "tlscopes.analysis.attention",
     "without_positions": "tlscopes.analysis.attention",
+    "DEFAULT_ALPHAS": "tlscopes.analysis.integrated_gradients_path",
     "PathIntegrand": "tlscopes.analysis.integrated_gradients_path",
     "path_integrand": "tlscopes.analysis.integrated_gradients_path",
     "serialize": "tlscopes.analysis.timeseries",

@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING
 from tlscopes._lazy import lazy_face
 
 if TYPE_CHECKING:
-    from tlscopes.evaluation.ablation import Settings
+    from tlscopes.evaluation.ablation import Settings, aopc_from_scores, evaluate_passage
     from tlscopes.evaluation.aopc_arithmetic import (
         FRACTIONS,
         ablation_count,
         aopc,
-        aopc_from_scores,
         fraction_label,
         top_positions,
     )
     from tlscopes.evaluation.datasets import load_hub_passages, load_passages, task_names
+    from tlscopes.evaluation.passages import prepare_passage
     from tlscopes.evaluation.faithfulness import comprehensiveness, filler_token_id, sufficiency
     from tlscopes.evaluation.runner import EvaluationRun, run_evaluation
     from tlscopes.evaluation.sharding import merge_shards
@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "aopc": "tlscopes.evaluation.aopc_arithmetic",
-    "aopc_from_scores": "tlscopes.evaluation.aopc_arithmetic",
+    "aopc_from_scores": "tlscopes.evaluation.ablation",
+    "evaluate_passage": "tlscopes.evaluation.ablation",
+    "prepare_passage": "tlscopes.evaluation.passages",
     "ablation_count": "tlscopes.evaluation.aopc_arithmetic",
     "top_positions": "tlscopes.evaluation.aopc_arithmetic",
     "FRACTIONS": "tlscopes.evaluation.aopc_arithmetic",

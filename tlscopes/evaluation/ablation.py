@@ -24,7 +24,7 @@ through the model as one batch. Passages: :mod:`tlscopes.evaluation.passages`; t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,8 +83,10 @@ class Settings:
     filler_token_id: int | None = None
     eraser: bool = False
     loo_limit: int = 0
+    ig_baseline: str = "zero"
 
     def __post_init__(self) -> None:
+        baselines.check_ig_baseline(self.ig_baseline)
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
         if self.protocol not in PROTOCOLS:
@@ -110,6 +112,8 @@ class Settings:
             record["eraser"] = True
         if self.loo_limit:
             record["loo_limit"] = self.loo_limit
+        if self.ig_baseline != "zero":  # named only when used, as older runs hold none
+            record["ig_baseline"] = self.ig_baseline
         return record
 
 
@@ -130,7 +134,9 @@ def attribute_passages(
     targets = tuple(passage.target_id for passage in passages)
     batch: dict[str, Any] = {}
     if computed:
-        options = method_options(settings.protocol)
+        options = {name: dict(value) for name, value in method_options(settings.protocol).items()}
+        if settings.ig_baseline != "zero":
+            options.setdefault("integrated_gradients", {})["baseline"] = settings.ig_baseline
         batch = attribute_methods(
             model,
             tokens,
@@ -177,6 +183,58 @@ def _chosen_sets(
     return counts, chosen
 
 
+def _filler(model: TransformerLensModel, settings: Settings) -> Tensor | None:
+    """The embedding ablated tokens get: None for zeros, else the filler token's."""
+    if settings.ablation != "filler":
+        return None
+    token = settings.filler_token_id
+    return filler_embedding(model, filler_token_id(model) if token is None else token)
+
+
+def aopc_from_scores(
+    model: TransformerLensModel,
+    text: PassageInput,
+    scores: Mapping[str, Tensor],
+    *,
+    settings: Settings = Settings(),  # noqa: B008 (frozen, immutable)
+    task: str = "",
+    index: int = 0,
+) -> dict[str, float]:
+    """AOPC (paper eq. 9) of any scores of a passage, under the settings' protocol and ablation.
+
+    For scores that no registered method makes (a rank-r Fisher Scope, a new method): each
+    entry of `scores` is one score per input position of the passage's input (every token but
+    the last), in the order :func:`~tlscopes.evaluation.passages.prepare_passage` gives. The
+    ablation sets of every entry run through the model as one batch, as in
+    :func:`evaluate_passage`, whose AOPC a registered method's scores reproduce.
+
+    Returns:
+        name -> AOPC (more negative: the top-scored tokens mattered more).
+    """
+    passage = prepare_passage(model, text, bos=settings.protocol == "paper")
+    n_input = passage.tokens.shape[1]
+    checked: dict[str, Tensor] = {}
+    for name, values in scores.items():
+        values = torch.as_tensor(values).reshape(-1)
+        if values.numel() != n_input:
+            raise ValueError(
+                f"scores {name!r} have {values.numel()} entries; the passage's input has "
+                f"{n_input} positions (every token but the last)"
+            )
+        checked[name] = values.detach().cpu()
+    seed = passage_seed(settings.seed, task, index)
+    _, chosen = _chosen_sets(checked, passage, settings, seed)
+    sets = list(dict.fromkeys([(), *(s for per_name in chosen.values() for s in per_name)]))
+    target = None if settings.protocol == "authors" else passage.target_id
+    _, log_probs, _ = ablation_outcomes(model, passage, sets, target, _filler(model, settings))
+    row_of = {positions: row for row, positions in enumerate(sets)}
+    original = float(log_probs[0])
+    return {
+        name: aopc(settings.fractions, [float(log_probs[row_of[s]]) - original for s in per_name])
+        for name, per_name in chosen.items()
+    }
+
+
 def evaluate_passage(
     model: TransformerLensModel,
     text: PassageInput,
@@ -217,10 +275,7 @@ def passage_rows(
     seed = passage_seed(settings.seed, task, index)
     scores = {name: result.scores[0] for name, result in results.items()}
     counts, chosen = _chosen_sets(scores, passage, settings, seed)
-    filler = None
-    if settings.ablation == "filler":
-        token = settings.filler_token_id
-        filler = filler_embedding(model, filler_token_id(model) if token is None else token)
+    filler = _filler(model, settings)
     context = passage.context
     kept = {n: [keep_only(context, s) for s in c] for n, c in chosen.items() if settings.eraser}
     singles = [(int(p),) for p in context] if index < settings.loo_limit else []
@@ -272,6 +327,7 @@ def passage_rows(
 
 
 __all__ = [
+    "aopc_from_scores",
     "Settings",
     "attribute_passages",
     "evaluate_passage",

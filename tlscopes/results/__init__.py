@@ -13,14 +13,12 @@ if TYPE_CHECKING:
     from tlscopes.results.feature_attribution import FeatureAttribution
     from tlscopes.results.generation_attribution import GenerationAttribution
     from tlscopes.results.layer_attribution import LayerAttribution
-    from tlscopes.results.provenance import provenance
 
 _HOMES = {
     "Attribution": "tlscopes.results.attribution",
     "FeatureAttribution": "tlscopes.results.feature_attribution",
     "LayerAttribution": "tlscopes.results.layer_attribution",
     "GenerationAttribution": "tlscopes.results.generation_attribution",
-    "provenance": "tlscopes.results.provenance",
 }
 __all__ = sorted(_HOMES)
 __getattr__, __dir__ = lazy_face(__name__, _HOMES, globals())

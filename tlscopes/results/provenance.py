@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from tlscopes.protocols import TransformerLensModel
+from tlscopes.tokens import bos_token_id
 
 
 def _version(package: str) -> str | None:
@@ -73,6 +74,8 @@ def provenance(
         {
             "model_name": str(getattr(model.cfg, "model_name", "")),
             "model_kind": model_kind(model),
+            # What views mask by default (an attention sink); see tlscopes.tokens.
+            "bos_token_id": bos_token_id(model),
             "dtype": str(W_U.dtype).removeprefix("torch."),
             "device": str(W_U.device),
             "versions": {

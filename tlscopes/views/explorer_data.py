@@ -22,9 +22,7 @@ from tlscopes.analysis.timeseries import SEPARATOR
 from tlscopes.views.explorer_page import explorer_report
 
 if TYPE_CHECKING:
-    from tlscopes.results.attribution import Attribution
-    from tlscopes.results.generation_attribution import GenerationAttribution
-    from tlscopes.results.layer_attribution import LayerAttribution
+    from tlscopes.protocols import AttributionLike, GenerationAttributionLike, LayerAttributionLike
     from tlscopes.views.html import HtmlReport
 
 FORMAT_VERSION = 1
@@ -37,7 +35,6 @@ SCOPE_NOTES = {
     "(paper eq. 7-8)",
     "semantic": "Semantic Scope: which tokens move the target token's logit (paper eq. 3-4)",
 }
-SINK_TOKENS = ("<bos>", "<|begin_of_text|>", "<s>", "<|endoftext|>", "<|im_start|>")
 
 
 def rounded(value: float) -> float | None:
@@ -63,8 +60,6 @@ def series_groups(tokens: Sequence[str]) -> list[list[int]]:
     groups: list[list[int]] = [[]]
     for position, token in enumerate(tokens):
         text = token.strip()
-        if text in SINK_TOKENS:
-            continue
         body = text.rstrip(SEPARATOR)
         if body and all(c.isdigit() or c in "-." for c in body) and any(c.isdigit() for c in body):
             groups[-1].append(position)
@@ -84,10 +79,19 @@ def series_payload(text: str, tokens: Sequence[str]) -> dict[str, Any] | None:
     return {"values": values, "groups": groups}
 
 
-def sink_positions(tokens: Sequence[str]) -> list[int]:
-    """Positions masked by default: a leading BOS-like token (attention sinks, whose large
-    scores would wash out every other colour)."""
-    return [0] if tokens and tokens[0] in SINK_TOKENS else []
+def masked_positions(token_ids: Sequence[int], info: Mapping[str, Any]) -> list[int]:
+    """Positions masked by default: those holding the model's BOS token, as the result's
+    provenance records it (``info["bos_token_id"]``; :func:`tlscopes.tokens.bos_token_id`).
+    BOS is an attention sink whose large scores would wash out every other colour."""
+    bos = info.get("bos_token_id")
+    if bos is None:
+        return []
+    return [position for position, token in enumerate(token_ids) if int(token) == int(bos)]
+
+
+def _text_without(tokens: Sequence[str], masked: Sequence[int]) -> str:
+    skipped = set(masked)
+    return "".join(token for position, token in enumerate(tokens) if position not in skipped)
 
 
 def _rows(scores: Any, positions: Sequence[int]) -> list[list[float | None]]:
@@ -97,14 +101,14 @@ def _rows(scores: Any, positions: Sequence[int]) -> list[list[float | None]]:
     ]
 
 
-def _predictions(attribution: Attribution) -> list[list[list[Any]]]:
+def _predictions(attribution: AttributionLike) -> list[list[list[Any]]]:
     return [
         [[token, rounded(prob)] for token, prob in zip(tokens, probs.tolist(), strict=True)]
         for tokens, probs in zip(attribution.top_tokens, attribution.top_probs, strict=True)
     ]
 
 
-def _details(attribution: Attribution, row: int) -> dict[str, Any]:
+def _details(attribution: AttributionLike, row: int) -> dict[str, Any]:
     shown: dict[str, Any] = {}
     for key in ("beta_eff", "eigenvalues"):
         value = attribution.details.get(key)
@@ -117,7 +121,7 @@ def _details(attribution: Attribution, row: int) -> dict[str, Any]:
     return shown
 
 
-def scope_payload(attribution: Attribution) -> dict[str, Any]:
+def scope_payload(attribution: AttributionLike) -> dict[str, Any]:
     """One scope's rows: scores up to each explained position, the target and details."""
     positions = [int(p) for p in attribution.positions.tolist()]
     targets = attribution.target_tokens
@@ -131,7 +135,7 @@ def scope_payload(attribution: Attribution) -> dict[str, Any]:
 
 
 def matrix_payload(
-    results: Sequence[Attribution],
+    results: Sequence[AttributionLike],
     *,
     text: str | None = None,
     title: str | None = None,
@@ -158,8 +162,9 @@ def matrix_payload(
             )
     if any(list(row) != tokens for row in first.tokens):
         raise ValueError("the result holds several prompts; explore one prompt (result[i])")
+    masked = masked_positions(first.token_ids[0, : len(tokens)].tolist(), first.info)
     if text is None:
-        text = "".join(token for token in tokens if token not in SINK_TOKENS)
+        text = _text_without(tokens, masked)
     return {
         "version": FORMAT_VERSION,
         "title": title or f"tlscopes explorer: {first.model_name or 'model'}",
@@ -168,14 +173,14 @@ def matrix_payload(
         "positions": positions,
         "predictions": _predictions(first),
         "scopes": [scope_payload(result) for result in results],
-        "masked": sink_positions(tokens),
+        "masked": masked,
         "series": series_payload(text, tokens),
         "layers": list(layers),
         "steps": None,
     }
 
 
-def layer_map(layered: LayerAttribution, index: int = 0) -> dict[str, Any]:
+def layer_map(layered: LayerAttributionLike, index: int = 0) -> dict[str, Any]:
     """A layer x token map for the page: rows are layers 0..L-1, up to the explained position."""
     position = int(layered.positions[index])
     return {
@@ -188,19 +193,19 @@ def layer_map(layered: LayerAttribution, index: int = 0) -> dict[str, Any]:
     }
 
 
-def explore_matrix(result: Attribution, *, title: str | None = None) -> HtmlReport:
+def explore_matrix(result: AttributionLike, *, title: str | None = None) -> HtmlReport:
     """The explorer page of an ``attribution_matrix`` result (one prompt, many positions)."""
     return explorer_report(matrix_payload([result], title=title))
 
 
-def explore_layers(layered: LayerAttribution, index: int = 0) -> HtmlReport:
+def explore_layers(layered: LayerAttributionLike, index: int = 0) -> HtmlReport:
     """The explorer page of one prompt of a LayerAttribution: its explained position's scores
     and the layer x token map."""
     payload = matrix_payload([layered.inputs[index]], layers=[layer_map(layered, index)])
     return explorer_report(payload)
 
 
-def generation_payload(result: GenerationAttribution, index: int = 0) -> dict[str, Any]:
+def generation_payload(result: GenerationAttributionLike, index: int = 0) -> dict[str, Any]:
     """The payload of one prompt's generation: one row per generated step, explained at
     position prompt_length + s - 1, with the generated token, its probability and entropy."""
     if not 0 <= index < len(result):
@@ -222,6 +227,7 @@ def generation_payload(result: GenerationAttribution, index: int = 0) -> dict[st
         "details": [{"beta_eff": value} for value in beta],
     }
     prompt_length = int(result.prompt_lengths[index])
+    masked = masked_positions(result.token_ids[index, : len(tokens)].tolist(), result.info)
     return {
         "version": FORMAT_VERSION,
         "title": f"tlscopes explorer: generation on {result.model_name or 'model'}",
@@ -230,10 +236,9 @@ def generation_payload(result: GenerationAttribution, index: int = 0) -> dict[st
         "positions": positions,
         "predictions": predictions,
         "scopes": [scope],
-        "masked": sink_positions(tokens),
+        "masked": masked,
         "series": series_payload(
-            "".join(t for t in tokens[:prompt_length] if t not in SINK_TOKENS),
-            tokens[:prompt_length],
+            _text_without(tokens[:prompt_length], masked), tokens[:prompt_length]
         ),
         "layers": [],
         "steps": {
@@ -244,7 +249,7 @@ def generation_payload(result: GenerationAttribution, index: int = 0) -> dict[st
     }
 
 
-def explore_generation(result: GenerationAttribution, index: int = 0) -> HtmlReport:
+def explore_generation(result: GenerationAttributionLike, index: int = 0) -> HtmlReport:
     """The explorer page of one prompt's generation: click a token to see what explains the
     prediction of the token generated after it."""
     return explorer_report(generation_payload(result, index))
@@ -262,5 +267,5 @@ __all__ = [
     "scope_payload",
     "series_groups",
     "series_payload",
-    "sink_positions",
+    "masked_positions",
 ]

@@ -26,19 +26,19 @@ from tlscopes.views.html import METHOD_NOTES, Widget, colored_tokens_multi, html
 from tlscopes.views.plotting import display_token
 
 if TYPE_CHECKING:
-    from tlscopes.results.generation_attribution import GenerationAttribution
+    from tlscopes.protocols import GenerationAttributionLike
 
 # How many source tokens and predictions the page's step table lists per step.
 TABLE_TOP = 3
 
 
-def _check_index(result: GenerationAttribution, index: int) -> None:
+def _check_index(result: GenerationAttributionLike, index: int) -> None:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(result):
         raise IndexError(f"prompt {index!r} is out of range for {len(result)} prompts")
 
 
 def generation_heatmap(
-    result: GenerationAttribution, index: int = 0, *, normalize: str = "step"
+    result: GenerationAttributionLike, index: int = 0, *, normalize: str = "step"
 ) -> Figure:
     """Generated step (rows) x source token (columns) for one prompt.
 
@@ -74,7 +74,7 @@ def generation_heatmap(
     return figure
 
 
-def confidence_trace(result: GenerationAttribution, index: int = 0) -> Figure:
+def confidence_trace(result: GenerationAttributionLike, index: int = 0) -> Figure:
     """beta_eff = ||y|| (top) and the next-token entropy in nats (bottom) at each step."""
     _check_index(result, index)
     count = int(result.generated_lengths[index])
@@ -104,7 +104,7 @@ def _code(token: str) -> str:
     return f"<code>{html.escape(repr(token))}</code>"
 
 
-def _parameters(result: GenerationAttribution, index: int) -> str:
+def _parameters(result: GenerationAttributionLike, index: int) -> str:
     settings = result.info.get("parameters", {})
     rows = [
         ("method", METHOD_NOTES.get(result.method, result.method)),
@@ -121,7 +121,7 @@ def _parameters(result: GenerationAttribution, index: int) -> str:
     return f'<table class="parameters">{cells}</table>'
 
 
-def _step_table(result: GenerationAttribution, index: int) -> str:
+def _step_table(result: GenerationAttributionLike, index: int) -> str:
     rows = []
     for step in range(int(result.generated_lengths[index])):
         sources = ", ".join(
@@ -151,7 +151,7 @@ def _step_table(result: GenerationAttribution, index: int) -> str:
     )
 
 
-def _step_view(result: GenerationAttribution, index: int) -> Widget:
+def _step_view(result: GenerationAttributionLike, index: int) -> Widget:
     """The whole text with one row of values per step (each over its step's largest score)."""
     tokens = result.tokens[index]
     rows, labels = [], []
@@ -163,7 +163,7 @@ def _step_view(result: GenerationAttribution, index: int) -> Widget:
     return colored_tokens_multi(tokens, rows, labels)
 
 
-def generation_html(result: GenerationAttribution) -> str:
+def generation_html(result: GenerationAttributionLike) -> str:
     """One self-contained page for every prompt of the result."""
     parts: list[str | Widget] = []
     for index in range(len(result)):

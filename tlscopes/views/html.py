@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 if TYPE_CHECKING:
-    from tlscopes.results.attribution import Attribution
+    from tlscopes.protocols import AttributionLike
 
 POSITIVE_COLOR = "#1f5fbf"
 # How many tokens the per-prompt table of the highest scores lists.
@@ -228,7 +228,7 @@ def _format_detail(value: Any) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
-def _parameters(attribution: Attribution, index: int) -> list[tuple[str, str]]:
+def _parameters(attribution: AttributionLike, index: int) -> list[tuple[str, str]]:
     """(name, escaped HTML value) rows: the method, model, explained position and scope details."""
     tokens = attribution.tokens[index]
     position = int(attribution.positions[index])
@@ -259,7 +259,7 @@ def _parameters(attribution: Attribution, index: int) -> list[tuple[str, str]]:
     return rows
 
 
-def _tables(attribution: Attribution, index: int, scores: list[float], peak: float) -> str:
+def _tables(attribution: AttributionLike, index: int, scores: list[float], peak: float) -> str:
     tokens = attribution.tokens[index]
     # Highest first, ties in token order, non-finite scores last.
     order = sorted(
@@ -288,7 +288,7 @@ def _tables(attribution: Attribution, index: int, scores: list[float], peak: flo
     )
 
 
-def _sections(attribution: Attribution) -> list[str | Widget]:
+def _sections(attribution: AttributionLike) -> list[str | Widget]:
     parts: list[str | Widget] = []
     for index, tokens in enumerate(attribution.tokens):
         scores = [float(s) for s in attribution.scores[index, : len(tokens)].double().tolist()]
@@ -310,19 +310,19 @@ def _sections(attribution: Attribution) -> list[str | Widget]:
     return parts
 
 
-def _models(attributions: Sequence[Attribution]) -> str:
+def _models(attributions: Sequence[AttributionLike]) -> str:
     names = dict.fromkeys(item.model_name or "unknown model" for item in attributions)
     return ", ".join(names)
 
 
-def attribution_html(attribution: Attribution) -> str:
+def attribution_html(attribution: AttributionLike) -> str:
     """One self-contained page: per prompt, the scope's parameters, the tokens coloured by
     score with a legend, the highest-scoring tokens and the prediction being explained."""
     title = f"tlscopes: {attribution.method} on {_models([attribution])}"
     return html_page(title, _sections(attribution))
 
 
-def combined_html(attributions: Sequence[Attribution], title: str = "tlscopes report") -> str:
+def combined_html(attributions: Sequence[AttributionLike], title: str = "tlscopes report") -> str:
     """Several results (e.g. the three scopes on one prompt) on one self-contained page, whose
     title names the model(s)."""
     parts = [part for item in attributions for part in _sections(item)]

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import tlscopes as ts
-from analyses import ig_path
+from tlscopes.analysis import PathIntegrand, path_integrand
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 
 
 def test_integrand_at_alpha_one_is_the_semantic_scope_gradient(model):
-    integrand = ig_path.path_integrand(model, TEXT, target=" columbia", alphas=(0.3, 1.0))
+    integrand = path_integrand(model, TEXT, target=" columbia", alphas=(0.3, 1.0))
     semantic = ts.attribute(model, TEXT, ts.SemanticScope(" columbia"))
     torch.testing.assert_close(integrand.norms[1], semantic.scores[0], rtol=1e-9, atol=1e-12)
     assert not torch.allclose(integrand.norms[0], semantic.scores[0])
@@ -24,8 +24,8 @@ def test_integrand_at_alpha_one_is_the_semantic_scope_gradient(model):
 
 def test_integrand_batched_equals_one_alpha_at_a_time(bridge):
     alphas = (0.01, 0.2, 0.7, 1.0)
-    batched = ig_path.path_integrand(bridge, TEXT, alphas=alphas, position=-3)
-    single = ig_path.path_integrand(bridge, TEXT, alphas=alphas, position=-3, batch_size=1)
+    batched = path_integrand(bridge, TEXT, alphas=alphas, position=-3)
+    single = path_integrand(bridge, TEXT, alphas=alphas, position=-3, batch_size=1)
     torch.testing.assert_close(batched.norms, single.norms, rtol=1e-9, atol=1e-12)
     assert batched.norms.shape == (4, len(batched.tokens))
     assert bool((batched.norms[:, batched.position + 1 :] == 0).all())
@@ -37,7 +37,7 @@ def test_integrand_batched_equals_one_alpha_at_a_time(bridge):
 def test_integrand_equals_the_gradient_at_the_scaled_input(bridge):
     """The integrand at alpha is d z / d x~ evaluated at x~ = alpha x (not d z(alpha x) / d x)."""
     alpha = 0.25
-    integrand = ig_path.path_integrand(bridge, TEXT, target=" south", alphas=(alpha,))
+    integrand = path_integrand(bridge, TEXT, target=" south", alphas=(alpha,))
     tokens = bridge.to_tokens(TEXT)
     target = ts.core.scopes.resolve_token(bridge, " south")
     saved = []
@@ -54,7 +54,7 @@ def test_integrand_summaries():
     norms = torch.tensor(
         [[1.0, 1.0, 1.0, 1.0, 9.0], [4.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0, 0.0]]
     )
-    integrand = ig_path.PathIntegrand(
+    integrand = PathIntegrand(
         torch.tensor([0.1, 0.5, 1.0]), norms, ["a"] * 5, torch.arange(5), 3, 0, "a"
     )
     # Position 3 is explained; the 9 after it is ignored.
@@ -69,4 +69,4 @@ def test_integrand_summaries():
 def test_integrand_refuses_bad_alphas(bridge):
     for alphas in ((), (0.0, 1.0), (1.5,)):
         with pytest.raises(ValueError, match="alphas"):
-            ig_path.path_integrand(bridge, TEXT, alphas=alphas)
+            path_integrand(bridge, TEXT, alphas=alphas)

@@ -48,7 +48,8 @@ def test_direction_vectors_are_described_not_stored(bridge):
 def test_baselines_methods_and_the_matrix_record_their_parameters(bridge):
     ig = baselines.integrated_gradients(bridge, TEXT, target=5, n_steps=3, batch_size=2)
     assert ig.info["method"] == "integrated_gradients"
-    assert ig.info["parameters"] == {"n_steps": 3, "batch_size": 2, "position": -1}
+    expected = {"n_steps": 3, "batch_size": 2, "position": -1, "objective": "logit"}
+    assert {key: ig.info["parameters"].get(key) for key in expected} == expected
     assert baselines.random_attribution(bridge, TEXT, seed=7).info["parameters"]["seed"] == 7
     shared = methods.attribute_methods(bridge, TEXT, ["semantic", "input_x_gradient"], target=5)
     assert shared["input_x_gradient"].info["method"] == "input_x_gradient"

@@ -10,11 +10,11 @@ import torch
 from tests.unit.results.test_attribution_file import build_attribution
 from tlscopes.views.explorer_data import (
     is_number_series,
+    masked_positions,
     matrix_payload,
     rounded,
     series_groups,
     series_payload,
-    sink_positions,
 )
 
 
@@ -33,6 +33,7 @@ def matrix_result(**overrides):
         target_probs=torch.tensor([0.5, 0.75]),
         target_tokens=[" on", " ran"],
         details={"eigenvalues": [[2.5], [1.5]]},
+        info={"bos_token_id": 2},
     )
     values.update(overrides)
     return build_attribution(**values)
@@ -99,7 +100,11 @@ def test_series_groups_leave_out_bos_and_delimiters():
     assert series_payload("the cat", ["the", " cat"]) is None
 
 
-def test_only_a_leading_bos_is_masked_by_default():
-    assert sink_positions(["<bos>", "a"]) == [0]
-    assert sink_positions(["a", "<bos>"]) == []
-    assert sink_positions([]) == []
+def test_the_bos_positions_the_provenance_records_are_masked_by_default():
+    assert masked_positions([2, 7, 2], {"bos_token_id": 2}) == [0, 2]
+    assert masked_positions([7, 8], {"bos_token_id": 2}) == []
+    # A result without the record (an old file, a hand-made result) masks nothing.
+    assert masked_positions([2, 7], {}) == []
+    assert masked_positions([2, 7], {"bos_token_id": None}) == []
+    unrecorded = matrix_payload([matrix_result(info={})])
+    assert unrecorded["masked"] == []
