@@ -71,6 +71,7 @@ def load_model(
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _check_model_directory(model_dir, kind)
     tokenizer = _directory_tokenizer(model_dir, kind, AutoTokenizer)
     hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     hf_model.eval()
@@ -89,6 +90,30 @@ def load_model(
 
 # Files a Hugging Face tokenizer is saved as; a directory with none of them has no tokenizer.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+# Weight files save_pretrained writes (sharded ones beside an index).
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def _check_model_directory(model_dir: Path, kind: str) -> None:
+    """Names everything a model directory lacks at once (config, weights, and for the bridge a
+    tokenizer), so that following the advice leads to a model rather than the next error."""
+    missing = []
+    if not (model_dir / "config.json").is_file():
+        missing.append("no config (config.json)")
+    if not any(any(model_dir.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
+        missing.append("no weights (model.safetensors or pytorch_model.bin)")
+    has_tokenizer = any((model_dir / name).exists() for name in _TOKENIZER_FILES)
+    if missing and not has_tokenizer:
+        missing.append(f"no tokenizer ({', '.join(_TOKENIZER_FILES)})")
+    if missing:
+        raise ValueError(
+            f"{model_dir} is not a Hugging Face model directory: it has {', '.join(missing)}; "
+            f"save one with model.save_pretrained({str(model_dir)!r}) and "
+            f"tokenizer.save_pretrained({str(model_dir)!r}), or pass a shipped model name "
+            f"({', '.join(PACKAGED_MODELS)}) or a TransformerLens model name"
+        )
 
 
 def _directory_tokenizer(model_dir: Path, kind: str, auto_tokenizer: Any) -> Any:

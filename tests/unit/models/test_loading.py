@@ -164,3 +164,29 @@ def test_processing_without_fold_ln_is_not_taken_for_folding(family):
     bridge = helpers.build_bridge(hf_model)
     bridge.process_weights(fold_ln=False, center_writing_weights=False, center_unembed=False)
     assert ts.weight_processing(bridge) == ts.models.WeightProcessing(False, False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("contents", ["empty", "config only", "tokenizer only"])
+def test_an_incomplete_directory_names_everything_it_lacks(model_dir, tmp_path, kind, contents):
+    """Following the advice must lead to a model, not to the next missing file."""
+    import shutil
+
+    source = model_dir[0]
+    if contents == "config only":
+        shutil.copy(source / "config.json", tmp_path)
+    if contents == "tokenizer only":
+        for path in source.glob("*token*"):
+            shutil.copy(path, tmp_path)
+    expected = {
+        "empty": "no config (config.json), no weights (model.safetensors or pytorch_model.bin), "
+        "no tokenizer",
+        "config only": "no weights (model.safetensors or pytorch_model.bin), no tokenizer",
+        "tokenizer only": "no config (config.json), no weights (model.safetensors or "
+        "pytorch_model.bin);",
+    }[contents]
+    with pytest.raises(ValueError) as error:
+        ts.load_model(str(tmp_path), kind=kind)
+    message = str(error.value)
+    assert f"{tmp_path} is not a Hugging Face model directory: it has {expected}" in message
+    assert "model.save_pretrained" in message and "smollm2-135m" in message
