@@ -60,6 +60,14 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         help="Integrated Gradients activation budget per batch in GiB, when --ig-batch-size is "
         f"not given (default {DEFAULT_MEMORY_GB:g})",
     )
+    parser.add_argument(
+        "--ig-baseline",
+        choices=("zero", "pad", "bos", "eos", "mean"),
+        default="zero",
+        help="Integrated Gradients' starting point X': zero (default, the paper), the pad, BOS "
+        "or EOS token's embedding at every position, or the mean token embedding (named in "
+        "run.json when not zero)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the random method's seed")
     parser.add_argument(
         "--passages-per-batch",
@@ -163,6 +171,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         ablation=args.ablation,
         eraser=args.eraser,
         loo_limit=args.loo_limit or 0,
+        ig_baseline=args.ig_baseline,
     )
     model = load_with_message(args)
     if args.filler_token is not None:

@@ -2,8 +2,10 @@
 
 * Saliency: ||dz_target/dx_t||_2, the plain gradient norm (equal to Semantic Scope, eq. 11).
 * Input x Gradient (Shrikumar et al. 2017; paper eq. 10): ||x_t * dz_target/dx_t||_2.
-* Integrated Gradients (Sundararajan et al. 2017; paper eq. 13-14): null baseline X' = 0,
-  straight path X(alpha) = alpha X, score ||IG_t||_2.
+* Integrated Gradients (Sundararajan et al. 2017; paper eq. 13-14): the straight path
+  X(alpha) = X' + alpha (X - X') from a baseline X' (the paper's null baseline X' = 0 by
+  default; a pad, BOS or EOS token's embedding at every position, or the mean token embedding:
+  :data:`IG_BASELINES`), score ||IG_t||_2.
 * Random: seeded uniform scores, a ranking that knows nothing about the model.
 
 Input x Gradient and Integrated Gradients differentiate an *objective* of the target token:
@@ -33,11 +35,15 @@ from tlscopes.core.scopes import LogProbScope, Scope, SemanticScope, resolve_tar
 from tlscopes.models.facts import unembedding
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results.attribution import Attribution
+from tlscopes.tokens import bos_token_id, eos_token_id, pad_token_id
 
 Target = int | str | Sequence[int | str] | Tensor | None
 
 Objective = Literal["logit", "log_prob"]
 OBJECTIVES: tuple[str, ...] = ("logit", "log_prob")
+
+IntegratedGradientsBaseline = Literal["zero", "pad", "bos", "eos", "mean"]
+IG_BASELINES: tuple[str, ...] = ("zero", "pad", "bos", "eos", "mean")
 
 DEFAULT_N_STEPS = 100
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per batch of path points
@@ -218,6 +224,24 @@ def scaled_by(scale: Tensor) -> EmbeddingTransform:
     return along_path
 
 
+def along_path(scale: Tensor, baseline: Tensor | None = None) -> EmbeddingTransform:
+    """The transform that puts batch row b at X'_b + alpha_b (X_b - X'_b) on the straight path
+    (paper eq. 13); a None baseline is the null baseline, alpha_b X_b (:func:`scaled_by`).
+
+    >>> along_path(torch.tensor([0.5]), torch.full((1, 1, 1), 2.0))(torch.ones(1, 1, 1)).item()
+    1.5
+    """
+    if baseline is None:
+        return scaled_by(scale)
+
+    def to_path_point(x: Tensor) -> Tensor:
+        start = baseline.to(device=x.device, dtype=x.dtype)
+        alpha = scale.to(device=x.device, dtype=x.dtype)[:, None, None]
+        return start + alpha * (x - start)
+
+    return to_path_point
+
+
 def path_gradient_sum(
     model: TransformerLensModel,
     prepared: PreparedInputs,
@@ -226,13 +250,16 @@ def path_gradient_sum(
     alphas: Tensor,
     weights: Tensor,
     batch_size: int,
+    baseline: Tensor | None = None,
 ) -> Tensor:
-    """sum_k weights_k grad_x f(alpha_k X) for each prompt [n_prompts, pos, d_model]: the
-    gradients along the straight path that Integrated Gradients averages (paper eq. 13).
+    """sum_k weights_k grad_x f(X' + alpha_k (X - X')) for each prompt [n_prompts, pos,
+    d_model]: the gradients along the straight path that Integrated Gradients averages (paper
+    eq. 13).
 
     Every (prompt, path point) pair is one row of a batch; rows run `batch_size` at a time
-    through the engine with the input scaled by alpha_k (the gradient is taken at the scaled
-    input). `scope_for(ids)` gives the scope explaining a batch whose rows target `ids`.
+    through the engine with the input moved to its path point (the gradient is taken there).
+    `scope_for(ids)` gives the scope explaining a batch whose rows target `ids`. `baseline` is
+    X' [n_prompts, pos, d_model]; None is the null baseline X' = 0.
     """
     n_prompts = prepared.tokens.shape[0]
     pairs = [(b, a) for b in range(n_prompts) for a in range(len(alphas))]
@@ -245,7 +272,9 @@ def path_gradient_sum(
             prepared.tokens[rows], prepared.lengths[rows], prepared.positions[rows]
         )
         scope = scope_for(target_ids[rows])
-        result = prompt_gradients(model, chunk_inputs, [scope], transform=scaled_by(alphas[points]))
+        start_points = None if baseline is None else baseline[rows.to(baseline.device)]
+        transform = along_path(alphas[points], start_points)
+        result = prompt_gradients(model, chunk_inputs, [scope], transform=transform)
         grads = result.gradients[0][:, 0].cpu()
         grads = grads * weights[points].to(grads.dtype)[:, None, None]
         if summed is None:
@@ -253,6 +282,88 @@ def path_gradient_sum(
         summed.index_add_(0, rows, grads)
     assert summed is not None
     return summed
+
+
+class _EmbeddingTaken(Exception):
+    """Stops a forward pass once ``hook_embed`` has been read."""
+
+
+def token_embeddings(model: TransformerLensModel, token_ids: Tensor) -> Tensor:
+    """What ``hook_embed`` outputs for each token id [n] -> [n, d_model]: the input embedding
+    x_t the attribution differentiates (with any scaling the model applies there, e.g. Gemma's
+    sqrt(d_model) where TransformerLens folds it into W_E). Each id runs as its own length-1
+    sequence and the pass stops at ``hook_embed``."""
+    taken: dict[str, Tensor] = {}
+
+    def take(tensor: Tensor, *, hook: Any) -> Tensor:
+        taken["x"] = tensor[:, 0].detach().clone()
+        raise _EmbeddingTaken
+
+    tokens = token_ids.reshape(-1, 1).to(model.W_U.device)
+    with torch.no_grad(), model.hooks(fwd_hooks=[("hook_embed", take)]):
+        try:
+            model(tokens)
+        except _EmbeddingTaken:
+            pass
+    return taken["x"]
+
+
+def mean_token_embedding(model: TransformerLensModel, chunk: int = 8192) -> Tensor:
+    """The mean of :func:`token_embeddings` over the whole vocabulary [d_model], accumulated in
+    float64 over chunks of `chunk` ids."""
+    d_vocab = int(model.cfg.d_vocab)
+    total: Tensor | None = None
+    for start in range(0, d_vocab, chunk):
+        ids = torch.arange(start, min(d_vocab, start + chunk))
+        part = token_embeddings(model, ids).double().sum(dim=0)
+        total = part if total is None else total + part
+    assert total is not None
+    return total / d_vocab
+
+
+_SPECIAL_IDS = {"pad": pad_token_id, "bos": bos_token_id, "eos": eos_token_id}
+
+
+def check_ig_baseline(baseline: str) -> None:
+    if baseline not in IG_BASELINES:
+        raise ValueError(
+            f"unknown Integrated Gradients baseline {baseline!r}; choose from "
+            f"{', '.join(IG_BASELINES)}"
+        )
+
+
+def baseline_token_id(model: TransformerLensModel, baseline: str) -> int | None:
+    """The token whose embedding a ``"pad"``, ``"bos"`` or ``"eos"`` baseline puts at every
+    position (from :mod:`tlscopes.tokens`); None for ``"zero"`` and ``"mean"``. A model without
+    that token raises, naming the baselines it can use."""
+    check_ig_baseline(baseline)
+    if baseline not in _SPECIAL_IDS:
+        return None
+    token = _SPECIAL_IDS[baseline](model)
+    if token is None:
+        raise ValueError(
+            f"this model has no {baseline} token (its tokenizer and config name none), so the "
+            f"Integrated Gradients baseline {baseline!r} is undefined; use zero or mean"
+        )
+    return token
+
+
+def baseline_embeddings(
+    model: TransformerLensModel, embeddings: Tensor, baseline: str
+) -> Tensor | None:
+    """Integrated Gradients' starting point X' shaped like `embeddings` [batch, pos, d_model]:
+    None for ``"zero"`` (the null baseline), else the same vector at every position: the pad,
+    BOS or EOS token's embedding (:func:`token_embeddings`), or the mean token embedding over
+    the vocabulary (:func:`mean_token_embedding`)."""
+    token = baseline_token_id(model, baseline)
+    if baseline == "zero":
+        return None
+    if token is None:
+        vector = mean_token_embedding(model)
+    else:
+        vector = token_embeddings(model, torch.tensor([token]))[0]
+    vector = vector.to(device=embeddings.device, dtype=embeddings.dtype)
+    return vector.expand(embeddings.shape).clone()
 
 
 def integrated_gradients(
@@ -267,19 +378,23 @@ def integrated_gradients(
     top_k: int = 10,
     objective: Objective = "logit",
     path_points: Sequence[float] | None = None,
+    baseline: IntegratedGradientsBaseline = "zero",
 ) -> Attribution:
-    """Integrated Gradients (paper eq. 13-14) with the null baseline and the straight path.
+    """Integrated Gradients (paper eq. 13-14) on the straight path from a baseline X'.
 
-    IG_t = x_t * (1/n) sum_k dz_target/dx_t evaluated at alpha_k X, alpha_k = (k - 1/2)/n: the
-    midpoint Riemann sum of the integral in eq. 13 (exact as n_steps -> infinity; its error
-    falls as 1/n_steps^2 for a smooth path). The score is ||IG_t||_2 (eq. 14). Every token,
-    BOS included, goes to zero along the path, as in the paper.
+    IG_t = (x_t - x'_t) * (1/n) sum_k dz_target/dx_t evaluated at X' + alpha_k (X - X'),
+    alpha_k = (k - 1/2)/n: the midpoint Riemann sum of the integral in eq. 13 (exact as
+    n_steps -> infinity; its error falls as 1/n_steps^2 for a smooth path). The score is
+    ||IG_t||_2 (eq. 14). Every token, BOS included, starts at the baseline, as in the paper
+    (where X' = 0).
 
-    The path is not smooth near alpha = 0 for RMSNorm models (Llama, SmolLM2): RMSNorm(alpha x)
-    no longer depends on alpha once alpha |x| >> sqrt(eps), so z jumps within a tiny interval
-    at the start of the path that a uniform grid does not resolve, and the completeness gap
-    stays large (on SmolLM2 with 5 points, typically ~10 logits) until n_steps is very large.
-    LayerNorm models with moderate eps converge as expected.
+    The null path is not smooth near alpha = 0 for RMSNorm models (Llama, SmolLM2):
+    RMSNorm(alpha x) no longer depends on alpha once alpha |x| >> sqrt(eps), so z jumps within
+    a tiny interval at the start of the path that a uniform grid does not resolve, and the
+    completeness gap stays large (on SmolLM2 with 5 points, typically ~10 logits) until n_steps
+    is very large. LayerNorm models with moderate eps converge as expected, and so does a
+    baseline that is not zero at any position (pad, BOS, EOS, mean), which keeps the normalised
+    input away from 0 along the whole path.
 
     Path points of all prompts are run in batches of `batch_size` sequences; by default as many
     as fit in `memory_budget` bytes of activations (:func:`path_batch_size`).
@@ -289,17 +404,23 @@ def integrated_gradients(
         objective: ``"logit"`` (z_target, the paper) or ``"log_prob"`` (log p(target)).
         path_points: the authors' script's variant instead of the midpoint rule: these alphas
             (it used 0.2, 0.4, ..., 1.0), with the gradient taken with respect to the embedding
-            *before* it is scaled, so each point's gradient carries a factor alpha:
-            IG_t = x_t * (1/n) sum_alpha alpha grad f(alpha X). It is not a path integral's
-            estimate, so no completeness check is reported. n_steps is then len(path_points).
+            *before* it moves along the path, so each point's gradient carries a factor alpha:
+            IG_t = (x_t - x'_t) * (1/n) sum_alpha alpha grad f(X' + alpha (X - X')). It is not a
+            path integral's estimate, so no completeness check is reported. n_steps is then
+            len(path_points).
+        baseline: X' (:data:`IG_BASELINES`): ``"zero"`` (the paper), ``"pad"``, ``"bos"`` or
+            ``"eos"`` (that token's ``hook_embed`` output at every position; ids from
+            :mod:`tlscopes.tokens`), or ``"mean"`` (the mean ``hook_embed`` output over the
+            vocabulary, at every position).
 
     Returns:
-        An Attribution whose details hold n_steps, batch_size, the objective, and (midpoint
-        rule, logit objective) per prompt the completeness check: ig_sum (sum of IG over tokens
-        and dimensions), logit_difference (z(X) - z(0)) and completeness_gap (their
-        difference), which shrinks with n_steps.
+        An Attribution whose details hold n_steps, batch_size, the objective, the baseline, and
+        (midpoint rule, logit objective) per prompt the completeness check: ig_sum (sum of IG
+        over tokens and dimensions), logit_difference (z(X) - z(X')) and completeness_gap
+        (their difference), which shrinks with n_steps.
     """
     check_objective(objective)
+    check_ig_baseline(baseline)
     prepared = prepare_inputs(model, inputs, position)
     if path_points is None:
         alphas = path_alphas(n_steps)
@@ -312,6 +433,7 @@ def integrated_gradients(
         weights = alphas / n_steps  # the chain rule of the gradient at the unscaled input
     full = scaled_forward(model, prepared)
     target_ids = resolve_target_ids(model, target, prepared, full.logits)
+    start = baseline_embeddings(model, full.embeddings, baseline)
     n_prompts, n_positions = prepared.tokens.shape
     if batch_size is None:
         batch_size = path_batch_size(model, n_positions, memory_budget)
@@ -325,23 +447,32 @@ def integrated_gradients(
         alphas,
         weights,
         batch_size,
+        start,
     )
-    ig = full.embeddings.cpu().to(mean.dtype) * mean
+    difference_from_baseline = full.embeddings if start is None else full.embeddings - start
+    ig = difference_from_baseline.cpu().to(mean.dtype) * mean
     details: dict[str, Any] = {
         "n_steps": n_steps,
         "batch_size": batch_size,
         "differentiates": objective,
+        "baseline": baseline,
     }
     parameters: dict[str, Any] = {
         "n_steps": n_steps,
         "batch_size": batch_size,
         "position": position,
         "objective": objective,
+        "baseline": baseline,
     }
+    if baseline in _SPECIAL_IDS:
+        details["baseline_token_id"] = baseline_token_id(model, baseline)
     if path_points is not None:
         details["alphas"] = parameters["path_points"] = alphas.tolist()
     elif objective == "logit":
-        null = scaled_forward(model, prepared, scale=0.0)
+        if start is None:
+            null = scaled_forward(model, prepared, scale=0.0)
+        else:
+            null = prompt_gradients(model, prepared, [], transform=lambda x: start.to(x))
         difference = target_logit(model, full, target_ids) - target_logit(model, null, target_ids)
         difference = difference.double()
         ig_sum = ig.double().sum(dim=(1, 2))
@@ -399,6 +530,14 @@ def random_attribution(
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_N_STEPS",
+    "IG_BASELINES",
+    "IntegratedGradientsBaseline",
+    "along_path",
+    "baseline_embeddings",
+    "baseline_token_id",
+    "check_ig_baseline",
+    "mean_token_embedding",
+    "token_embeddings",
     "OBJECTIVES",
     "Objective",
     "check_objective",

@@ -125,7 +125,7 @@ def _build_registry() -> dict[str, Method]:
         ),
         Method(
             "integrated_gradients",
-            "Integrated Gradients, null baseline: ||IG_t|| (eq. 13-14)",
+            "Integrated Gradients from a baseline (zero by default): ||IG_t|| (eq. 13-14)",
             True,
             baselines.integrated_gradients,
             objectives=baselines.OBJECTIVES,
@@ -228,7 +228,9 @@ def attribute_methods(
         memory_budget: Integrated Gradients' activation memory per batch, in bytes.
         seed: the random method's seed.
         method_options: extra options per method name, e.g. ``{"input_x_gradient":
-            {"objective": "log_prob"}}``; an objective must be one the method declares. A
+            {"objective": "log_prob"}}`` or ``{"integrated_gradients": {"baseline": "pad"}}``
+            (:data:`tlscopes.methods.baselines.IG_BASELINES`); an objective must be one the
+            method declares. A
             method with a non-default objective runs on its own instead of in the shared pass.
 
     Returns:

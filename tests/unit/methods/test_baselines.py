@@ -142,3 +142,88 @@ def test_default_target_is_the_top_prediction():
     assert int(result.target_ids[0]) == int(result.top_token_ids[0, 0])
     result = baselines.input_x_gradient(model, PROMPT)
     assert int(result.target_ids[0]) == int(result.top_token_ids[0, 0])
+
+
+def expected_start(model, baseline):
+    """X' by hand from W_E: a special token's row, or the mean row (the tiny models apply no
+    scaling at hook_embed)."""
+    W_E = model.W_E.detach()
+    ids = {"pad": model.tokenizer.pad_token_id, "bos": model.tokenizer.bos_token_id}
+    ids["eos"] = model.tokenizer.eos_token_id
+    return W_E.mean(dim=0) if baseline == "mean" else W_E[ids[baseline]]
+
+
+@pytest.mark.parametrize("baseline", ["pad", "bos", "eos", "mean"])
+def test_integrated_gradients_baseline_embedding_and_riemann_sum(model, baseline):
+    """IG_t = (x_t - x'_t) * (1/n) sum_k dz/dx_t(X' + alpha_k (X - X')) from jacrev, with X' the
+    baseline token's (or the mean) embedding at every position."""
+    target = resolve_token(model, " rome")
+    tokens = model.to_tokens(PROMPT)[0]
+    x = embeddings_of(model, tokens)
+    start_vector = expected_start(model, baseline)
+    ids = {"pad": 2, "bos": 0, "eos": 1}
+    assert (
+        baseline == "mean"
+        or int(model.tokenizer.convert_tokens_to_ids(f"<{baseline}>")) == ids[baseline]
+    )
+    start = start_vector.expand_as(x)
+    used = baselines.baseline_embeddings(model, x[None], baseline)
+    torch.testing.assert_close(used[0], start, rtol=1e-12, atol=1e-12)
+    z = target_logit_fn(model, tokens, len(tokens) - 1, target)
+    n_steps = 3
+    alphas = [(k + 0.5) / n_steps for k in range(n_steps)]
+    mean_gradient = sum(jacrev(z)(start + a * (x - start)) for a in alphas) / n_steps
+    expected = ((x - start) * mean_gradient).norm(dim=-1)
+    result = baselines.integrated_gradients(
+        model, PROMPT, target=" rome", n_steps=n_steps, baseline=baseline
+    )
+    assert_close(result.scores[0], expected)
+    assert result.details["baseline"] == baseline
+    assert result.info["parameters"]["baseline"] == baseline
+    with torch.no_grad():
+        difference = float(z(x) - z(start))
+    assert result.details["logit_difference"][0] == pytest.approx(difference, rel=1e-9)
+
+
+@pytest.mark.parametrize("baseline", ["zero", "pad", "bos", "eos", "mean"])
+def test_integrated_gradients_completeness_holds_for_each_baseline(baseline):
+    """With many path points sum_t IG_t = z(X) - z(X') for that baseline's X' (LayerNorm model:
+    z is smooth along every straight path, the null one included)."""
+    model = helpers.build_bridge(helpers.build_hf_gpt2())
+    result = baselines.integrated_gradients(
+        model, PROMPT, target=" rome", n_steps=400, baseline=baseline
+    )
+    difference = result.details["logit_difference"][0]
+    tokens = model.to_tokens(PROMPT)[0]
+    x = embeddings_of(model, tokens)
+    start = torch.zeros_like(x) if baseline == "zero" else expected_start(model, baseline)
+    z = target_logit_fn(model, tokens, len(tokens) - 1, resolve_token(model, " rome"))
+    with torch.no_grad():
+        assert difference == pytest.approx(float(z(x) - z(start.expand_as(x))), rel=1e-9)
+    assert abs(difference) > 1e-3
+    assert abs(result.details["completeness_gap"][0]) < 1e-4 * abs(difference)
+
+
+def test_integrated_gradients_rejects_an_unknown_baseline_and_a_missing_token():
+    model = helpers.build_bridge()
+    with pytest.raises(ValueError, match="unknown Integrated Gradients baseline 'unk'.*zero"):
+        baselines.integrated_gradients(model, PROMPT, n_steps=1, baseline="unk")
+    tokens = model.to_tokens(PROMPT)
+    model.tokenizer.pad_token = None
+    with pytest.raises(ValueError, match="no pad token"):
+        baselines.integrated_gradients(model, tokens, n_steps=1, baseline="pad")
+
+
+def test_ig_baseline_reaches_the_evaluation_settings_and_run_json():
+    from tlscopes.evaluation.ablation import Settings, evaluate_passage
+
+    assert "ig_baseline" not in Settings().record()
+    settings = Settings(ig_baseline="pad", n_steps=2)
+    assert settings.record()["ig_baseline"] == "pad"
+    with pytest.raises(ValueError, match="baseline"):
+        Settings(ig_baseline="nothing")
+    model = helpers.build_bridge()
+    rows = evaluate_passage(model, PROMPT, ["integrated_gradients"], settings=settings)
+    alone = Settings(n_steps=2)
+    zero_rows = evaluate_passage(model, PROMPT, ["integrated_gradients"], settings=alone)
+    assert rows[0]["completeness_gap"] != zero_rows[0]["completeness_gap"]
