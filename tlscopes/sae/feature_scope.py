@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tlscopes.core.hooks import Capture, HookList
+from tlscopes.core.hooks import Capture, HookList, StopForward
 from tlscopes.core.scopes import Scope, ScopeDirections, ScopeInputs
 from tlscopes.sae.model import SAE
 
@@ -27,22 +27,32 @@ class FlatExplain:
     flattened ([states, d]; ``attn.hook_z``'s heads and d_head become one axis, as SAEs read it).
 
     Equal for the same capture and name, so the engine attaches it once per forward pass.
+
+    With ``stop_width`` (d_model) it also ends the forward pass there: nothing after the hook
+    point can influence what it captured. y is then not computed, and a zero placeholder
+    [states, stop_width] stands in for it, so only a caller that reads no prediction may use
+    it (:func:`tlscopes.attribute_features`).
     """
 
     capture: Capture
     name: str
+    stop_width: int | None = None
 
     def __call__(self, tensor: Tensor, *, hook: Any) -> Tensor:
         capture = self.capture
         device = tensor.device
         picked = tensor[capture.rows.to(device), capture.positions.to(device)]
         capture.explained[self.name] = picked.flatten(start_dim=1)
+        if self.stop_width is not None:
+            capture.final_state = tensor.new_zeros(len(capture.positions), self.stop_width)
+            raise StopForward
         return tensor
 
 
-def sae_hooks(sae: SAE, capture: Capture) -> HookList:
-    """The capture's hooks and the one that keeps the SAE's input at the explained positions."""
-    return capture.hooks() + [(sae.hook, FlatExplain(capture, sae.hook))]
+def sae_hooks(sae: SAE, capture: Capture, stop_width: int | None = None) -> HookList:
+    """The capture's hooks and the one that keeps the SAE's input at the explained positions
+    (and, with `stop_width`, stops the forward pass there; see :class:`FlatExplain`)."""
+    return capture.hooks() + [(sae.hook, FlatExplain(capture, sae.hook, stop_width))]
 
 
 def explained_activation(sae: SAE, inputs: ScopeInputs) -> Tensor:

@@ -1,7 +1,7 @@
 """Many SAE features at once: which input tokens drive each feature active at a position.
 
-``attribute_features`` runs one forward pass (the engine's, with parameter gradients off), reads
-the SAE's input h at the explained position, picks the features ("active": those that fire
+``attribute_features`` runs one forward pass (the engine's, with parameter gradients off), up to
+the SAE's hook point only (nothing after it can influence the features), reads the SAE's input h at the explained position, picks the features ("active": those that fire
 there; or given ids), and pulls every feature's d pre_f / dh back to the token embeddings
 through the one recorded graph, several features per batched input-only backward pass
 (:func:`tlscopes.core.engine.scope_gradients`). k features cost one forward pass and
@@ -49,6 +49,7 @@ class FeatureSetScope(Scope):
 
     sae: SAE
     requested: tuple[int, ...] | None = None  # None: the active features
+    stop_width: int | None = None  # d_model: stop the forward pass at the SAE's hook point
     name: ClassVar[str] = "features"
 
     @property
@@ -56,7 +57,7 @@ class FeatureSetScope(Scope):
         return self.sae.hook
 
     def hooks(self, capture: Capture) -> HookList:
-        return sae_hooks(self.sae, capture)
+        return sae_hooks(self.sae, capture, self.stop_width)
 
     def directions(self, inputs: ScopeInputs) -> ScopeDirections:
         h = explained_activation(self.sae, inputs)
@@ -157,7 +158,9 @@ def attribute_features(
             f"attribute_features explains one prompt; got {prepared.tokens.shape[0]}. Call it "
             "once per prompt"
         )
-    scope = FeatureSetScope(sae, requested)
+    # The forward pass stops at the SAE's hook point: later layers cannot influence the
+    # features, and no prediction is reported.
+    scope = FeatureSetScope(sae, requested, stop_width=int(model.cfg.d_model))
     passed = scope_gradients(
         model,
         prepared.tokens,

@@ -1,0 +1,233 @@
+"""attribute_features against the ways one could get the same 64 features' token scores, in one run.
+
+64 SAE features at 256 tokens on the shipped SmolLM2-135M (``ts.load_model()``), with a random
+TopK SAE (k = 64, so "active" is exactly 64 features) at ``blocks.3.hook_resid_post``:
+
+* ``attribute_features``: one forward pass and ceil(64 / directions per pass) batched
+  input-only backward passes (tlscopes' engine);
+* 64 separate ``ts.attribute(model, tokens, FeatureScope(sae, f))`` calls;
+* the jacrev recipe: ``torch.func.jacrev`` over per-token embedding scales of the 64 latents'
+  pre-activations (what users copy from ARENA 1.4.2's token_to_latent_gradients; it gives
+  gradient x input along each embedding, a different quantity, so only its time is compared);
+* the plain floor: one forward pass with the embeddings as a leaf, h captured at the hook,
+  then 64 plain ``torch.autograd.grad`` calls (retain_graph), written directly in PyTorch;
+  stopped at the hook point as attribute_features stops, and also run to the end of the model
+  (as ``ts.attribute`` with a FeatureScope does).
+
+The jacrev recipe is timed both with a full forward pass and stopped at the hook.
+
+Times are medians over --repeats after a warm-up (the 64 separate calls: one timed run).
+Peak resident memory (VmHWM, reset before each method) is per method, in MiB. The scores of
+attribute_features, the 64 calls and the floor are compared (largest absolute difference).
+
+    python scripts/benchmark_features.py [--repeats 3] [--tokens 256] [--features 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import tlscopes as ts
+
+warnings.filterwarnings("ignore")
+HOOK = "blocks.3.hook_resid_post"
+
+
+class Stop(Exception):
+    """Stops a plain forward pass once the hook point is reached."""
+
+
+def status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak() -> None:
+    # Writing 5 to clear_refs resets VmHWM to the current resident set (Linux).
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def measure(work: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    """(median seconds, peak MiB above the resident set before, last result)."""
+    result = work()  # warm-up
+    times = []
+    reset_peak()
+    before = status_mib("VmRSS")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), status_mib("VmHWM") - before, result
+
+
+def prompt_tokens(model, length: int) -> torch.Tensor:
+    data = Path(ts.__file__).parent / "data" / "lambada_prompts_500.json"
+    passages = json.loads(data.read_text())
+    texts = [item["text"] if isinstance(item, dict) else str(item) for item in passages]
+    tokens = model.to_tokens(" ".join(texts[:40]))[0]
+    if len(tokens) < length:
+        raise SystemExit(f"only {len(tokens)} tokens of text; lower --tokens")
+    return tokens[:length]
+
+
+def random_sae(d_in: int, width: int, k: int) -> ts.SAE:
+    generator = torch.Generator().manual_seed(0)
+    W_enc = torch.randn(d_in, width, generator=generator) / d_in**0.5
+    return ts.SAE.from_tensors(
+        W_enc=W_enc,
+        b_enc=torch.zeros(width),
+        hook=HOOK,
+        activation="topk",
+        k=k,
+        b_dec=torch.randn(d_in, generator=generator) * 0.1,
+        apply_b_dec_to_input=True,
+        source="random (benchmark_features.py, seed 0)",
+    )
+
+
+def hooked_pre(model, sae: ts.SAE, features: torch.Tensor, position: int, stop: bool):
+    """fn(embeddings or scaled embeddings) -> the features' pre-activations at `position`."""
+
+    def run(tokens: torch.Tensor, patch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        captured = {}
+
+        def embed(tensor, *, hook):
+            return patch(tensor)
+
+        def take(tensor, *, hook):
+            captured["h"] = tensor[0, position]
+            if stop:
+                raise Stop
+            return tensor
+
+        with model.hooks(fwd_hooks=[("hook_embed", embed), (HOOK, take)]):
+            try:
+                model(tokens[None])
+            except Stop:
+                pass
+        return sae.pre_activations(captured["h"])[features.to(captured["h"].device)]
+
+    return run
+
+
+def floor(model, tokens, sae, features, position, stop: bool) -> torch.Tensor:
+    """One forward pass, then one plain input-only backward pass per feature."""
+    leaf = {}
+
+    def patch(tensor):
+        leaf["x"] = tensor.detach().requires_grad_(True)
+        return leaf["x"]
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        pre = hooked_pre(model, sae, features, position, stop)(tokens, patch)
+        rows = []
+        for index in range(len(features)):
+            (grad,) = torch.autograd.grad(pre[index], leaf["x"], retain_graph=True)
+            rows.append(grad[0].norm(dim=-1))
+        return torch.stack(rows).detach()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def jacrev_recipe(model, tokens, sae, features, position, stop: bool) -> torch.Tensor:
+    """d latent / d (per-token scale of the embeddings), by torch.func.jacrev: [feature, pos]."""
+    run = hooked_pre(model, sae, features, position, stop)
+
+    def latents(scales: torch.Tensor) -> torch.Tensor:
+        return run(tokens, lambda tensor: tensor * scales[None, :, None])
+
+    scales = torch.ones(len(tokens), dtype=model.W_U.dtype)
+    return torch.func.jacrev(latents)(scales).detach()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--features", type=int, default=64)
+    parser.add_argument("--width", type=int, default=16384)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    model = ts.load_model()
+    tokens = prompt_tokens(model, args.tokens)
+    position = len(tokens) - 1
+    sae = random_sae(int(model.cfg.d_model), args.width, args.features)
+    print(
+        f"date {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, model "
+        f"{model.cfg.model_name} ({type(model).__name__}), {len(tokens)} tokens, random TopK SAE "
+        f"d_sae={sae.d_sae} k={sae.k} at {HOOK}, loaded RSS {status_mib('VmRSS'):.0f} MiB"
+    )
+    rows = {}
+    t, peak, ours = measure(lambda: ts.attribute_features(model, tokens, sae), args.repeats)
+    features = ours.features
+    assert len(features) == args.features, f"{len(features)} features fire, not {args.features}"
+    rows["attribute_features"] = (t, peak)
+
+    def separate():
+        return torch.stack(
+            [ts.attribute(model, tokens, ts.FeatureScope(sae, int(f))).scores[0] for f in features]
+        )
+
+    t, peak, separate_scores = measure(separate, 1)
+    rows[f"{args.features} separate attribute calls"] = (t, peak)
+    t, peak, _ = measure(
+        lambda: jacrev_recipe(model, tokens, sae, features, position), args.repeats
+    )
+    rows["jacrev over token scales"] = (t, peak)
+    t, peak, floor_scores = measure(
+        lambda: floor(model, tokens, sae, features, position, stop=False), args.repeats
+    )
+    rows["plain floor (full forward)"] = (t, peak)
+    t, peak, _ = measure(
+        lambda: floor(model, tokens, sae, features, position, stop=True), args.repeats
+    )
+    rows["plain floor (forward stopped at the hook)"] = (t, peak)
+
+    base = rows["attribute_features"][0]
+    print(f"\n{'method':46s} {'seconds':>9s} {'/ ours':>8s} {'peak MiB':>9s}")
+    for name, (seconds, peak) in rows.items():
+        print(f"{name:46s} {seconds:9.3f} {seconds / base:8.2f} {peak:9.0f}")
+    floor_stopped = rows["plain floor (forward stopped at the hook)"][0]
+    print(
+        f"\nattribute_features (forward stopped at the hook) is "
+        f"{rows[f'{args.features} separate attribute calls'][0] / base:.1f}x faster than "
+        f"{args.features} separate calls, "
+        f"{rows['jacrev over token scales (full forward)'][0] / base:.1f}x / "
+        f"{rows['jacrev over token scales (stopped at the hook)'][0] / base:.1f}x faster than "
+        "the jacrev recipe with a full / stopped forward pass (target >= 10x), and takes "
+        f"{base / floor_stopped:.2f}x the plain floor with the same stopped forward pass and "
+        f"{args.features} plain backward passes (target <= 1.1x)"
+    )
+    print(f"load average during the run: {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(
+        "largest |difference| of the scores: vs the separate calls "
+        f"{float((ours.scores - separate_scores).abs().max()):.2e}, vs the floor "
+        f"{float((ours.scores - floor_scores.cpu()).abs().max()):.2e} (largest score "
+        f"{float(ours.scores.abs().max()):.3g})"
+    )
+    if args.json:
+        payload = {name: {"seconds": s, "peak_mib": p} for name, (s, p) in rows.items()}
+        args.json.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()
