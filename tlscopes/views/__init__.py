@@ -11,6 +11,11 @@ from tlscopes._lazy import lazy_face
 if TYPE_CHECKING:
     from tlscopes.views.explorer import explore, explore_payload
     from tlscopes.views.explorer_data import explore_generation, explore_layers, explore_matrix
+    from tlscopes.views.feature_views import (
+        feature_attribution_html,
+        feature_token_figure,
+        top_features_figure,
+    )
     from tlscopes.views.generation_views import (
         confidence_trace,
         generation_heatmap,
@@ -35,6 +40,9 @@ _HOMES = {
     "generation_heatmap": "tlscopes.views.generation_views",
     "confidence_trace": "tlscopes.views.generation_views",
     "generation_html": "tlscopes.views.generation_views",
+    "feature_attribution_html": "tlscopes.views.feature_views",
+    "feature_token_figure": "tlscopes.views.feature_views",
+    "top_features_figure": "tlscopes.views.feature_views",
 }
 __all__ = sorted(_HOMES)
 __getattr__, __dir__ = lazy_face(__name__, _HOMES, globals())
