@@ -301,3 +301,19 @@ def test_the_command_line_runs_as_a_module_for_torchrun():
         [sys.executable, "-m", "tlscopes.cli", "evaluate", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "--protocol" in done.stdout
+
+
+@pytest.mark.parametrize("kind", ["auto", "bridge"])
+def test_an_unknown_model_name_offline_is_one_line_listing_what_works(kind, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    assert cli.main(["demo", "--model", "nope-model-xyz", "--kind", kind]) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "convert" not in err, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, err
+    line = errors[0]
+    assert line.startswith("tlscopes demo: error: cannot load model 'nope-model-xyz'"), line
+    for form in ("smollm2-135m", "gemma3-270m", "local Hugging Face model directory"):
+        assert form in line, line
+    assert "TransformerLens model name" in line

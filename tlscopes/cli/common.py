@@ -80,13 +80,15 @@ def non_empty_text(text: str) -> str:
 def load_with_message(args: argparse.Namespace) -> Any:
     """Loads the model, saying so first: a first load of a shipped model de-quantises it."""
     from tlscopes.models.loading import load_model
+    from tlscopes.models.packaged import PACKAGED_MODELS
 
-    print(
-        f"loading {args.model} ({args.kind}); the first load of a shipped model converts its "
-        "weights once (about a minute), later loads take seconds",
-        file=sys.stderr,
-        flush=True,
+    first_load = (
+        "; its first load converts the shipped weights once (about a minute), later loads take "
+        "seconds"
+        if args.model in PACKAGED_MODELS
+        else ""
     )
+    print(f"loading {args.model} ({args.kind}){first_load}", file=sys.stderr, flush=True)
     return load_model(args.model, kind=args.kind)
 
 

@@ -153,13 +153,46 @@ def _resolve_kind(kind: ModelKind) -> Literal["hooked", "bridge"]:
 def _load_by_transformer_lens_name(
     name: str, *, dtype: torch.dtype, device: str | torch.device | None, kind: str
 ) -> TransformerLensModel:
-    if kind == "hooked":
-        model = hooked_transformer_class().from_pretrained_no_processing(
-            name, dtype=dtype, device=device
-        )
-    else:
-        model = bridge_class().boot_transformers(name, dtype=dtype, device=device)
+    _check_transformer_lens_name(name, kind)
+    try:
+        if kind == "hooked":
+            model = hooked_transformer_class().from_pretrained_no_processing(
+                name, dtype=dtype, device=device
+            )
+        else:
+            model = bridge_class().boot_transformers(name, dtype=dtype, device=device)
+    except OSError as error:
+        # Hugging Face says "couldn't connect" or "not a valid model identifier" at length;
+        # the user needs to know which names work without the hub.
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            unknown_model_message(name, f"the Hugging Face hub cannot give it: {cause}")
+        ) from error
     return model.eval()
+
+
+def unknown_model_message(name: str, cause: str) -> str:
+    """One line for a model name that cannot be loaded: why, and the names and forms that can."""
+    return (
+        f"cannot load model {name!r} ({cause}); pass a shipped model ("
+        f"{', '.join(PACKAGED_MODELS)}, loaded offline), a local Hugging Face model directory, "
+        f"or a TransformerLens model name (downloaded from the hub)"
+    )
+
+
+def _check_transformer_lens_name(name: str, kind: str) -> None:
+    """Refuses at once, in one line, a name no source can give: HookedTransformer loads only
+    TransformerLens' model list, and a hub name has an owner (``owner/model``) unless it is on
+    that list (``gpt2``)."""
+    from transformer_lens.supported_models import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+
+    known = {official.lower() for official in OFFICIAL_MODEL_NAMES}
+    known.update(alias.lower() for aliases in MODEL_ALIASES.values() for alias in aliases)
+    if name.lower() in known or (kind == "bridge" and "/" in name):
+        return
+    raise ValueError(
+        unknown_model_message(name, "not a directory, and not a name TransformerLens knows")
+    )
 
 
 def _bridge_from_hf(
