@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -246,6 +247,30 @@ def test_notebooks_use_only_public_names_that_exist(path):
     assert missing == [] and private == []
 
 
+# In the prose: `ts.NAME...` and `tlscopes.NAME...` (a dotted path, each step checked).
+MENTION = re.compile(r"\b(ts|tlscopes)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def _mentioned_names(text: str) -> list[tuple[str, str]]:
+    """Every (module, name) step of the ``ts.``/``tlscopes.`` paths written in `text`."""
+    used = []
+    for match in MENTION.finditer(text):
+        base = "tlscopes"
+        for name in match.group(2).split(".")[1:]:
+            used.append((base, name))
+            base = f"{base}.{name}"
+    return used
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_prose_mentions_only_public_names_that_exist(path):
+    notebook = nbformat.read(path, as_version=4)
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    used = _mentioned_names(text)
+    assert used, "the notebook's prose names no tlscopes function"
+    assert [f"{module}.{name}" for module, name in used if not _is_public(module, name)] == []
+
+
 def test_the_name_check_finds_what_it_should():
     source = (
         "import tlscopes as ts\nfrom tlscopes import analysis\n"
@@ -265,3 +290,9 @@ def test_the_name_check_finds_what_it_should():
     assert not _is_public("tlscopes", "core.engine")  # a module, not a name of the face
     assert not _is_public("tlscopes.core", "engine")  # a module, not a face
     assert not _is_public("tlscopes.Attribution", "no_such_method")
+    assert _mentioned_names("see `ts.Attribution.load` and tlscopes.analysis; ts.x2") == [
+        ("tlscopes", "Attribution"),
+        ("tlscopes.Attribution", "load"),
+        ("tlscopes", "analysis"),
+        ("tlscopes", "x2"),
+    ]
