@@ -34,6 +34,7 @@ from tlscopes.cli.explain import (
     run_demo,
 )
 from tlscopes.cli.explore import add_explore_arguments, run_explore
+from tlscopes.cli.features import add_features_arguments, run_features
 from tlscopes.cli.generate import add_generate_arguments, run_generate
 from tlscopes.cli.serve import add_serve_arguments, run_serve
 
@@ -79,6 +80,16 @@ def commands() -> dict[str, Command]:
             "eq. 9). Results are appended per passage; rerunning the same command resumes.",
             add_evaluate_arguments,
             run_evaluate,
+        ),
+        "features": Command(
+            "which input tokens drive each SAE feature active at a position",
+            "Loads an SAE (--sae: a Gemma Scope 2, EleutherAI sparsify or SAELens folder), finds "
+            "the features that fire at the explained position (or --features ids) and scores "
+            "every input token for each of them, ||d pre_f / d x_t||, from one forward pass; "
+            "prints each feature's top tokens and the features the explained token drives, and "
+            "can write an HTML report, a JSON file and a figure.",
+            add_features_arguments,
+            run_features,
         ),
         "generate": Command(
             "generate a continuation and explain every generated token with a scope",
