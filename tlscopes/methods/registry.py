@@ -20,7 +20,7 @@ from typing import Any
 from tlscopes.core.assemble import build_attribution
 from tlscopes.core.engine import attribute
 from tlscopes.core.inputs import Inputs, prepare_inputs
-from tlscopes.core.scopes import DirectionScope, FisherScope, Scope, TemperatureScope
+from tlscopes.core.scopes import DirectionScope, Scope, scope_from_name
 from tlscopes.methods import baselines
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results.attribution import Attribution
@@ -57,13 +57,13 @@ def _fisher(
     position: int = -1,
     rank: int = 1,
 ):
-    return attribute(model, inputs, FisherScope(rank=rank), position=position)
+    return attribute(model, inputs, scope_from_name("fisher", rank=rank), position=position)
 
 
 def _temperature(
     model: TransformerLensModel, inputs: Inputs, *, target: Any = None, position: int = -1
 ):
-    return attribute(model, inputs, TemperatureScope(), position=position)
+    return attribute(model, inputs, scope_from_name("temperature"), position=position)
 
 
 def _semantic(
@@ -262,9 +262,9 @@ def attribute_methods(
         semantic = baselines.semantic_scope(target)
         scopes: list[Scope] = [semantic]
         if "fisher" in shared:
-            scopes.append(FisherScope())
+            scopes.append(scope_from_name("fisher"))
         if "temperature" in shared:
-            scopes.append(TemperatureScope())
+            scopes.append(scope_from_name("temperature"))
         passed = baselines.prompt_gradients(model, prepared, scopes)
         target_ids = passed.directions[0].target_ids
         semantic_scores = passed.scores(0)
