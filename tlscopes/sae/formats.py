@@ -286,7 +286,7 @@ def load_sae(source: Any, *, hook: str | None = None) -> SAE:
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"no SAE at {path}; download it first (docs/guides/sae.md), then pass its folder. "
+            f"no SAE at {path}; download it first (docs/guide/sae.md), then pass its folder. "
             f"For a SAELens release name: {SAELENS_HINT}"
         )
     folder = path.parent if path.is_file() else path
