@@ -1,4 +1,5 @@
-"""Command line: ``tlscopes attribute``, ``demo``, ``evaluate``, ``explore`` and ``serve``.
+"""Command line: ``tlscopes attribute``, ``demo``, ``evaluate``, ``sanity``, ``explore`` and
+``serve``.
 
 The library never prints; this module is where results are turned into text. Argument parsing
 imports neither torch nor TransformerLens, so ``tlscopes --help`` (and every subcommand's
@@ -36,6 +37,7 @@ from tlscopes.cli.explain import (
 from tlscopes.cli.explore import add_explore_arguments, run_explore
 from tlscopes.cli.features import add_features_arguments, run_features
 from tlscopes.cli.generate import add_generate_arguments, run_generate
+from tlscopes.cli.sanity import add_sanity_arguments, run_sanity_command
 from tlscopes.cli.serve import add_serve_arguments, run_serve
 
 __all__ = [
@@ -80,6 +82,15 @@ def commands() -> dict[str, Command]:
             "eq. 9). Results are appended per passage; rerunning the same command resumes.",
             add_evaluate_arguments,
             run_evaluate,
+        ),
+        "sanity": Command(
+            "model-parameter randomisation check of every method (Adebayo et al. 2018)",
+            "Re-initialises the model's blocks (cascading from the top, and each alone), "
+            "explains the LAMBADA / IWSLT passages (or your own) again, and measures how much "
+            "each method's map changed (Spearman rho, top-10% Jaccard) beside how much the "
+            "prediction changed. Results are appended per passage; rerunning resumes.",
+            add_sanity_arguments,
+            run_sanity_command,
         ),
         "features": Command(
             "which input tokens drive each SAE feature active at a position",

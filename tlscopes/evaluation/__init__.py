@@ -18,9 +18,16 @@ if TYPE_CHECKING:
         top_positions,
     )
     from tlscopes.evaluation.datasets import load_hub_passages, load_passages, task_names
-    from tlscopes.evaluation.passages import prepare_passage
     from tlscopes.evaluation.faithfulness import comprehensiveness, filler_token_id, sufficiency
+    from tlscopes.evaluation.passages import prepare_passage
     from tlscopes.evaluation.runner import EvaluationRun, run_evaluation
+    from tlscopes.evaluation.sanity import (
+        SanityRun,
+        SanitySettings,
+        parameter_hash,
+        randomised_blocks,
+        run_sanity,
+    )
     from tlscopes.evaluation.sharding import merge_shards
     from tlscopes.evaluation.statistics import bootstrap_interval, spearman, wilcoxon_signed_rank
     from tlscopes.evaluation.summaries import format_table, paired_tests, summarize
@@ -50,6 +57,11 @@ _HOMES = {
     "comprehensiveness": "tlscopes.evaluation.faithfulness",
     "sufficiency": "tlscopes.evaluation.faithfulness",
     "merge_shards": "tlscopes.evaluation.sharding",
+    "run_sanity": "tlscopes.evaluation.sanity",
+    "SanityRun": "tlscopes.evaluation.sanity",
+    "SanitySettings": "tlscopes.evaluation.sanity",
+    "randomised_blocks": "tlscopes.evaluation.sanity",
+    "parameter_hash": "tlscopes.evaluation.sanity",
 }
 __all__ = sorted(_HOMES)
 __getattr__, __dir__ = lazy_face(__name__, _HOMES, globals())
