@@ -16,8 +16,10 @@ TopK SAE (k = 64, so "active" is exactly 64 features) at ``blocks.3.hook_resid_p
 
 The jacrev recipe is timed both with a full forward pass and stopped at the hook.
 
-Times are medians over --repeats after a warm-up (the 64 separate calls: one timed run).
-Peak resident memory (VmHWM, reset before each method) is per method, in MiB. The scores of
+Times are medians over --repeats interleaved rounds after a warm-up (the 64 separate calls:
+timed in the first round only). Peak resident memory (VmHWM, reset to the current resident set
+before each call) is the process's peak during each method's calls, in MiB (the model's
+weights and the allocator's cache from earlier calls included). The scores of
 attribute_features, the 64 calls and the floor are compared (largest absolute difference).
 
     python scripts/benchmark_features.py [--repeats 3] [--tokens 256] [--features 64]
@@ -60,17 +62,32 @@ def reset_peak() -> None:
         handle.write("5")
 
 
-def measure(work: Callable[[], object], repeats: int) -> tuple[float, float, object]:
-    """(median seconds, peak MiB above the resident set before, last result)."""
-    result = work()  # warm-up
-    times = []
+def timed(work: Callable[[], object]) -> tuple[float, float, object]:
+    """(seconds, peak resident MiB of the process during the call, result) of one call."""
     reset_peak()
-    before = status_mib("VmRSS")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), status_mib("VmHWM") - before, result
+    start = time.perf_counter()
+    result = work()
+    return time.perf_counter() - start, status_mib("VmHWM"), result
+
+
+def measure_all(
+    methods: dict[str, tuple[Callable[[], object], bool]], repeats: int
+) -> tuple[dict[str, tuple[float, float]], dict[str, object]]:
+    """Median seconds and largest peak MiB of each method, timed in interleaved rounds after one
+    warm-up call each (so that a change in the machine's load hits every method alike); a
+    method marked False is timed in the first round only (it is slow)."""
+    results = {name: work() for name, (work, _) in methods.items()}  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    peaks: dict[str, float] = {name: 0.0 for name in methods}
+    for round_index in range(repeats):
+        for name, (work, repeat) in methods.items():
+            if round_index > 0 and not repeat:
+                continue
+            seconds, peak, results[name] = timed(work)
+            times[name].append(seconds)
+            peaks[name] = max(peaks[name], peak)
+    rows = {name: (statistics.median(times[name]), peaks[name]) for name in methods}
+    return rows, results
 
 
 def prompt_tokens(model, length: int) -> torch.Tensor:
@@ -176,40 +193,47 @@ def main() -> None:
         f"{model.cfg.model_name} ({type(model).__name__}), {len(tokens)} tokens, random TopK SAE "
         f"d_sae={sae.d_sae} k={sae.k} at {HOOK}, loaded RSS {status_mib('VmRSS'):.0f} MiB"
     )
-    rows = {}
-    t, peak, ours = measure(lambda: ts.attribute_features(model, tokens, sae), args.repeats)
-    features = ours.features
+    features = ts.attribute_features(model, tokens, sae).features
     assert len(features) == args.features, f"{len(features)} features fire, not {args.features}"
-    rows["attribute_features"] = (t, peak)
+    separate = f"{args.features} separate attribute calls"
 
-    def separate():
+    def separate_calls():
         return torch.stack(
             [ts.attribute(model, tokens, ts.FeatureScope(sae, int(f))).scores[0] for f in features]
         )
 
-    t, peak, separate_scores = measure(separate, 1)
-    rows[f"{args.features} separate attribute calls"] = (t, peak)
-    t, peak, _ = measure(
-        lambda: jacrev_recipe(model, tokens, sae, features, position), args.repeats
-    )
-    rows["jacrev over token scales"] = (t, peak)
-    t, peak, floor_scores = measure(
-        lambda: floor(model, tokens, sae, features, position, stop=False), args.repeats
-    )
-    rows["plain floor (full forward)"] = (t, peak)
-    t, peak, _ = measure(
-        lambda: floor(model, tokens, sae, features, position, stop=True), args.repeats
-    )
-    rows["plain floor (forward stopped at the hook)"] = (t, peak)
-
+    methods = {
+        "attribute_features": (lambda: ts.attribute_features(model, tokens, sae), True),
+        separate: (separate_calls, False),
+        "jacrev over token scales (full forward)": (
+            lambda: jacrev_recipe(model, tokens, sae, features, position, stop=False),
+            True,
+        ),
+        "jacrev over token scales (stopped at the hook)": (
+            lambda: jacrev_recipe(model, tokens, sae, features, position, stop=True),
+            True,
+        ),
+        "plain floor (full forward)": (
+            lambda: floor(model, tokens, sae, features, position, stop=False),
+            True,
+        ),
+        "plain floor (forward stopped at the hook)": (
+            lambda: floor(model, tokens, sae, features, position, stop=True),
+            True,
+        ),
+    }
+    rows, results = measure_all(methods, args.repeats)
+    ours = results["attribute_features"]
+    separate_scores = results[separate]
+    floor_scores = results["plain floor (forward stopped at the hook)"]
     base = rows["attribute_features"][0]
-    print(f"\n{'method':46s} {'seconds':>9s} {'/ ours':>8s} {'peak MiB':>9s}")
+    print(f"\n{'method':46s} {'seconds':>9s} {'/ ours':>8s} {'peak RSS MiB':>13s}")
     for name, (seconds, peak) in rows.items():
-        print(f"{name:46s} {seconds:9.3f} {seconds / base:8.2f} {peak:9.0f}")
+        print(f"{name:46s} {seconds:9.3f} {seconds / base:8.2f} {peak:13.0f}")
     floor_stopped = rows["plain floor (forward stopped at the hook)"][0]
     print(
         f"\nattribute_features (forward stopped at the hook) is "
-        f"{rows[f'{args.features} separate attribute calls'][0] / base:.1f}x faster than "
+        f"{rows[separate][0] / base:.1f}x faster than "
         f"{args.features} separate calls, "
         f"{rows['jacrev over token scales (full forward)'][0] / base:.1f}x / "
         f"{rows['jacrev over token scales (stopped at the hook)'][0] / base:.1f}x faster than "
