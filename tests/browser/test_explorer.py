@@ -15,7 +15,7 @@ from tests import helpers
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.test_reports import IMAGE_HANDLER, LITERAL, SCRIPT_BREAKOUT
 from tests.unit.results.test_attribution_file import build_attribution
-from tlscopes.views.explorer import explore
+from tlscopes.app.explorer import explore
 from tlscopes.views.explorer_data import explore_matrix
 
 TEXT = "the capital of france is paris and the cat sat"
@@ -222,4 +222,42 @@ def test_hostile_tokens_and_titles_stay_text(tmp_path, open_explorer):
     labels = page.locator(".tlx-prediction .tlx-label").all_inner_texts()
     assert labels == [SCRIPT_BREAKOUT, IMAGE_HANDLER]
     assert json.dumps(IMAGE_HANDLER) in page.inner_text(".tlx-status")
+    assert page.errors == [] and page.requests == []
+
+
+def test_a_thousand_token_text_wraps_within_the_window_and_keeps_its_spaces(
+    tmp_path, open_explorer
+):
+    n = 1000
+    tokens = ["<bos>"] + [[" the", " cat", "  sat", ",", "\tand"][i % 5] for i in range(n - 1)]
+    result = build_attribution(
+        scores=torch.linspace(0.0, 1.0, n, dtype=torch.float64)[None],
+        tokens=[tokens],
+        token_ids=torch.arange(n)[None],
+        positions=torch.tensor([n - 1]),
+        top_token_ids=torch.tensor([[5, 6]]),
+        top_tokens=[[" on", " down"]],
+        top_probs=torch.tensor([[0.5, 0.25]]),
+        target_ids=None,
+        target_probs=None,
+        target_tokens=None,
+    )
+    page = open_explorer(explore_matrix(result).save(tmp_path / "long.html").path)
+    window = page.evaluate("window.innerWidth")
+    assert page.evaluate("document.documentElement.scrollWidth") <= window
+    row = page.eval_on_selector(".tlx-tokens", "r => r.getBoundingClientRect().width")
+    assert row <= window
+    lines = page.evaluate(
+        "new Set([...document.querySelectorAll('.tlx-token')]"
+        ".map(s => Math.round(s.getBoundingClientRect().top))).size"
+    )
+    assert lines > 10  # wrapped onto many lines
+    # Every token is shown whole, its spaces and tab kept and visible.
+    assert page.locator(".tlx-token").all_text_contents() == tokens
+    spaced = page.locator(".tlx-token").nth(3)
+    assert spaced.text_content() == "  sat"
+    assert spaced.evaluate("s => getComputedStyle(s).whiteSpace") in ("pre", "break-spaces")
+    narrow = page.locator(".tlx-token").nth(1).evaluate("s => s.getBoundingClientRect().width")
+    wide = spaced.evaluate("s => s.getBoundingClientRect().width")
+    assert wide > narrow  # the two leading spaces take room, not collapsed to one
     assert page.errors == [] and page.requests == []

@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 
 from tlscopes.protocols import TransformerLensModel
-
-SEPARATOR = ","
+from tlscopes.series import SEPARATOR, series_groups
 
 
 def lorenz_x(
@@ -165,19 +164,9 @@ def digit_token_ids(model: TransformerLensModel) -> list[int]:
 
 
 def value_token_groups(tokens: Sequence[str], n_values: int) -> list[list[int]]:
-    """Which token positions spell each value, from the token strings of a serialized prompt.
-
-    Tokens are read left to right: digit characters belong to the current value, a separator
-    ends it; anything else (BOS, spaces) belongs to no value. Returns one list of positions per
-    value; raises if the tokens do not spell `n_values` values.
-    """
-    groups: list[list[int]] = [[]]
-    for position, token in enumerate(tokens):
-        if token.strip().isdigit():
-            groups[-1].append(position)
-        elif token.strip() == SEPARATOR and groups[-1]:
-            groups.append([])
-    groups = [group for group in groups if group]
+    """Which token positions spell each value, from the token strings of a serialized prompt
+    (:func:`tlscopes.series.series_groups`); raises if they do not spell `n_values` values."""
+    groups = series_groups(tokens)
     if len(groups) != n_values:
         raise ValueError(f"the tokens spell {len(groups)} values, expected {n_values}")
     return groups

@@ -1,4 +1,5 @@
-"""The live explorer app: request handling and its Gradio page.
+"""The explorer: every position of a text explained on one offline page, and the live app
+(request handling and its Gradio page).
 
 The names below are imported from their modules on first use."""
 
@@ -9,10 +10,13 @@ from typing import TYPE_CHECKING
 from tlscopes._lazy import lazy_face
 
 if TYPE_CHECKING:
+    from tlscopes.app.explorer import explore, explore_payload
     from tlscopes.app.explorer_app import ExplorerApp, RequestError
     from tlscopes.app.ui import build_blocks, gradio_installed, start
 
 _HOMES = {
+    "explore": "tlscopes.app.explorer",
+    "explore_payload": "tlscopes.app.explorer",
     "ExplorerApp": "tlscopes.app.explorer_app",
     "RequestError": "tlscopes.app.explorer_app",
     "build_blocks": "tlscopes.app.ui",

@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
+from tlscopes.app.explorer import explore_payload
 from tlscopes.core.engine import attribute
 from tlscopes.core.scopes import SCOPE_NAMES, scope_from_name
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results import attribution_file
-from tlscopes.views.explorer import explore_payload
 from tlscopes.views.explorer_data import matrix_payload
 from tlscopes.views.explorer_page import explorer_html
 

@@ -4,7 +4,7 @@ Type a text or a comma-separated number series, pick the scope (Fisher with its 
 Temperature, or Semantic with its target), the position and the model; the page shows the
 tokens coloured by their scores, the prediction's top-k as bars and, for a number series, the
 values with one influence bar each. *Explore every position* shows the offline explorer
-(:mod:`tlscopes.views.explorer`) in a sandboxed frame. Both offer the result as JSON and HTML files.
+(:mod:`tlscopes.app.explorer`) in a sandboxed frame. Both offer the result as JSON and HTML files.
 
 The logic is :class:`tlscopes.app.explorer_app.ExplorerApp`; :class:`AppHandlers` turns its answers into what
 the page shows (plain values, no Gradio, so tests call them directly) and :func:`build_blocks`

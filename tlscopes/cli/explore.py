@@ -56,7 +56,7 @@ def run_explore(args: argparse.Namespace) -> int:
     refuse_existing(args.out, args.overwrite)
     if args.out.is_dir():
         raise UsageError(f"--out {args.out} is a folder; pass a file name such as explorer.html")
-    from tlscopes.views.explorer import explore
+    from tlscopes.app.explorer import explore
 
     model = load_with_message(args)
     report = explore(model, args.text, args.scopes, layers=not args.no_layers).save(args.out)

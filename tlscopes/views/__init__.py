@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from tlscopes._lazy import lazy_face
 
 if TYPE_CHECKING:
-    from tlscopes.views.explorer import explore, explore_payload
     from tlscopes.views.explorer_data import explore_generation, explore_layers, explore_matrix
     from tlscopes.views.feature_views import (
         feature_attribution_html,
@@ -32,8 +31,6 @@ _HOMES = {
     "layer_heatmap": "tlscopes.views.plotting",
     "series_figure": "tlscopes.views.plotting",
     "tokens_page": "tlscopes.views.plotting",
-    "explore": "tlscopes.views.explorer",
-    "explore_payload": "tlscopes.views.explorer",
     "explore_matrix": "tlscopes.views.explorer_data",
     "explore_layers": "tlscopes.views.explorer_data",
     "explore_generation": "tlscopes.views.explorer_data",

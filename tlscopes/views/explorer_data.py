@@ -14,11 +14,10 @@ a generation result), so the result classes can call into this module without an
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tlscopes.analysis.timeseries import SEPARATOR
+from tlscopes.series import SEPARATOR, is_number_series, series_groups
 from tlscopes.views.explorer_page import explorer_report
 
 if TYPE_CHECKING:
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 SIGNIFICANT_DIGITS = 3
-# A comma-separated series of integers (optionally signed or decimal), a trailing comma allowed.
-SERIES_PATTERN = re.compile(r"^\s*-?\d+(\.\d+)?(\s*,\s*-?\d+(\.\d+)?)+\s*,?\s*$")
 SCOPE_NOTES = {
     "fisher": "Fisher Scope: which tokens move the whole predicted distribution (paper eq. 5-6)",
     "temperature": "Temperature Scope: which tokens move the confidence β_eff = ‖y‖ "
@@ -43,29 +40,6 @@ def rounded(value: float) -> float | None:
     if not math.isfinite(value):
         return None
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
-
-
-def is_number_series(text: str) -> bool:
-    """True for text such as "29,30,45," (numbers joined by commas)."""
-    return bool(SERIES_PATTERN.match(text))
-
-
-def series_groups(tokens: Sequence[str]) -> list[list[int]]:
-    """The token positions that spell each number of a comma-separated series.
-
-    Digit, sign and decimal-point characters belong to the current number; a separator ends it;
-    anything else (BOS, spaces) belongs to none. A token that holds digits and a separator
-    (a tokenizer that merges "5,") counts for the number its digits belong to.
-    """
-    groups: list[list[int]] = [[]]
-    for position, token in enumerate(tokens):
-        text = token.strip()
-        body = text.rstrip(SEPARATOR)
-        if body and all(c.isdigit() or c in "-." for c in body) and any(c.isdigit() for c in body):
-            groups[-1].append(position)
-        if text.endswith(SEPARATOR) and groups[-1]:
-            groups.append([])
-    return [group for group in groups if group]
 
 
 def series_payload(text: str, tokens: Sequence[str]) -> dict[str, Any] | None:
@@ -259,13 +233,11 @@ __all__ = [
     "explore_generation",
     "explore_layers",
     "explore_matrix",
-    "is_number_series",
     "layer_map",
     "matrix_payload",
     "rounded",
     "generation_payload",
     "scope_payload",
-    "series_groups",
     "series_payload",
     "masked_positions",
 ]

@@ -9,11 +9,9 @@ import torch
 
 from tests.unit.results.test_attribution_file import build_attribution
 from tlscopes.views.explorer_data import (
-    is_number_series,
     masked_positions,
     matrix_payload,
     rounded,
-    series_groups,
     series_payload,
 )
 
@@ -79,20 +77,8 @@ def test_a_batch_of_different_prompts_is_refused():
         matrix_payload([batch])
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("29,30,45,", True), (" 1, 2, 3", True), ("1.5,-2", True), ("12", False), ("a,1", False)],
-)
-def test_number_series_are_recognised(text, expected):
-    assert is_number_series(text) is expected
-
-
-def test_series_groups_leave_out_bos_and_delimiters():
-    # One token per digit (SmolLM2-like) and merged number tokens (GPT-2-like, "5," merged).
+def test_a_series_payload_needs_tokens_that_spell_the_numbers():
     digits = ["<|endoftext|>", "2", "9", ",", "3", "0", ",", "4", "5", ","]
-    assert series_groups(digits) == [[1, 2], [4, 5], [7, 8]]
-    merged = ["<bos>", "29", ",", " 30", "5,", "7"]  # 29, 305,7
-    assert series_groups(merged) == [[1], [3, 4], [5]]
     payload = series_payload("29,30,45,", digits)
     assert payload == {"values": [29.0, 30.0, 45.0], "groups": [[1, 2], [4, 5], [7, 8]]}
     # Tokens that do not spell the numbers: no time-series view.

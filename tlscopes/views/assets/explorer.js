@@ -111,6 +111,9 @@
       const span = el("span", "tlx-token", token);
       span.dataset.pos = String(position);
       if (rowOf.has(position)) span.classList.add("tlx-selectable");
+      // A line may break between two tokens (<wbr>), so a long text wraps; inside a token every
+      // space stays visible (white-space: break-spaces).
+      if (position > 0) tokens.appendChild(document.createElement("wbr"));
       tokens.appendChild(span);
       return span;
     });

@@ -9,10 +9,10 @@ import pytest
 
 import tlscopes as ts
 from tests import helpers
+from tlscopes.app.explorer import explore
 from tlscopes.core.layers import attribute_layers
 from tlscopes.core.matrix import attribution_matrix
 from tlscopes.core.scopes import scope_from_name
-from tlscopes.views.explorer import explore
 from tlscopes.views.explorer_data import explore_matrix, rounded
 
 TEXT = "the capital of france is paris and the cat sat"
