@@ -6,6 +6,11 @@ interpreter running the tests. Cells tagged ``check-*`` print only facts that do
 the TransformerLens version or model kind (the top token, sink positions, the first generated
 token), so their stored stdout must equal the fresh run's; cells tagged ``figure`` must show a
 PNG in both.
+
+To store fresh outputs, execute each notebook top to bottom in one kernel with progress bars and
+tqdm's widget warning off, so that no cell keeps a stderr output, e.g. from docs/tutorials:
+``TQDM_DISABLE=1 PYTHONWARNINGS="ignore:IProgress not found" OMP_NUM_THREADS=1 jupyter nbconvert
+--to notebook --execute --inplace 01_first_attribution.ipynb``.
 """
 
 from __future__ import annotations
