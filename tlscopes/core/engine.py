@@ -20,6 +20,7 @@ explained at one position each are the same computation.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,14 @@ from tlscopes.core.assemble import build_attribution, check_top_k
 from tlscopes.core.backward import (
     pull_back,
 )
-from tlscopes.core.hooks import Capture, EmbeddingTransform, HookList, frozen_parameters, run_hooked
+from tlscopes.core.checkpointing import Checkpoint, Recomputing, observer, resolve_checkpoint
+from tlscopes.core.hooks import (
+    Capture,
+    EmbeddingTransform,
+    HookList,
+    frozen_parameters,
+    hooked_forward,
+)
 from tlscopes.core.inputs import Inputs, prepare_inputs
 from tlscopes.core.scopes import Scope, ScopeDirections, ScopeInputs
 from tlscopes.models.facts import logit_softcap, unembedding, weight_processing
@@ -101,6 +109,7 @@ def scope_gradients(
     directions_per_pass: int | None = None,
     observe: Sequence[tuple[str, Any]] = (),
     taps: Sequence[str] = (),
+    checkpoint: Checkpoint = "auto",
 ) -> ScopeGradients:
     """The engine: every scope's v^T J_t at every explained position, from one forward pass.
 
@@ -118,6 +127,13 @@ def scope_gradients(
             patterns); they must not change what they see.
         taps: hook point names whose activations are differentiated too (in the same backward
             passes): each scope's gradients with respect to them are in ``tap_gradients``.
+        checkpoint: True recomputes activations in the backward pass a block at a time, with
+            attention that keeps no T x T tensor (:mod:`tlscopes.core.checkpointing`): memory
+            linear in the length, about one more forward pass of time; False keeps every
+            activation (faster for short prompts); ``"auto"`` checkpoints once the plain path's
+            estimated memory passes half the free memory
+            (:func:`tlscopes.core.checkpointing.resolve_checkpoint`). Results are equal either
+            way, to floating-point rounding.
 
     Example:
         >>> prepared = prepare_inputs(model, "The capital of France is")  # doctest: +SKIP
@@ -135,11 +151,26 @@ def scope_gradients(
         scope.check_model(processing)
     taps = list(dict.fromkeys(taps))
     check_hook_names(model, [s.explained_hook for s in scopes if s.explained_hook] + taps)
-    with frozen_parameters(model):  # also leaves any torch.inference_mode() for what follows
+    with frozen_parameters(model), contextlib.ExitStack() as running:
         rows = torch.arange(len(positions)) if rows is None else rows.clone()
         capture = Capture(positions.clone(), transform, rows=rows)
         hooks = _scope_hooks(scopes, capture) + [(n, capture.tap_hook(n)) for n in taps]
-        run_hooked(model, tokens.to(model.W_U.device), hooks + list(observe), grad=bool(scopes))
+        recompute = bool(scopes) and resolve_checkpoint(checkpoint, model, tokens.numel())
+        recomputing = Recomputing()
+        observers = [(n, observer(fn, recomputing)) for n, fn in observe] if recompute else observe
+        running.enter_context(
+            hooked_forward(
+                model,
+                tokens.to(model.W_U.device),
+                hooks + list(observers),
+                grad=bool(scopes),
+                checkpoint=recompute,
+                recomputing=recomputing,
+            )
+        )
+        if not recompute:
+            # Nothing reruns the forward pass: hooks and attention paths go before the backward.
+            running.close()
         if capture.embeddings is None or capture.final_state is None:
             raise RuntimeError(
                 "the forward pass did not reach hook_embed and unembed.hook_in; tlscopes needs a "
@@ -246,6 +277,7 @@ def attribute(
     position: int = -1,
     top_k: int = 10,
     directions_per_pass: int | None = None,
+    checkpoint: Checkpoint = "auto",
 ) -> Attribution:
     """Scores every input token by ||v^T J_t||_2 for the scope's direction(s) v (paper eq. 1-2).
 
@@ -259,6 +291,9 @@ def attribute(
         top_k: how many of the predicted next tokens to keep in the result.
         directions_per_pass: directions pulled back per backward pass for a scope of rank > 1
             (None: the measured default, see :func:`resolve_directions_per_pass`); speed only.
+        checkpoint: recompute activations a block at a time in the backward pass, for long
+            prompts (True, False, or ``"auto"``: see :func:`scope_gradients`); memory and speed
+            only.
 
     Returns:
         An Attribution with scores [batch, pos]; positions after the explained one (and pads)
@@ -275,6 +310,7 @@ def attribute(
         position=position,
         top_k=top_k,
         directions_per_pass=directions_per_pass,
+        checkpoint=checkpoint,
     )
     return result
 
@@ -287,13 +323,14 @@ def attribute_many(
     position: int = -1,
     top_k: int = 10,
     directions_per_pass: int | None = None,
+    checkpoint: Checkpoint = "auto",
 ) -> list[Attribution]:
     """Several scopes from one forward pass.
 
     The directions of all scopes are stacked and pulled back through the one recorded graph
     (:func:`pull_back`), so three scopes cost one forward pass and three input-only backward
     passes, not three of each. Results are identical to calling :func:`attribute` once per
-    scope. `directions_per_pass` as in :func:`attribute`.
+    scope. `directions_per_pass` and `checkpoint` as in :func:`attribute`.
 
     Returns:
         One Attribution per scope, in order.
@@ -317,6 +354,7 @@ def attribute_many(
         scopes,
         positions=prepared.positions,
         directions_per_pass=directions_per_pass,
+        checkpoint=checkpoint,
     )
     return [
         build_attribution(

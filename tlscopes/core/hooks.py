@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from tlscopes._types import Embeddings
+from tlscopes.core.checkpointing import Recomputing, checkpointed_blocks
 from tlscopes.models.facts import EMBED_HOOK, FINAL_STATE_HOOK
 from tlscopes.models.fused_attention import fused_attention
 from tlscopes.protocols import TransformerLensModel
@@ -88,7 +89,9 @@ class Capture:
 
             def keep(tensor: Tensor, *, hook: Any) -> Tensor:
                 device = tensor.device
-                self.explained[name] = tensor[self.rows.to(device), self.positions.to(device)]
+                # The first value only: a checkpointed block's recomputation fires hooks again.
+                taken = tensor[self.rows.to(device), self.positions.to(device)]
+                self.explained.setdefault(name, taken)
                 return tensor
 
             self._explain_hooks[name] = keep
@@ -99,7 +102,7 @@ class Capture:
         if name not in self._tap_hooks:
 
             def keep(tensor: Tensor, *, hook: Any) -> Tensor:
-                self.tapped[name] = tensor
+                self.tapped.setdefault(name, tensor)  # the first value, as in explain_hook
                 return tensor
 
             self._tap_hooks[name] = keep
@@ -174,14 +177,45 @@ def run_hooked(
     Args:
         grad: record the graph (the embeddings leaf needs it); False runs under no_grad.
     """
+    with hooked_forward(model, tokens, hooks, grad=grad):
+        pass
+
+
+@contextlib.contextmanager
+def hooked_forward(
+    model: TransformerLensModel,
+    tokens: Tensor,
+    hooks: list[tuple[str, Callable[..., Any]]],
+    *,
+    grad: bool = True,
+    checkpoint: bool = False,
+    recomputing: Recomputing | None = None,
+) -> Iterator[None]:
+    """Runs the forward pass as :func:`run_hooked` does and keeps its hooks and attention
+    paths in place until the block ends, for backward passes that rerun parts of it.
+
+    Args:
+        grad: as in :func:`run_hooked`.
+        checkpoint: run the blocks checkpointed and attention chunked
+            (:func:`tlscopes.core.checkpointing.checkpointed_blocks`): memory linear in the
+            length, one more forward pass through each block in the backward pass, which must
+            run inside this block (recomputation needs the same hooks and attention).
+        recomputing: the flag that checkpointing sets while it recomputes a block (for
+            observers to skip); a fresh one if None.
+    """
+    blocks = (
+        checkpointed_blocks(model, recomputing) if checkpoint and grad else contextlib.nullcontext()
+    )
     with (
         model_lock(model),
         torch.inference_mode(False),
         torch.set_grad_enabled(grad),
         model.hooks(fwd_hooks=hooks),
+        blocks,
         fused_attention(model),
     ):
         try:
             model(tokens.clone())
         except StopForward:
             pass
+        yield

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from tlscopes.core.assemble import build_attribution, check_top_k
+from tlscopes.core.checkpointing import Checkpoint
 from tlscopes.core.engine import combine, scope_gradients
 from tlscopes.core.inputs import Inputs, prepare_inputs
 from tlscopes.core.scopes import Scope
@@ -62,6 +63,7 @@ def attribute_layers(
     heads: bool = False,
     top_k: int = 10,
     directions_per_pass: int | None = None,
+    checkpoint: Checkpoint = "auto",
 ) -> LayerAttribution:
     """A scope's scores at every layer's residual stream (and every head), from one forward pass
     and the scope's backward pass(es).
@@ -104,6 +106,7 @@ def attribute_layers(
         positions=prepared.positions,
         taps=resid + head_hooks,
         directions_per_pass=directions_per_pass,
+        checkpoint=checkpoint,
     )
     directions = passed.directions[0]
     weights = directions.weights

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tlscopes.core.assemble import build_attribution, check_top_k
+from tlscopes.core.checkpointing import Checkpoint
 from tlscopes.core.engine import scope_gradients
 from tlscopes.core.inputs import Inputs, PreparedInputs, prepare_inputs
 from tlscopes.core.scopes import Scope
@@ -48,6 +49,7 @@ def attribution_matrix(
     *,
     top_k: int = 10,
     directions_per_pass: int | None = None,
+    checkpoint: Checkpoint = "auto",
 ) -> Attribution:
     """A scope's scores for one prompt at several explained positions (one forward pass).
 
@@ -62,6 +64,9 @@ def attribution_matrix(
         directions_per_pass: pull back at most this many directions per backward pass (the
             graph is kept between passes); None: the measured default of
             :func:`tlscopes.core.engine.resolve_directions_per_pass`. Speed and memory only.
+        checkpoint: recompute activations a block at a time in the backward pass (True,
+            False or ``"auto"``, as in :func:`tlscopes.core.engine.scope_gradients`); speed and
+            memory only.
 
     Returns:
         An Attribution with one row per explained position: scores [n_positions, pos] (0 after
@@ -87,6 +92,7 @@ def attribution_matrix(
         positions=explained,
         rows=torch.zeros(n_rows, dtype=torch.long),
         directions_per_pass=directions_per_pass,
+        checkpoint=checkpoint,
     )
     repeated = PreparedInputs(
         prepared.tokens.expand(n_rows, -1), prepared.lengths.expand(n_rows), explained

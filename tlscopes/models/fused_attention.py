@@ -121,6 +121,22 @@ def _fused_forward(
             attention_mask=attention_mask,
             position_bias=position_bias,
         )
+    q, k, v = hooked_qkv(attention, query_input, key_input, value_input)
+    z = F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        is_causal=True,
+        scale=1.0 / float(attention.attn_scale),
+    )  # [batch, head_index, pos, d_head]
+    return hooked_output(attention, z)
+
+
+def hooked_qkv(
+    attention: Any, query_input: Tensor, key_input: Tensor, value_input: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A HookedTransformer attention's q, k, v [batch, pos, head_index, d_head] as its own
+    forward computes them (hook_q/k/v, rotary with hook_rot_q/k, grouped keys repeated)."""
     cfg = attention.cfg
     q, k, v = attention.calculate_qkv_matrices(query_input, key_input, value_input)
     if cfg.positional_embedding_type == "rotary":
@@ -130,14 +146,12 @@ def _fused_forward(
     if repeats > 1 and not getattr(cfg, "ungroup_grouped_query_attention", False):
         k = torch.repeat_interleave(k, dim=2, repeats=repeats)
         v = torch.repeat_interleave(v, dim=2, repeats=repeats)
-    v = v.to(q.dtype)
-    z = F.scaled_dot_product_attention(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        is_causal=True,
-        scale=1.0 / float(attention.attn_scale),
-    )  # [batch, head_index, pos, d_head]
+    return q, k, v.to(q.dtype)
+
+
+def hooked_output(attention: Any, z: Tensor) -> Tensor:
+    """hook_z and the output projection of a HookedTransformer attention, from z
+    [batch, head_index, pos, d_head]."""
     z = attention.hook_z(z.transpose(1, 2))
     w = einops.rearrange(attention.W_O, "head_index d_head d_model -> d_model (head_index d_head)")
     z = z.reshape(z.shape[0], z.shape[1], -1).to(w.dtype)

@@ -1,0 +1,236 @@
+"""Checkpointed attribution (checkpoint=True) equals the plain path on every family and kind.
+
+Each family's tiny float64 model (tests/helpers.py HF_FAMILIES: GPT-2, GPT-NeoX, Llama,
+Mistral and Gemma sliding windows, Gemma 2 soft-caps, Qwen3 and Gemma 3 QK norms, grouped
+keys) is loaded through ``tlscopes.load_model`` as a user would. Attention is forced into
+several query chunks, so the chunked path's masks, windows and recomputation are exercised on
+12 tokens. Checkpointed scores (inputs, layers, heads) equal the plain path's to 1e-12 of the
+largest score, and the Hugging Face reference (exact Jacobian through its eager attention) to
+1e-6 as in the architecture matrix. The causal invariant holds with checkpointing: explaining
+position p of a prompt equals explaining the last position of its first p + 1 tokens.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tlscopes as ts
+from tests import helpers
+from tests.hf_reference import reference
+from tests.models import HAS_HOOKED
+from tlscopes.core import checkpointing
+from tlscopes.core.checkpointing import plain_path_bytes, resolve_checkpoint
+from tlscopes.core.inputs import prepare_inputs
+from tlscopes.models import chunked_attention
+from tlscopes.models.facts import is_bridge
+
+FAMILIES = sorted(helpers.HF_FAMILIES)
+KINDS = ["bridge", "hooked"] if HAS_HOOKED else ["bridge"]
+CASES = [(family, kind) for family in FAMILIES for kind in KINDS]
+# Two 12-token prompts, BOS first; the sliding windows of 3 hide keys.
+TOKENS = torch.tensor(
+    [[0, 8, 13, 6, 9, 17, 30, 12, 22, 5, 19, 27], [0, 23, 7, 41, 15, 11, 27, 19, 3, 36, 14, 9]]
+)
+SCALE = {"gemma2": 32**0.5, "gemma3": 32**0.5}  # x_t = sqrt(d_model) E[token] on Gemma
+EXACT = 1e-12
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            directory = str(tmp_path_factory.mktemp(family))
+            cache[family] = (directory, helpers.save_hf_family(family, directory))
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def loaded(saved):
+    cache = {}
+
+    def get(family, kind):
+        if (family, kind) not in cache:
+            directory, _ = saved(family)
+            cache[family, kind] = ts.load_model(directory, kind=kind, dtype=torch.float64)
+        return cache[family, kind]
+
+    return get
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """About 2 to 4 queries per chunk on these prompts, and a count of chunks computed."""
+    monkeypatch.setattr(chunked_attention, "CHUNK_SCORE_ELEMENTS", 200)
+    calls = []
+    for name in ("_bridge_chunk", "_hooked_chunk"):
+        original = getattr(chunked_attention, name)
+
+        def counted(*args, original=original, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(chunked_attention, name, counted)
+    return calls
+
+
+def attached_hooks(model):
+    return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in model.hook_dict.values())
+
+
+def patched_forwards(model):
+    modules = [block for block in model.blocks] + [block.attn for block in model.blocks]
+    return sum("forward" in module.__dict__ for module in modules)
+
+
+def relative_error(actual, expected):
+    actual, expected = actual.detach(), expected.detach()
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
+def chunks_expected(model) -> bool:
+    """Whether some attention layer takes the chunked path (not the fused kernel) here."""
+    if is_bridge(model):
+        return any(
+            chunked_attention.bridge_module_supports_chunking(block.attn) for block in model.blocks
+        )
+    return any(
+        chunked_attention.hooked_module_supports_chunking(block.attn)
+        and not chunked_attention.module_supports_fusion(block.attn)
+        for block in model.blocks
+    )
+
+
+@pytest.mark.parametrize(("family", "kind"), CASES)
+def test_checkpointed_layers_and_heads_equal_the_plain_path(loaded, small_chunks, family, kind):
+    model = loaded(family, kind)
+    scope = ts.FisherScope(rank=2)
+    plain = ts.attribute_layers(model, TOKENS, scope, heads=True, position=-3, checkpoint=False)
+    assert not small_chunks
+    checked = ts.attribute_layers(model, TOKENS, scope, heads=True, position=-3, checkpoint=True)
+    assert bool(small_chunks) == chunks_expected(model)
+    assert relative_error(checked.input_scores, plain.input_scores) <= EXACT
+    assert relative_error(checked.scores, plain.scores) <= EXACT
+    assert relative_error(checked.head_scores, plain.head_scores) <= EXACT
+    assert attached_hooks(model) == 0 and patched_forwards(model) == 0
+
+
+@pytest.mark.parametrize(("family", "kind"), CASES)
+def test_checkpointed_scores_equal_the_hugging_face_reference(saved, loaded, family, kind):
+    _, hf_model = saved(family)
+    model = loaded(family, kind)
+    checked = ts.attribute(model, TOKENS, ts.SemanticScope(21), checkpoint=True)
+    for row, tokens in enumerate(TOKENS):
+        expected = reference(hf_model, tokens, -1, SCALE.get(family, 1.0)).semantic(21)
+        # 1e-6: the Hugging Face reference takes its softmax in float32 (tests/hf_reference.py).
+        assert relative_error(checked.scores[row].double(), expected) <= 1e-6
+
+
+@pytest.mark.parametrize("family", ["gemma3", "mistral", "llama"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_explaining_position_p_equals_explaining_the_first_p_plus_1_tokens(
+    loaded, small_chunks, family, kind
+):
+    model = loaded(family, kind)
+    tokens = TOKENS[0]
+    scopes = [ts.SemanticScope(21), ts.FisherScope(rank=2), ts.TemperatureScope()]
+    for position in (4, 8):
+        whole = ts.attribute_many(model, tokens, scopes, position=position, checkpoint=True)
+        prefix = ts.attribute_many(model, tokens[: position + 1], scopes, checkpoint=True)
+        for long, short in zip(whole, prefix, strict=True):
+            assert relative_error(long.scores[0, : position + 1], short.scores[0]) <= EXACT
+            assert bool((long.scores[0, position + 1 :] == 0).all())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_internal_direction_and_a_matrix_equal_the_plain_path(loaded, small_chunks, kind):
+    model = loaded("gemma3", kind)
+    vector = torch.linspace(-1, 1, 32, dtype=torch.float64)
+    scope = ts.DirectionScope(vector, at="blocks.0.hook_resid_post")
+    results = {}
+    for checkpoint in (False, True):
+        results[checkpoint] = (
+            ts.attribute(model, TOKENS, scope, position=-2, checkpoint=checkpoint),
+            ts.attribution_matrix(
+                model, TOKENS[:1], ts.FisherScope(), positions=[3, 7, 11], checkpoint=checkpoint
+            ),
+        )
+    for plain, checked in zip(results[False], results[True], strict=True):
+        assert relative_error(checked.scores, plain.scores) <= EXACT
+
+
+def test_observers_see_each_pattern_once_and_never_during_recomputation(loaded):
+    from tlscopes.core.engine import scope_gradients
+
+    model = loaded("gemma2", "bridge")
+    seen = []
+
+    def observe(tensor, *, hook):
+        seen.append(hook.name)
+
+    names = [f"blocks.{layer}.hook_resid_mid" for layer in range(model.cfg.n_layers)]
+    observers = [(name, observe) for name in names]
+    prepared = prepare_inputs(model, TOKENS)
+    scope_gradients(
+        model,
+        prepared.tokens,
+        [ts.FisherScope(rank=2)],
+        positions=prepared.positions,
+        observe=observers,
+        checkpoint=True,
+    )
+    # Once per hook point (a bridge may report its hook points by an alias's name).
+    assert len(seen) == len(names)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_blocks_are_recomputed_in_the_backward_pass(loaded, monkeypatch, kind):
+    model = loaded("llama", kind)
+    calls = []
+    block_class = type(model.blocks[0])
+    original = block_class.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(block_class, "forward", counted)
+    ts.attribute(model, TOKENS, ts.SemanticScope(21), checkpoint=False)
+    plain, calls[:] = len(calls), []
+    ts.attribute(model, TOKENS, ts.SemanticScope(21), checkpoint=True)
+    # Once per block in the forward pass, once more when the backward pass recomputes it.
+    assert plain == model.cfg.n_layers and len(calls) == 2 * model.cfg.n_layers
+    assert patched_forwards(model) == 0
+
+
+def test_nothing_stays_patched_after_an_error(loaded, monkeypatch):
+    model = loaded("gemma3", "bridge")
+
+    def broken(self, inputs):
+        raise RuntimeError("directions failed")
+
+    monkeypatch.setattr(ts.FisherScope, "directions", broken)
+    with pytest.raises(RuntimeError, match="directions failed"):
+        ts.attribute(model, TOKENS, ts.FisherScope(), checkpoint=True)
+    assert attached_hooks(model) == 0 and patched_forwards(model) == 0
+
+
+def test_auto_checkpoints_only_when_the_plain_path_would_not_fit(loaded, monkeypatch):
+    model = loaded("llama", "bridge")
+    assert resolve_checkpoint(True, model, 4) and not resolve_checkpoint(False, model, 10**6)
+    assert not resolve_checkpoint("auto", model, 12)  # a short prompt keeps the plain path
+    needed = plain_path_bytes(model, 12)
+    monkeypatch.setattr(checkpointing, "available_bytes", lambda device: needed)
+    assert resolve_checkpoint("auto", model, 12)
+    assert plain_path_bytes(model, 2048) > 2 * plain_path_bytes(model, 1024)
+
+
+@pytest.mark.parametrize("bad", ["yes", None, 1])
+def test_a_bad_checkpoint_value_is_refused(loaded, bad):
+    model = loaded("llama", "bridge")
+    with pytest.raises(ValueError, match='checkpoint must be "auto", True or False'):
+        ts.attribute(model, TOKENS, ts.FisherScope(), checkpoint=bad)

@@ -1,0 +1,132 @@
+"""Query-chunked attention: the model's own logits and gradients, a chunk of queries at a time.
+
+On every family and kind (tiny float64 models saved and loaded as a user would), the forward
+pass under :func:`chunked_attention` equals the model's own to 1e-12 with chunks of one to a
+few queries, sliding windows that hide keys included; so do the gradients with respect to the
+embeddings. Modules it does not reproduce, and calls with a hook on the pattern, keep their
+own forward; every forward is restored on exit, also after an error.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tlscopes as ts
+from tests import helpers
+from tests.models import HAS_HOOKED
+from tlscopes.models import chunked_attention
+from tlscopes.models.chunked_attention import (
+    bridge_module_supports_chunking,
+    chunked,
+    hooked_module_supports_chunking,
+    query_chunk,
+)
+from tlscopes.models.facts import is_bridge
+
+FAMILIES = sorted(helpers.HF_FAMILIES)
+KINDS = ["bridge", "hooked"] if HAS_HOOKED else ["bridge"]
+CASES = [(family, kind) for family in FAMILIES for kind in KINDS]
+TOKENS = torch.tensor([[0, 8, 13, 6, 9, 17, 30, 12, 22, 5], [0, 23, 7, 41, 15, 11, 27, 19, 3, 36]])
+# Which layers take the chunked path, per family and kind (the rest keep their own forward).
+# Bridge: every rotary attention of TransformerLens' PositionEmbeddingsAttentionBridge; GPT-2
+# and GPT-NeoX use the joint-QKV bridge. Hooked: TransformerLens' own attention classes.
+CHUNKED = {
+    ("gpt2", "bridge"): False,
+    ("neox", "bridge"): False,
+}
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    cache = {}
+
+    def get(family, kind):
+        if (family, kind) not in cache:
+            directory = str(tmp_path_factory.mktemp(family))
+            helpers.save_hf_family(family, directory)
+            cache[family, kind] = ts.load_model(directory, kind=kind, dtype=torch.float64)
+        return cache[family, kind]
+
+    return get
+
+
+def supports(model, attention):
+    if is_bridge(model):
+        return bridge_module_supports_chunking(attention)
+    return hooked_module_supports_chunking(attention)
+
+
+def embedding_gradient(model, tokens):
+    """d(sum of logits . fixed weights)/d(embeddings), and the logits."""
+    taken = {}
+
+    def leaf(tensor, *, hook):
+        taken["x"] = tensor.detach().requires_grad_(True)
+        return taken["x"]
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[("hook_embed", leaf)]):
+        logits = model(tokens)
+        weights = torch.linspace(-1, 1, logits.shape[-1], dtype=logits.dtype)
+        (grad,) = torch.autograd.grad((logits * weights).sum(), taken["x"])
+    return logits.detach(), grad
+
+
+@pytest.mark.parametrize(("family", "kind"), CASES)
+def test_chunked_attention_equals_the_models_own(loaded, monkeypatch, family, kind):
+    model = loaded(family, kind)
+    expected_chunked = CHUNKED.get((family, kind), True)
+    assert all(supports(model, block.attn) == expected_chunked for block in model.blocks)
+    monkeypatch.setattr(chunked_attention, "CHUNK_SCORE_ELEMENTS", 150)
+    logits, grad = embedding_gradient(model, TOKENS)
+    with chunked_attention.chunked_attention(model) as switched:
+        assert switched == (model.cfg.n_layers if expected_chunked else 0)
+        chunked_logits, chunked_grad = embedding_gradient(model, TOKENS)
+    scale = logits.abs().max()
+    assert float((chunked_logits - logits).abs().max() / scale) <= 1e-12
+    assert float((chunked_grad - grad).abs().max() / grad.abs().max()) <= 1e-12
+    assert not any("forward" in block.attn.__dict__ for block in model.blocks)
+
+
+def test_a_hook_on_the_pattern_keeps_the_models_own_attention(loaded, monkeypatch):
+    model = loaded("gemma3", "bridge")
+    calls = []
+    original = chunked_attention._bridge_chunk
+    monkeypatch.setattr(
+        chunked_attention, "_bridge_chunk", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    patterns = []
+
+    def keep(tensor, *, hook):
+        patterns.append(tensor.shape)
+
+    with torch.no_grad(), chunked_attention.chunked_attention(model):
+        names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+        with model.hooks(fwd_hooks=[(name, keep) for name in names]):
+            model(TOKENS)
+        assert not calls and patterns == [(2, 4, 10, 10)] * model.cfg.n_layers
+        model(TOKENS)
+        assert calls  # without the hook, the chunked path runs
+
+
+def test_every_forward_is_restored_after_an_error(loaded):
+    model = loaded("gemma2", "bridge")
+    with pytest.raises(RuntimeError, match="inside"):
+        with chunked_attention.chunked_attention(model) as switched:
+            assert switched == model.cfg.n_layers
+            raise RuntimeError("inside")
+    assert not any("forward" in block.attn.__dict__ for block in model.blocks)
+
+
+def test_chunks_cover_every_query_once():
+    q = torch.arange(2 * 3 * 10 * 4, dtype=torch.float64).reshape(2, 3, 10, 4)
+    seen = []
+
+    def identity(part, lo):
+        seen.append((lo, part.shape[2]))
+        return part * 2
+
+    out = chunked(identity, q, 4, recompute=False)
+    assert seen == [(0, 4), (4, 4), (8, 2)]
+    torch.testing.assert_close(out, q * 2)
+    assert query_chunk(1, 4, 1000, elements=8000) == 2 and query_chunk(8, 8, 10**6) == 1

@@ -1,0 +1,373 @@
+"""Query-chunked attention: the model's own arithmetic, never a T x T tensor kept or formed whole.
+
+A TransformerBridge's rotary attention (``PositionEmbeddingsAttentionBridge``: Llama, Mistral,
+Qwen2, Qwen3, Gemma 2, Gemma 3) and a HookedTransformer's ``Attention`` and
+``GroupedQueryAttention`` compute [batch, head, query, key] scores, a mask, a softmax and
+pattern @ v. At 8,192 tokens one such tensor of Gemma-3-270M is 1 GiB in float32, and the
+explicit path keeps several for the backward pass.
+
+:func:`chunked_attention` swaps each supported module's ``forward``, for the duration of a
+``with`` block, for one that computes the same q, k and v (same hook points, norms, rotary,
+grouped keys), then takes the queries a chunk at a time: each chunk's scores against every key
+(soft-cap, mask, softmax, NaN scrub and pattern @ v exactly as the module's own forward does
+them, by the module's own helpers where it has them) run under
+:func:`torch.utils.checkpoint.checkpoint`, so only q, k, v and z are kept and the backward pass
+recomputes one chunk's pattern at a time. Each chunk's rows are the module's own rows (same
+length, same mask values), so the result equals the module's own to floating-point rounding
+of the matmuls.
+
+Where the plain causal kernel is exact (:mod:`tlscopes.models.fused_attention`), the fused
+SDPA kernel runs instead: it keeps no T x T tensor either. Modules this file does not
+recognise, calls with a KV cache, and calls with hooks on ``hook_attn_scores`` or
+``hook_pattern`` (which need the whole pattern) keep the module's own forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from tlscopes.models.fused_attention import (
+    AllOnesMaskCheck,
+    CausalMaskCheck,
+    _bridge_fused_forward,
+    _fused_forward,
+    _scores_or_pattern_hooked,
+    bridge_module_supports_fusion,
+    hooked_output,
+    hooked_qkv,
+    module_supports_fusion,
+)
+from tlscopes.protocols import TransformerLensModel
+
+# Score elements (batch x head x query x key) one chunk may form: 2^24 is 64 MiB in float32.
+CHUNK_SCORE_ELEMENTS = 2**24
+_BRIDGE_FLAGS = (
+    "use_split_qkv_input",
+    "use_attn_in",
+    "gated_q_proj",
+    "use_attn_result",
+    "rotary_interleaved_cos_sin",
+    "rotary_adjacent_pairs",
+    "qk_norm_after_rope",
+)
+
+
+def query_chunk(batch: int, heads: int, n_keys: int, elements: int | None = None) -> int:
+    """Queries per chunk so that one chunk's scores hold about `elements` numbers (None:
+    ``CHUNK_SCORE_ELEMENTS``), at least 1."""
+    elements = CHUNK_SCORE_ELEMENTS if elements is None else elements
+    return max(1, elements // max(1, batch * heads * n_keys))
+
+
+def chunked(
+    chunk_fn: Callable[[Tensor, int], Tensor], q: Tensor, chunk: int, *, recompute: bool = True
+) -> Tensor:
+    """``cat([chunk_fn(q[:, :, lo:hi], lo) for each chunk], dim=2)``, each under a checkpoint.
+
+    Args:
+        chunk_fn: maps queries [batch, head_index, chunk, d_head] and the chunk's first query
+            position to its output [batch, head_index, chunk, d_head]; it reads k and v itself.
+        q: all queries [batch, head_index, pos, d_head].
+        chunk: queries per chunk.
+        recompute: checkpoint each chunk (its pattern is recomputed in the backward pass)
+            rather than keeping it; off when no graph is recorded.
+    """
+    n_queries = q.shape[2]
+    parts = []
+    for lo in range(0, n_queries, chunk):
+        part = q[:, :, lo : lo + chunk]
+        if recompute:
+            parts.append(checkpoint(chunk_fn, part, lo, use_reentrant=False))
+        else:
+            parts.append(chunk_fn(part, lo))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+
+# --- TransformerBridge ------------------------------------------------------------------------
+
+
+def bridge_module_supports_chunking(attention: Any) -> bool:
+    """Whether :func:`chunked_attention` reproduces this TransformerBridge attention module.
+
+    TransformerLens 4.x's ``PositionEmbeddingsAttentionBridge`` itself (not a subclass) with
+    q/k/v/o projections and optional per-head q/k norms applied before the rotary embedding
+    (Gemma 3, Qwen3), standard or partial rotary, grouped keys, soft-capping (Gemma 2) and any
+    mask the Hugging Face model passes (sliding windows included); none of the variants it
+    implements inline besides those (split inputs, gates, key multipliers, clipping, sinks,
+    other rotary layouts, Llama-4 query scaling, per-head results).
+    """
+    try:
+        from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (  # noqa: E501
+            PositionEmbeddingsAttentionBridge,
+        )
+    except ImportError:
+        return False
+    if type(attention) is not PositionEmbeddingsAttentionBridge:
+        return False
+    hf_attention = getattr(attention, "original_component", None)
+    if hf_attention is None:
+        return False
+    config = getattr(attention, "config", None)
+    hf_config = getattr(hf_attention, "config", None)
+    rope = getattr(hf_config, "rope_parameters", None)
+    submodules = set(getattr(attention, "submodules", ()))
+    return (
+        getattr(attention, "is_causal", False)
+        and not getattr(attention, "is_cross_attention", True)
+        and {"q", "k", "v", "o"} <= submodules <= {"q", "k", "v", "o", "q_norm", "k_norm"}
+        and attention._modules.get("gate") is None
+        and getattr(attention, "_qk_norm_phase", None) in (None, "post_reshape")
+        and all(hasattr(attention, name) for name in ("hook_in", "hook_out", "hook_rot_q"))
+        and not any(getattr(config, flag, False) for flag in _BRIDGE_FLAGS)
+        and all(getattr(hf_attention, name, None) is None for name in ("key_multiplier", "sinks"))
+        and getattr(hf_config, "clip_qkv", None) is None
+        and not (isinstance(rope, dict) and rope.get("llama_4_scaling_beta") is not None)
+    )
+
+
+def _bridge_qk_norm(attention: Any, states: Tensor, norm: str, hook: str) -> Tensor:
+    module = getattr(attention, norm)
+    if getattr(attention, "_qk_norm_per_head", False):  # TransformerLens 4.x only
+        # Per-head weights broadcast on [batch, pos, head, d_head]; the norm reduces the last axis.
+        return getattr(attention, hook)(module(states.transpose(1, 2)).transpose(1, 2))
+    return getattr(attention, hook)(module(states))
+
+
+def _bridge_rotary(attention: Any, q: Tensor, k: Tensor, embeddings: Any) -> tuple[Tensor, Tensor]:
+    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (  # noqa: E501
+        get_rotary_pct_from_config,
+    )
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    cos, sin = attention._apply_position_embedding_hooks(embeddings)
+    head_dim, rotary_dim = q.shape[-1], cos.shape[-1]
+    if rotary_dim * 2 == head_dim and get_rotary_pct_from_config(attention.config) == 1.0:
+        cos, sin = torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1)
+        return apply_rotary_pos_emb(q, k, cos, sin)
+    if rotary_dim < head_dim:
+        q_rot, k_rot = apply_rotary_pos_emb(q[..., :rotary_dim], k[..., :rotary_dim], cos, sin)
+        return (
+            torch.cat([q_rot, q[..., rotary_dim:]], dim=-1),
+            torch.cat([k_rot, k[..., rotary_dim:]], dim=-1),
+        )
+    return apply_rotary_pos_emb(q, k, cos, sin)
+
+
+def _bridge_chunk(
+    attention: Any, k: Tensor, v: Tensor, mask: Tensor | None, q: Tensor, lo: int
+) -> Tensor:
+    """One query chunk of the bridge's explicit attention, in its own order of operations."""
+    hf_attention = attention.original_component
+    n_keys, n_queries = k.shape[-2], q.shape[-2]
+    scaling = getattr(hf_attention, "scaling", q.shape[-1] ** -0.5)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scaling
+    softcap = getattr(hf_attention, "attn_logit_softcapping", None)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if mask is None:
+        # No mask from the model: plain causal, which the bridge's own helper would place at
+        # the last queries; here the chunk's queries start at lo.
+        queries = torch.arange(lo, lo + n_queries, device=q.device)[:, None]
+        future = torch.arange(n_keys, device=q.device)[None, :] > queries
+        fill = -torch.inf if attention.compatibility_mode else torch.finfo(scores.dtype).min
+        scores = scores.masked_fill(future, fill)
+    else:
+        scores = attention._apply_reconstruct_attention_mask(
+            attn_scores=scores,
+            attention_mask=mask[..., lo : lo + n_queries, :],
+            seq_len=n_keys,
+            q_seq_len=n_queries,
+        )
+    masked_softmax = getattr(attention, "_masked_softmax", None)  # TransformerLens 4.x
+    if masked_softmax is not None:
+        pattern = masked_softmax(scores, dtype=torch.float32).to(q.dtype)
+    else:
+        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    pattern = attention._scrub_compatibility_pattern_nans(pattern)
+    return torch.matmul(pattern, v)
+
+
+def _bridge_chunked_forward(attention: Any, original: Any, *args: Any, **kwargs: Any) -> Any:
+    hidden_states = kwargs.get("hidden_states", args[0] if args else None)
+    embeddings = kwargs.get("position_embeddings")
+    mask = kwargs.get("attention_mask")
+    if (
+        attention.training
+        or not isinstance(hidden_states, Tensor)
+        or hidden_states.ndim != 3
+        or any(kwargs.get(name) is not None for name in ("past_key_values", "layer_past"))
+        or kwargs.get("cycle_offset")
+        or (mask is not None and (mask.ndim != 4 or mask.shape[-2] != hidden_states.shape[1]))
+        or (embeddings is None and attention.config.positional_embedding_type == "rotary")
+        or _scores_or_pattern_hooked(attention)
+    ):
+        return original(*args, **kwargs)
+    hf_attention = attention.original_component
+    hidden_states = attention.hook_in(hidden_states)
+    batch, pos = hidden_states.shape[:2]
+    shape = (batch, pos, -1, hf_attention.head_dim)
+    q, k, v = (
+        projection(hidden_states).view(shape).transpose(1, 2)
+        for projection in (attention.q, attention.k, attention.v)
+    )
+    if "q_norm" in attention.submodules and attention._qk_norm_phase == "post_reshape":
+        q = _bridge_qk_norm(attention, q, "q_norm", "hook_q_normed")
+        if "k_norm" in attention.submodules:
+            k = _bridge_qk_norm(attention, k, "k_norm", "hook_k_normed")
+    if embeddings is not None:
+        q, k = _bridge_rotary(attention, q, k, embeddings)
+    q, k = attention.hook_rot_q(q), attention.hook_rot_k(k)
+    groups = getattr(hf_attention, "num_key_value_groups", 1)
+    if groups > 1:
+        from transformers.models.llama.modeling_llama import repeat_kv
+
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    chunk = query_chunk(batch, q.shape[1], pos)
+    chunk_fn = functools.partial(_bridge_chunk, attention, k, v, mask)
+    z = chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled())
+    z = z.transpose(1, 2).reshape(batch, pos, -1)
+    weight = getattr(getattr(attention.o, "original_component", None), "weight", None)
+    if isinstance(weight, Tensor) and weight.dtype.is_floating_point and z.dtype != weight.dtype:
+        z = z.to(weight.dtype)
+    return attention.hook_out(attention.o(z)), None
+
+
+# --- HookedTransformer ------------------------------------------------------------------------
+
+
+def hooked_module_supports_chunking(attention: Any) -> bool:
+    """Whether :func:`chunked_attention` reproduces this HookedTransformer attention module.
+
+    TransformerLens' own causal ``Attention`` and ``GroupedQueryAttention`` (not subclasses)
+    with standard, shortformer or rotary positions, local (sliding-window) layers and
+    soft-capped scores included; not ALiBi, relative bias, attention sinks, QK clipping,
+    inline OLMo norms, log-n scaling, per-head results or 4-bit weights.
+    """
+    from transformer_lens.components import Attention, GroupedQueryAttention
+
+    if type(attention) not in (Attention, GroupedQueryAttention):
+        return False
+    cfg = attention.cfg
+    direction = getattr(attention, "_attention_dir_override", None) or cfg.attention_dir
+    return (
+        direction == "causal"
+        and cfg.positional_embedding_type in ("standard", "rotary", "shortformer")
+        and cfg.original_architecture
+        not in ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+        and getattr(cfg, "clip_qkv", None) is None
+        and not getattr(cfg, "use_logn_attn", False)
+        and not getattr(cfg, "use_attention_sinks", False)
+        and not cfg.use_attn_result
+        and not getattr(cfg, "load_in_4bit", False)
+    )
+
+
+def _hooked_chunk(attention: Any, k: Tensor, v: Tensor, q: Tensor, lo: int) -> Tensor:
+    """One query chunk of TransformerLens' explicit attention ([batch, head, chunk, d_head])."""
+    cfg = attention.cfg
+    n_keys, n_queries = k.shape[-2], q.shape[-2]
+    # TransformerLens' own order: q k^T / attn_scale, soft-cap, causal (and window) mask.
+    scores = torch.matmul(q, k.transpose(-2, -1)) / attention.attn_scale
+    softcap = getattr(cfg, "attn_scores_soft_cap", None)
+    if softcap is not None and softcap > 0:
+        scores = softcap * F.tanh(scores / softcap)
+    queries = torch.arange(lo, lo + n_queries, device=q.device)[:, None]
+    keys = torch.arange(n_keys, device=q.device)[None, :]
+    hidden = keys > queries
+    if getattr(attention, "attn_type", "global") == "local":
+        hidden = hidden | (keys <= queries - cfg.window_size)
+    scores = scores.masked_fill(hidden, attention.IGNORE.to(scores.device))
+    pattern = F.softmax(scores, dim=-1)
+    pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
+    return torch.matmul(pattern.to(v.dtype), v)
+
+
+def _hooked_chunked_forward(
+    attention: Any,
+    original: Any,
+    query_input: Tensor,
+    key_input: Tensor,
+    value_input: Tensor,
+    past_kv_cache_entry: Any = None,
+    additive_attention_mask: Tensor | None = None,
+    attention_mask: Tensor | None = None,
+    position_bias: Tensor | None = None,
+) -> Tensor:
+    if (
+        past_kv_cache_entry is not None
+        or additive_attention_mask is not None
+        or (attention_mask is not None and not bool(attention_mask.all()))
+        or position_bias is not None
+        or _scores_or_pattern_hooked(attention)
+    ):
+        return original(
+            query_input,
+            key_input,
+            value_input,
+            past_kv_cache_entry=past_kv_cache_entry,
+            additive_attention_mask=additive_attention_mask,
+            attention_mask=attention_mask,
+            position_bias=position_bias,
+        )
+    q, k, v = hooked_qkv(attention, query_input, key_input, value_input)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, head_index, pos, d_head]
+    if q.device != k.device:
+        k, v = k.to(q.device), v.to(q.device)
+    chunk = query_chunk(q.shape[0], q.shape[1], k.shape[2])
+    chunk_fn = functools.partial(_hooked_chunk, attention, k, v)
+    return hooked_output(attention, chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled()))
+
+
+# --- the switch -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def chunked_attention(model: TransformerLensModel) -> Iterator[int]:
+    """Runs a model's attention without keeping (or forming whole) any T x T tensor.
+
+    Each supported attention module (:func:`bridge_module_supports_chunking`,
+    :func:`hooked_module_supports_chunking`) runs the fused SDPA kernel where that is exact
+    and the query-chunked path otherwise. Yields the number of modules switched; every
+    module's own ``forward`` is restored on exit, also after an error.
+    """
+    from tlscopes.models.facts import hooked_transformer_class, is_bridge
+
+    hooked = hooked_transformer_class()
+    if hooked is not None and isinstance(model, hooked):
+        supports, chunked_forward = hooked_module_supports_chunking, _hooked_chunked_forward
+        fusable, fused, check = module_supports_fusion, _fused_forward, AllOnesMaskCheck()
+    elif is_bridge(model):
+        supports, chunked_forward = bridge_module_supports_chunking, _bridge_chunked_forward
+        fusable, fused = bridge_module_supports_fusion, _bridge_fused_forward
+        check = CausalMaskCheck()
+    else:
+        yield 0
+        return
+    switched = []
+    try:
+        for block in getattr(model, "blocks", []):
+            attention = block.attn
+            if not supports(attention) or "forward" in attention.__dict__:
+                continue
+            # The fused kernel where it is exact; where a call is not, the chunked path.
+            step = functools.partial(chunked_forward, attention, attention.forward)
+            if fusable(attention):
+                step = functools.partial(fused, check, attention, step)
+
+            def forward(*args: Any, step: Any = step, **kwargs: Any) -> Any:
+                return step(*args, **kwargs)
+
+            object.__setattr__(attention, "forward", forward)
+            switched.append(attention)
+        yield len(switched)
+    finally:
+        for attention in switched:
+            object.__delattr__(attention, "forward")
