@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests import helpers
+from tests.unit import test_cli
 from tests.unit.sae import sae_files
 from tlscopes import cli
 from tlscopes.results.feature_attribution import FeatureAttribution
 
-
-@pytest.fixture
-def tiny_model(monkeypatch):
-    import tlscopes.models.loading
-
-    model = helpers.build_bridge()
-    loads = []
-
-    def fake_load(*args, **kwargs):
-        loads.append(args)
-        return model
-
-    monkeypatch.setattr(tlscopes.models.loading, "load_model", fake_load)
-    return loads
+# The command-line tests' fixture: a tiny model that load_model returns, recording each load.
+tiny_model = test_cli.tiny_model
 
 
 @pytest.fixture

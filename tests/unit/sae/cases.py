@@ -12,6 +12,13 @@ import torch
 from tests.unit.sae import sae_files
 from tlscopes.testing.reference import activation_jacobian
 
+TEXT = "the person grew up in the south and studied at columbia . the person is"
+
+
+def attached_hooks(model: Any) -> int:
+    """Forward and backward hooks left on the model's hook points (0 after any call)."""
+    return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in model.hook_dict.values())
+
 
 def _widths(model: Any) -> tuple[int, int]:
     return int(model.cfg.d_model), int(model.cfg.n_heads) * int(model.cfg.d_head)

@@ -8,20 +8,8 @@ import pytest
 import torch
 
 import tlscopes as ts
-from tests.models import VARIANTS
-from tests.unit.sae.cases import CASES, firing_and_silent, norms, reference
+from tests.unit.sae.cases import CASES, TEXT, attached_hooks, firing_and_silent, norms, reference
 from tlscopes.core.layers import block_of
-
-TEXT = "the person grew up in the south and studied at columbia . the person is"
-
-
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def model(request):
-    return VARIANTS[request.param]()
-
-
-def attached_hooks(model):
-    return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in model.hook_dict.values())
 
 
 def is_bridge(model):

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from tlscopes.results.feature_attribution import FeatureAttribution
+from tests.unit.results.test_feature_attribution import build as build_result
 from tlscopes.views.feature_views import (
     feature_attribution_html,
     feature_token_figure,
@@ -16,21 +16,14 @@ from tlscopes.views.feature_views import (
 
 
 def build(**overrides):
+    """The results test's FeatureAttribution, with text that must be escaped."""
     values = dict(
-        scores=torch.tensor([[9.0, 1.0, 3.0, 2.0, 0.0], [8.0, 4.0, 0.5, 1.0, 0.0]]),
-        features=torch.tensor([17, 3]),
-        pre_activations=torch.tensor([2.5, -0.5], dtype=torch.float64),
-        activations=torch.tensor([2.5, 0.0], dtype=torch.float64),
         tokens=["<bos>", "a", "</script><b>x", "c", "d"],
-        token_ids=torch.tensor([0, 5, 6, 7, 8]),
-        position=3,
-        hook="blocks.3.hook_resid_post",
-        sink_positions=[0],
         sae={"source": "<i>sparsify</i>", "sha256": "ab" * 32, "activation": "topk"},
         model_name="tiny<model>",
     )
     values.update(overrides)
-    return FeatureAttribution(**values)
+    return build_result(**values)
 
 
 def body_of(page: str) -> str:
