@@ -229,7 +229,9 @@ def test_a_thousand_token_text_wraps_within_the_window_and_keeps_its_spaces(
     tmp_path, open_explorer
 ):
     n = 1000
-    tokens = ["<bos>"] + [[" the", " cat", "  sat", ",", "\tand"][i % 5] for i in range(n - 1)]
+    # Digits and commas, as in a number series, and a token with inner spaces: no space at
+    # either end of a token for a line to break at.
+    tokens = ["<bos>"] + [["1", "7", "a  b", ",", "x\ty"][i % 5] for i in range(n - 1)]
     result = build_attribution(
         scores=torch.linspace(0.0, 1.0, n, dtype=torch.float64)[None],
         tokens=[tokens],
@@ -255,9 +257,10 @@ def test_a_thousand_token_text_wraps_within_the_window_and_keeps_its_spaces(
     # Every token is shown whole, its spaces and tab kept and visible.
     assert page.locator(".tlx-token").all_text_contents() == tokens
     spaced = page.locator(".tlx-token").nth(3)
-    assert spaced.text_content() == "  sat"
+    assert spaced.text_content() == "a  b"
     assert spaced.evaluate("s => getComputedStyle(s).whiteSpace") in ("pre", "break-spaces")
-    narrow = page.locator(".tlx-token").nth(1).evaluate("s => s.getBoundingClientRect().width")
-    wide = spaced.evaluate("s => s.getBoundingClientRect().width")
-    assert wide > narrow  # the two leading spaces take room, not collapsed to one
+    width = "s => s.getBoundingClientRect().width"
+    one = page.locator(".tlx-token").nth(1).evaluate(width)  # "1"
+    # "a  b" is four characters wide in the monospace font: its two spaces are not collapsed.
+    assert spaced.evaluate(width) - one == pytest.approx(3 * (one - 4), abs=1.5)
     assert page.errors == [] and page.requests == []
