@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tlscopes.cli.common import (
     DEFAULT_MEMORY_GB,
@@ -80,7 +81,14 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="merge the per-rank files of a sharded run in DIR (RANK/WORLD_SIZE set by torchrun "
-        "or accelerate) into per_passage.csv, and print its table; loads no model",
+        "or accelerate) into per_passage.csv, and print its table; loads no model. Refused "
+        "while a shard lacks passages (they are named) unless --allow-partial",
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="with --merge: merge shards that lack passages; run.json records the merge as "
+        "partial and names what is missing",
     )
     parser.add_argument(
         "--ablation",
@@ -144,14 +152,16 @@ def check_evaluate_arguments(args: argparse.Namespace) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.merge is not None:
-        return _merge(args.merge)
+        return _merge(args.merge, args.allow_partial)
+    if args.allow_partial:
+        raise UsageError("--allow-partial goes with --merge DIR")
     if args.output is None:
         raise UsageError("--output is required (or --merge DIR)")
     check_evaluate_arguments(args)
     from tlscopes.evaluation import datasets
     from tlscopes.evaluation.ablation import Settings
     from tlscopes.evaluation.run_directory import RunDirectoryError
-    from tlscopes.evaluation.runner import run_evaluation
+    from tlscopes.evaluation.runner import RunLock
     from tlscopes.evaluation.summaries import describe_run, format_table, summarize, target_aligned
 
     tasks = _comma_list(args.task)
@@ -173,6 +183,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
         loo_limit=args.loo_limit or 0,
         ig_baseline=args.ig_baseline,
     )
+    # The directory's lock first: a second run on it is refused at once, not after the load.
+    try:
+        with RunLock(args.output) as lock:
+            result = _run(args, passages, settings, lock)
+    except RunDirectoryError as error:  # locked, unreadable, full or not writable
+        raise UsageError(str(error)) from error
+    print(describe_run(result, args.output))
+    print(format_table(result.summary))
+    if "prediction_id" in result.per_passage.columns:
+        aligned = target_aligned(result.per_passage)
+        passages = aligned.drop_duplicates(["task", "passage"])
+        print(
+            f"\ntarget-aligned subset (top-1 prediction = ground truth, {len(passages)} passages):"
+        )
+        print(format_table(summarize(aligned, settings.fractions)))
+    return 0
+
+
+def _run(args: argparse.Namespace, passages: dict, settings: Any, lock: Any) -> Any:
+    """Loads the model and runs the evaluation under `lock` (held by the caller)."""
+    from tlscopes.evaluation.runner import run_evaluation
+
     model = load_with_message(args)
     if args.filler_token is not None:
         from tlscopes.evaluation.faithfulness import filler_token_id
@@ -184,7 +216,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise UsageError(str(error)) from error
     started = _start_distributed()
     try:
-        result = run_evaluation(
+        return run_evaluation(
             model,
             passages,
             _comma_list(args.methods),
@@ -192,24 +224,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             settings=settings,
             progress=not args.no_progress,
             passages_per_batch=args.passages_per_batch,
+            lock=lock,
         )
-    except RunDirectoryError as error:  # locked, or a file there is unreadable
-        raise UsageError(str(error)) from error
     finally:
         if started:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    print(describe_run(result, args.output))
-    print(format_table(result.summary))
-    if "prediction_id" in result.per_passage.columns:
-        aligned = target_aligned(result.per_passage)
-        passages = aligned.drop_duplicates(["task", "passage"])
-        print(
-            f"\ntarget-aligned subset (top-1 prediction = ground truth, {len(passages)} passages):"
-        )
-        print(format_table(summarize(aligned, settings.fractions)))
-    return 0
 
 
 def _start_distributed() -> bool:
@@ -227,18 +248,18 @@ def _start_distributed() -> bool:
     return True
 
 
-def _merge(directory: Path) -> int:
+def _merge(directory: Path, allow_partial: bool) -> int:
     from tlscopes.evaluation.run_directory import (
         PER_PASSAGE,
         RunDirectoryError,
         read_finished,
         read_json,
     )
-    from tlscopes.evaluation.sharding import merge_shards
+    from tlscopes.evaluation.sharding import describe_missing, merge_shards
     from tlscopes.evaluation.summaries import format_table, summarize
 
     try:
-        merge_shards(directory)
+        missing = merge_shards(directory, allow_partial=allow_partial)
     except RunDirectoryError as error:
         raise UsageError(str(error)) from error
     frame = read_finished(directory / PER_PASSAGE)
@@ -246,6 +267,8 @@ def _merge(directory: Path) -> int:
         raise UsageError(f"{directory} has no finished passages to summarise")
     fractions = (read_json(directory / "run.json") or {}).get("fractions", [0.05, 0.1, 0.2])
     print(f"merged {directory / PER_PASSAGE}")
+    if missing:
+        print(f"partial merge (recorded in run.json): {describe_missing(missing)}")
     print(format_table(summarize(frame, fractions)))
     return 0
 

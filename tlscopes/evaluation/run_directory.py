@@ -45,8 +45,38 @@ class RunDirectoryError(RuntimeError):
     """A run directory that cannot be used as it is (locked, an unreadable file, a bad header)."""
 
 
+# errno values meaning "the disk (or this user's quota) is full".
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def is_not_writable(error: OSError) -> bool:
     return error.errno in NOT_WRITABLE
+
+
+@contextlib.contextmanager
+def explained_write_errors(directory: Path) -> Iterator[None]:
+    """Turns a full disk or a directory we may not write to into one RunDirectoryError naming
+    the directory and the cause (not a temporary file's name). Every write here is a flushed
+    append or an atomic replace, so what was written before the error is kept.
+
+    Raises:
+        RunDirectoryError: an OSError for a full disk, a read-only file system or a missing
+            permission was raised inside the block.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            cause, remedy = "the disk is full", "free some space"
+        elif is_not_writable(error):
+            cause, remedy = "it is not writable", "make it writable"
+        else:
+            raise
+        raise RunDirectoryError(
+            f"cannot write to {directory}: {cause} ({os.strerror(error.errno)}); the results "
+            f"already written there are kept, and the same command resumes from them once you "
+            f"{remedy}, or choose another --output directory"
+        ) from error
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -349,9 +379,15 @@ def _read_skipped(path: Path) -> Rows | None:
     return read_rows(path, SKIPPED_COLUMNS, SKIPPED_PARSERS, key, text_columns=TEXT_COLUMNS)
 
 
+# run.json's entry about a merge of a sharded run (tlscopes.evaluation.sharding); not a setting.
+MERGE_ENTRY = "merge"
+
+
 def _check_config(output: Path, record: dict[str, Any]) -> None:
     path = output / RUN_CONFIG
     previous = read_json(path)
+    if isinstance(previous, dict):
+        previous = {key: value for key, value in previous.items() if key != MERGE_ENTRY}
     if previous is None:
         write_atomic(path, json.dumps(record, indent=1) + "\n")
     elif not isinstance(previous, dict):

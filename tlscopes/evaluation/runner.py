@@ -55,6 +55,7 @@ from tlscopes.evaluation.run_directory import (
     _rewrite,
     columns,
     exclusive_lock,
+    explained_write_errors,
     is_not_writable,
     write_atomic,
 )
@@ -103,6 +104,7 @@ def run_evaluation(
     summary_every: int = 20,
     shard: Shard | None = None,
     passages_per_batch: int = 1,
+    lock: RunLock | None = None,
 ) -> EvaluationRun:
     """Evaluates every method on every passage of every task, resumably.
 
@@ -125,10 +127,14 @@ def run_evaluation(
             torch.distributed is initialised, and returns the merged rows.
         passages_per_batch: up to this many passages of one input length per attribution
             pass (:mod:`tlscopes.evaluation.batching`); the same numbers, appended group by group.
+        lock: the directory's :class:`RunLock`, when the caller took it first (released here
+            once the run is done); None takes it here.
 
     Raises:
-        tlscopes.evaluation.run_directory.RunDirectoryError: another run holds the directory, or one of
-            its files cannot be read (the message names it and what to do).
+        tlscopes.evaluation.run_directory.RunDirectoryError: another run holds the directory, one of
+            its files cannot be read (the message names it and what to do), or it cannot be
+            written (a full disk, a read-only directory: the message names the directory; what
+            was written before is kept).
         ValueError: the directory holds a run with other settings or other passages.
     """
     methods = list(dict.fromkeys(methods))
@@ -139,31 +145,81 @@ def run_evaluation(
             settings, filler_token_id=filler_token_id(model, settings.filler_token_id)
         )
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     shard = Shard.from_environment() if shard is None else shard
-    if shard.sharded:
-        write_order(output, shard.world_size, list(passages), methods)
-    with contextlib.ExitStack() as locks:
-        if shard.sharded:  # the ranks share the directory's lock, each holds its own
-            locks.enter_context(exclusive_lock(output, shared=True))
-        locks.enter_context(exclusive_lock(output, shard.file(LOCK_FILE)))
-        run = _run_locked(
-            model,
-            passages,
-            methods,
-            output,
-            settings,
-            progress,
-            summary_every,
-            shard,
-            passages_per_batch,
+    if lock is not None and (lock.output != output or lock.shard != shard):
+        raise ValueError(
+            f"the lock given is on {lock.output} for {lock.shard}; this run is on {output} for "
+            f"{shard}"
         )
-    if shard.sharded and wait_for_all_ranks() and shard.rank == 0:
-        merge_shards(output)
-        header = columns(settings.fractions, optional_columns(settings))
-        frame = _write_summary(output, output / PER_PASSAGE, header, settings.fractions)
-        run = replace(run, per_passage=frame, summary=summarize(frame, settings.fractions))
+    with explained_write_errors(output):
+        with lock if lock is not None else RunLock(output, shard):
+            if shard.sharded:
+                write_order(
+                    output,
+                    shard.world_size,
+                    list(passages),
+                    methods,
+                    counts={task: len(texts) for task, texts in passages.items()},
+                )
+            run = _run_locked(
+                model,
+                passages,
+                methods,
+                output,
+                settings,
+                progress,
+                summary_every,
+                shard,
+                passages_per_batch,
+            )
+        if shard.sharded and wait_for_all_ranks() and shard.rank == 0:
+            merge_shards(output)
+            header = columns(settings.fractions, optional_columns(settings))
+            frame = _write_summary(output, output / PER_PASSAGE, header, settings.fractions)
+            run = replace(run, per_passage=frame, summary=summarize(frame, settings.fractions))
     return run
+
+
+class RunLock:
+    """The locks a run holds on its directory (created if missing), as a context manager:
+    ``.lock`` exclusively, or for a rank of a sharded run ``.lock`` shared and its own
+    ``.lock.rank<r>`` exclusively.
+
+    :func:`run_evaluation` takes them itself; a caller takes them first to refuse a second run
+    on the directory before the slow model load, and passes the lock on (``lock=``), which
+    releases it when the run is done (so that rank 0 can then merge). Entering a held lock
+    again does nothing.
+
+    Raises:
+        tlscopes.evaluation.run_directory.RunDirectoryError: another run holds the directory,
+            or it cannot be created (full disk, not writable).
+    """
+
+    def __init__(self, output: str | Path, shard: Shard | None = None) -> None:
+        self.output = Path(output)
+        self.shard = Shard.from_environment() if shard is None else shard
+        self._locks: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> RunLock:
+        if self._locks is not None:
+            return self
+        locks = contextlib.ExitStack()
+        with explained_write_errors(self.output):
+            try:
+                self.output.mkdir(parents=True, exist_ok=True)
+                if self.shard.sharded:  # the ranks share the directory's lock, each its own
+                    locks.enter_context(exclusive_lock(self.output, shared=True))
+                locks.enter_context(exclusive_lock(self.output, self.shard.file(LOCK_FILE)))
+            except BaseException:
+                locks.close()
+                raise
+        self._locks = locks
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._locks is not None:
+            locks, self._locks = self._locks, None
+            locks.close()
 
 
 @dataclass
@@ -332,5 +388,6 @@ def _write_if_changed(target: Path, summary: pd.DataFrame) -> None:
 
 __all__ = [
     "EvaluationRun",
+    "RunLock",
     "run_evaluation",
 ]

@@ -445,3 +445,87 @@ def test_passage_ids_must_be_one_sequence_of_integers(model):
         prepare_passage(model, torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match=r"\[pos\] or \[1, pos\]"):
         prepare_passage(model, torch.ones(2, 3, dtype=torch.long))
+
+
+def test_the_command_line_takes_the_lock_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    import tlscopes.models.loading
+    from tlscopes import cli
+
+    loads = []
+    monkeypatch.setattr(tlscopes.models.loading, "load_model", lambda *a, **k: loads.append(a))
+    argv = ["evaluate", "--limit", "1", "--methods", "random", "--output", str(tmp_path)]
+    with directory_lock(tmp_path):
+        assert cli.main(argv) == cli.EXIT_USER_ERROR
+    assert f"another run is writing to {tmp_path}" in capsys.readouterr().err
+    assert loads == []  # refused before the (slow) model load
+
+
+# --- a full disk or a read-only directory on the command line --------------------------------
+
+
+def evaluate_command(model, monkeypatch, prompts: Path, output: Path, texts) -> list[str]:
+    import tlscopes.models.loading
+
+    monkeypatch.setattr(tlscopes.models.loading, "load_model", lambda *args, **kwargs: model)
+    prompts.write_text(json.dumps([{"text": text} for text in texts]))
+    return ["evaluate", "--prompts", str(prompts), "--methods", ",".join(METHODS)] + [
+        "--no-progress",
+        "--output",
+        str(output),
+    ]
+
+
+def test_a_read_only_output_directory_is_one_line_naming_it(model, tmp_path, monkeypatch, capsys):
+    from tlscopes import cli
+
+    output = tmp_path / "out"
+    output.mkdir()
+    argv = evaluate_command(model, monkeypatch, tmp_path / "prompts.json", output, TEXTS[:1])
+    with read_only(output):
+        assert cli.main(argv) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"tlscopes evaluate: error: cannot write to {output}: it is not writable (Permission "
+        "denied)"
+    ), err
+    assert "Traceback" not in "\n".join(err) and ".run.json." not in err[-1]
+
+
+def test_a_full_disk_mid_run_is_one_line_and_keeps_what_was_written(
+    model, tmp_path, monkeypatch, capsys
+):
+    from tlscopes import cli
+
+    output = tmp_path / "out"
+    argv = evaluate_command(model, monkeypatch, tmp_path / "prompts.json", output, TEXTS)
+    append = evaluate._append
+    calls = []
+    written = ""
+
+    def fills_the_disk(path, header, rows):
+        nonlocal written
+        calls.append(path)
+        if len(calls) <= 2:
+            return append(path, header, rows)
+        written = path.read_text()
+        with path.open("a") as handle:  # the disk fills part-way through a line
+            handle.write("lambada,2,ran")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate, "_append", fills_the_disk)
+        assert cli.main(argv) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"tlscopes evaluate: error: cannot write to {output}: the disk is full (No space left "
+        "on device); the results already written there are kept"
+    ), err
+    assert "Traceback" not in "\n".join(err)
+    # The two passages written before the disk filled are there, byte for byte.
+    assert (output / PER_PASSAGE).read_text().startswith(written)
+    assert len(written.splitlines()) == 1 + 2 * len(METHODS)
+    # Once there is space, the same command resumes and ends as a run that never failed.
+    assert cli.main(argv) == 0
+    clean = tmp_path / "clean"
+    assert cli.main([*argv[:-1], str(clean)]) == 0
+    assert (output / PER_PASSAGE).read_text() == (clean / PER_PASSAGE).read_text()

@@ -130,3 +130,49 @@ def test_a_sharded_run_keeps_out_a_one_process_run_and_a_merge(tmp_path):
         evaluate.run_evaluation(
             model, texts, ["semantic"], tmp_path, progress=False, shard=Shard(1, 2)
         )
+
+
+def test_a_half_finished_sharded_run_is_merged_only_when_asked_and_marked_partial(
+    one_process, tmp_path, capsys
+):
+    import json
+
+    from tlscopes import cli
+
+    torch.set_num_threads(1)
+    model = helpers.build_bridge()
+
+    def run_rank(rank):
+        return evaluate.run_evaluation(
+            model, TEXTS, METHODS, tmp_path, settings=SETTINGS, progress=False, shard=Shard(rank, 2)
+        )
+
+    for rank in (0, 1):
+        run_rank(rank)
+    shard_file = tmp_path / "per_passage.rank1.csv"
+    lines = shard_file.read_text().splitlines(keepends=True)
+    shard_file.write_text("".join(lines[: 1 + len(METHODS)]))  # rank 1 keeps one passage of 3
+    before = {path.name: path.read_text() for path in tmp_path.iterdir() if path.is_file()}
+
+    def merge(*options):
+        return cli.main(["evaluate", "--merge", str(tmp_path), *options])
+
+    assert merge() == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "rank 1 lacks iwslt passage 1, lambada passage 3;" in err, err
+    assert "rank 0" not in err and "--allow-partial" in err
+    assert {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()} == before
+
+    assert merge("--allow-partial") == 0
+    assert "partial merge" in capsys.readouterr().out
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["merge"] == {"partial": True, "missing": {"rank1": ["iwslt 1", "lambada 3"]}}
+    assert not list(tmp_path.glob("*.rank*.csv"))
+
+    # Resuming the rank computes what it lacks (run.json's merge entry is not a setting), and
+    # the complete merge clears the mark and gives one process's rows.
+    assert run_rank(1).computed == 2
+    assert merge() == 0
+    assert "merge" not in json.loads((tmp_path / "run.json").read_text())
+    for name in (PER_PASSAGE, SKIPPED):
+        assert (tmp_path / name).read_text() == (one_process / name).read_text(), name
