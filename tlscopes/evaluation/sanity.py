@@ -594,18 +594,22 @@ def _write_summary(output: Path) -> pd.DataFrame:
 
 def plot_sanity(summary: pd.DataFrame, title: str = "") -> Any:
     """A matplotlib figure: mean Spearman rho against the number of top blocks randomised
-    (cascade, left) and against the block randomised alone (right), one line per method."""
+    (cascade) and against the block randomised alone (independent), one panel for each mode the
+    summary has, one line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for axis, mode, label in (
-        (axes[0], "cascade", "top blocks randomised (cascade)"),
-        (axes[1], "independent", "block randomised alone"),
-    ):
-        part = summary[summary["mode"] == mode]
+    labels = {
+        "cascade": "top blocks randomised (cascade)",
+        "independent": "block randomised alone",
+    }
+    present = set(summary["mode"]) if "mode" in summary else set()
+    modes = [mode for mode in MODES if mode in present] or ["cascade"]
+    figure, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4), squeeze=False)
+    for axis, mode in zip(axes[0], modes, strict=True):
+        part = summary[summary["mode"] == mode] if present else summary.iloc[:0]
         for method, rows in part.groupby("method", sort=False):
             x = rows["n_blocks"] if mode == "cascade" else rows["blocks"].astype(int)
             axis.plot(x, rows["spearman_mean"], marker="o", label=method)
@@ -613,11 +617,12 @@ def plot_sanity(summary: pd.DataFrame, title: str = "") -> Any:
             axis.set_xscale("symlog", linthresh=1)
             ticks = sorted(set(part["n_blocks"].astype(int)))
             axis.set_xticks(ticks, [str(t) for t in ticks])
-        axis.set_xlabel(label)
+        axis.set_xlabel(labels[mode])
         axis.axhline(0, color="grey", linewidth=0.5)
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("Spearman rho, original vs randomised map")
-    axes[1 if axes[1].get_lines() else 0].legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    axes[0][0].set_ylabel("Spearman rho, original vs randomised map")
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -220,6 +220,8 @@ def test_plot_has_one_line_per_method():
     cascade, independent = figure.axes
     assert len(cascade.get_lines()) == 2 + 1  # two methods and the zero line
     assert len(independent.get_lines()) == 2 + 1
+    only_cascade = pd.DataFrame([row for row in rows if row["mode"] == "cascade"])
+    assert len(sanity.plot_sanity(sanity.summarize_sanity(only_cascade)).axes) == 1
 
 
 def test_cli_sanity_writes_rows_summary_and_figure(tmp_path, capsys):
