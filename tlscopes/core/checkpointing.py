@@ -31,7 +31,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-from tlscopes.models.chunked_attention import chunked_attention
+from tlscopes.models.chunked_attention import chunked_attention, fused_attention_applies
 from tlscopes.protocols import TransformerLensModel
 
 Checkpoint = Literal["auto"] | bool
@@ -39,9 +39,11 @@ Checkpoint = Literal["auto"] | bool
 # "auto" checkpoints once the plain path's estimated memory passes this share of what is free.
 AUTO_MEMORY_SHARE = 0.5
 # Bytes the plain path keeps per token, layer and d_model (resp. d_mlp) unit, per dtype byte:
-# fitted to SmolLM2-135M's measured curve (2,048 tokens: 2.9 GiB; 8,192: 11.6 GiB).
+# fitted to SmolLM2-135M's measured curve (2,048 tokens: 2.9 GiB; 8,192: 11.6 GiB). Head x T x T
+# tensors kept per explicit attention layer: fitted to Gemma-3-270M's.
 _KEPT_PER_D_MODEL = 10
 _KEPT_PER_D_MLP = 4
+_KEPT_SCORES = 2
 
 
 # Keyword arguments by which Hugging Face decoder layers receive a KV cache.
@@ -49,18 +51,25 @@ _CACHE_ARGUMENTS = ("past_key_values", "past_key_value", "layer_past", "cache")
 
 
 class Recomputing:
-    """Whether a checkpointed block is being recomputed (set only inside the backward pass)."""
+    """Whether a checkpointed block is being recomputed (set only inside the backward pass).
+
+    Also the context manager that checkpointing enters around each recomputation; reusable,
+    since every backward pass through the same graph (one per direction) recomputes again.
+    """
 
     def __init__(self) -> None:
-        self.active = False
+        self._depth = 0
 
-    @contextlib.contextmanager
-    def during(self) -> Iterator[None]:
-        previous, self.active = self.active, True
-        try:
-            yield
-        finally:
-            self.active = previous
+    @property
+    def active(self) -> bool:
+        return self._depth > 0
+
+    def __enter__(self) -> Recomputing:
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
 
 
 def observer(fn: Callable[..., Any], recomputing: Recomputing) -> Callable[..., Any]:
@@ -89,8 +98,8 @@ def checkpointed_blocks(
     """
     recomputing = recomputing or Recomputing()
 
-    def contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-        return contextlib.nullcontext(), recomputing.during()
+    def contexts() -> tuple[contextlib.AbstractContextManager, Recomputing]:
+        return contextlib.nullcontext(), recomputing
 
     switched = []
     with chunked_attention(model):
@@ -124,17 +133,18 @@ def checkpointed_blocks(
 def plain_path_bytes(model: TransformerLensModel, n_tokens: int) -> int:
     """An estimate of the memory the plain (not checkpointed) path keeps for `n_tokens` tokens.
 
-    Linear in the tokens: every layer keeps a few d_model- and d_mlp-wide activations per token
-    (the constants are fitted to SmolLM2-135M's measured curve); where attention runs
-    explicitly it also keeps about four head x T x T tensors per layer.
+    Every layer keeps a few d_model- and d_mlp-wide activations per token; each layer whose
+    attention runs explicitly (not the fused kernel) also keeps about two head x T x T tensors.
+    The constants are fitted to measured peaks (SmolLM2-135M, fused: 5.9 GiB above the model at
+    4,096 tokens; Gemma-3-270M, explicit: 4.6 GiB at 2,048).
     """
     cfg = model.cfg
     itemsize = torch.empty((), dtype=cfg.dtype).element_size()
     d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * cfg.d_model)
     per_token = cfg.n_layers * (_KEPT_PER_D_MODEL * cfg.d_model + _KEPT_PER_D_MLP * d_mlp)
-    linear = n_tokens * per_token * itemsize
-    quadratic = 4 * cfg.n_layers * cfg.n_heads * n_tokens * n_tokens * itemsize
-    return int(linear + quadratic)
+    explicit = sum(not fused_attention_applies(model, block.attn) for block in model.blocks)
+    quadratic = _KEPT_SCORES * explicit * cfg.n_heads * n_tokens * n_tokens
+    return int((n_tokens * per_token + quadratic) * itemsize)
 
 
 def available_bytes(device: torch.device) -> int:

@@ -326,6 +326,18 @@ def _hooked_chunked_forward(
     return hooked_output(attention, chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled()))
 
 
+def fused_attention_applies(model: TransformerLensModel, attention: Any) -> bool:
+    """Whether `attention` runs the fused kernel (no T x T tensor kept) on a plain causal
+    prompt: :func:`~tlscopes.models.fused_attention.module_supports_fusion` on a
+    HookedTransformer, and on a bridge its own check outside float64 (whose softmax the bridge
+    takes in float32, so a float64 bridge keeps its own attention)."""
+    from tlscopes.models.facts import is_bridge
+
+    if is_bridge(model):
+        return model.cfg.dtype != torch.float64 and bridge_module_supports_fusion(attention)
+    return module_supports_fusion(attention)
+
+
 # --- the switch -------------------------------------------------------------------------------
 
 
