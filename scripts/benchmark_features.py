@@ -17,7 +17,7 @@ TopK SAE (k = 64, so "active" is exactly 64 features) at ``blocks.3.hook_resid_p
 The jacrev recipe is timed both with a full forward pass and stopped at the hook.
 
 Times are medians over --repeats interleaved rounds after a warm-up (the 64 separate calls:
-timed in the first round only). Peak resident memory (VmHWM, reset to the current resident set
+timed once, in the first round, without a warm-up of their own). Peak resident memory (VmHWM, reset to the current resident set
 before each call) is the process's peak during each method's calls, in MiB (the model's
 weights and the allocator's cache from earlier calls included). The scores of
 attribute_features, the 64 calls and the floor are compared (largest absolute difference).
@@ -32,6 +32,7 @@ import datetime
 import json
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -75,8 +76,9 @@ def measure_all(
 ) -> tuple[dict[str, tuple[float, float]], dict[str, object]]:
     """Median seconds and largest peak MiB of each method, timed in interleaved rounds after one
     warm-up call each (so that a change in the machine's load hits every method alike); a
-    method marked False is timed in the first round only (it is slow)."""
-    results = {name: work() for name, (work, _) in methods.items()}  # warm-up
+    method marked False (slow: many calls of the same engine the others warmed up) is timed
+    once, in the first round, without a warm-up. Each timing is also printed to stderr."""
+    results = {name: work() for name, (work, repeat) in methods.items() if repeat}  # warm-up
     times: dict[str, list[float]] = {name: [] for name in methods}
     peaks: dict[str, float] = {name: 0.0 for name in methods}
     for round_index in range(repeats):
@@ -84,6 +86,7 @@ def measure_all(
             if round_index > 0 and not repeat:
                 continue
             seconds, peak, results[name] = timed(work)
+            print(f"round {round_index}: {name} {seconds:.2f} s", file=sys.stderr, flush=True)
             times[name].append(seconds)
             peaks[name] = max(peaks[name], peak)
     rows = {name: (statistics.median(times[name]), peaks[name]) for name in methods}
@@ -148,7 +151,10 @@ def floor(model, tokens, sae, features, position, stop: bool) -> torch.Tensor:
         leaf["x"] = tensor.detach().requires_grad_(True)
         return leaf["x"]
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    # Parameter gradients off, as any input-only attribution turns them off (a bridge's
+    # wrapped Hugging Face model holds the parameters its forward pass uses).
+    modules = [model, getattr(model, "original_model", None)]
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
     try:
@@ -204,7 +210,6 @@ def main() -> None:
 
     methods = {
         "attribute_features": (lambda: ts.attribute_features(model, tokens, sae), True),
-        separate: (separate_calls, False),
         "jacrev over token scales (full forward)": (
             lambda: jacrev_recipe(model, tokens, sae, features, position, stop=False),
             True,
@@ -221,6 +226,7 @@ def main() -> None:
             lambda: floor(model, tokens, sae, features, position, stop=True),
             True,
         ),
+        separate: (separate_calls, False),
     }
     rows, results = measure_all(methods, args.repeats)
     ours = results["attribute_features"]
