@@ -220,6 +220,12 @@ class SAE:
                 "hook point (or pass hook= to load_sae)"
             )
 
+    @staticmethod
+    def _full_precision(h: Tensor) -> Tensor:
+        # A half-precision model's activation is encoded in float32, so that which features
+        # fire (a threshold or a top-k comparison) is not decided by bfloat16 rounding.
+        return h.float() if h.dtype in (torch.float16, torch.bfloat16) else h
+
     def _weights(self, like: Tensor) -> tuple[Tensor, Tensor]:
         options = {"dtype": like.dtype, "device": like.device}
         return self.W_enc.to(**options), self.b_enc.to(**options)
@@ -241,8 +247,10 @@ class SAE:
         return x
 
     def pre_activations(self, h: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
-        """Every feature's encoder pre-activation at activations h [..., d_in]."""
+        """Every feature's encoder pre-activation at activations h [..., d_in] (in float32 for a
+        half-precision h)."""
         self.check_width(h.shape[-1])
+        h = self._full_precision(h)
         W_enc, b_enc = self._weights(h)
         return self.encoder_input(h) @ W_enc + b_enc
 
@@ -268,6 +276,7 @@ class SAE:
         Jacobian at h.
         """
         self.check_width(h.shape[-1])
+        h = self._full_precision(h)
         W_enc, _ = self._weights(h)
         columns = W_enc[:, features.to(W_enc.device)].T  # [feature, d_in]
         if self.normalisation == "none":

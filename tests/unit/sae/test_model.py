@@ -75,3 +75,13 @@ def test_feature_gradients_are_exact(normalisation):
     for row in range(3):
         expected = torch.func.jacrev(lambda v: sae.pre_activations(v)[features])(h[row])
         torch.testing.assert_close(gradients[row], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_half_precision_activations_are_encoded_in_float32():
+    sae = build(activation="topk", k=2)
+    h = torch.randn(4, 6, dtype=torch.float64).to(torch.bfloat16)
+    pre = sae.pre_activations(h)
+    assert pre.dtype == torch.float32
+    expected = h.double() @ sae.W_enc.float().double() + sae.b_enc.float().double()
+    torch.testing.assert_close(pre.double(), expected, rtol=1e-6, atol=1e-6)
+    assert sae.feature_gradients(h, torch.tensor([0, 3])).dtype == torch.float32
