@@ -284,7 +284,9 @@ def test_serve_starts_the_app_on_the_shared_model_and_stops(monkeypatch, capsys,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(serve, "wait_until_interrupted", interrupt_once_served)
-    assert cli.main(["serve", "--port", "0"]) == 0
+    ended = []
+    monkeypatch.setattr(serve, "end_process", ended.append)  # in-process: no os._exit
+    assert cli.main(["serve", "--port", "0"]) == 0 and ended == [0]
     url, config = seen[0]
     assert url.startswith("http://127.0.0.1:") and config["title"] == "tlscopes app"
     menu = next(c["props"] for c in config["components"] if c["props"].get("label") == "model")
@@ -317,3 +319,80 @@ def test_an_unknown_model_name_offline_is_one_line_listing_what_works(kind, caps
     for form in ("smollm2-135m", "gemma3-270m", "local Hugging Face model directory"):
         assert form in line, line
     assert "TransformerLens model name" in line
+
+
+SERVE_CHILD = """
+import sys, time
+from tests import helpers
+import tlscopes.models.loading
+from tlscopes import cli
+from tlscopes.app import explorer_app
+
+model = helpers.build_bridge()
+tlscopes.models.loading.load_model = lambda *args, **kwargs: model
+
+def slow_attribute(self, request):  # a request that is still computing at Ctrl-C
+    print("computing", file=sys.stderr, flush=True)
+    time.sleep(60)
+
+explorer_app.ExplorerApp.attribute = slow_attribute
+sys.exit(cli.main(["serve", "--port", sys.argv[1]]))
+"""
+
+
+def test_serve_stops_within_a_second_of_ctrl_c_with_a_request_in_flight(tmp_path):
+    import http.client
+    import json
+    import os
+    import signal
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from tlscopes.app.ui import free_port
+
+    repo = Path(__file__).resolve().parents[2]
+    port = free_port("127.0.0.1")
+    env = {**os.environ, "PYTHONPATH": str(repo), "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", SERVE_CHILD, str(port)],
+        cwd=repo,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in child.stderr:
+            lines.append(line)
+            if "serving on" in line:
+                break
+        assert any(tmp_path.glob("tlscopes-app-*")), lines  # the page's download folder
+        call = urllib.request.Request(
+            f"http://127.0.0.1:{port}/gradio_api/call/explain",
+            data=json.dumps({"data": ["the cat sat", "fisher", None, None, -1, None]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        event = json.loads(urllib.request.urlopen(call, timeout=30).read())["event_id"]
+        stream = urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/gradio_api/call/explain/{event}", timeout=30
+        )
+        for line in child.stderr:
+            lines.append(line)
+            if "computing" in line:
+                break
+        started = time.monotonic()
+        child.send_signal(signal.SIGINT)  # Ctrl-C
+        status = child.wait(timeout=30)
+        elapsed = time.monotonic() - started
+        rest = child.stderr.read()
+        print(f"serve exited {elapsed:.2f} s after Ctrl-C")
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert status == 0 and "Traceback" not in rest, rest
+    assert elapsed < 1.0, f"still running {elapsed:.1f} s after Ctrl-C"
+    # The request in flight is cancelled: its connection is closed, not left hanging.
+    with pytest.raises(http.client.IncompleteRead):
+        stream.read()
+    assert not any(tmp_path.glob("tlscopes-app-*"))  # its files removed

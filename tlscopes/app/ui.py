@@ -118,6 +118,7 @@ class AppHandlers:
             self._temporary = tempfile.TemporaryDirectory(prefix="tlscopes-app-")
             directory = self._temporary.name
         self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
         self._files_lock = threading.Lock()
 
     def _write(self, name: str, text: str) -> str:
@@ -128,7 +129,9 @@ class AppHandlers:
             for old in folders[: max(0, len(folders) - KEPT_FILES + 1)]:
                 shutil.rmtree(old, ignore_errors=True)
             folder = self.directory / f"answer-{uuid.uuid4().hex}"
-            folder.mkdir(parents=True)
+            # Not parents=True: once the server has stopped and removed the directory, a
+            # request still finishing must not make it again.
+            folder.mkdir()
         path = folder / name
         path.write_text(text, encoding="utf-8")
         return str(path)
@@ -315,11 +318,18 @@ def free_port(host: str) -> int:
         return int(probe.getsockname()[1])
 
 
-def start(app: ExplorerApp, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> gradio.Blocks:
+def start(
+    app: ExplorerApp,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    directory: str | Path | None = None,
+) -> gradio.Blocks:
     """Builds the page and serves it on host:port in a background thread (port 0: a free one).
-    The page's address is ``.local_url``; ``.close()`` stops it."""
+    The page's address is ``.local_url``; :func:`stop` stops it. Download files go to
+    `directory` (default: a temporary directory of the page's own)."""
     _require_gradio()
-    page = build_blocks(AppHandlers(app))
+    page = build_blocks(AppHandlers(app, directory))
     page.launch(
         server_name=host,
         server_port=port or free_port(host),
@@ -337,6 +347,25 @@ def start(app: ExplorerApp, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) 
         css=CSS,
     )
     return page
+
+
+def stop(page: gradio.Blocks) -> None:
+    """Stops serving at once (a fraction of a second): the server and its queue close, and a
+    request still computing is answered to no one (its connection is closed)."""
+    server = getattr(page, "server", None)
+    if server is not None:
+        # Uvicorn would wait for every open response to end (a request computing, the page's
+        # event stream) until Gradio's 5 s join gives up; leave them to close with the loop.
+        server.force_exit = True
+    # Uvicorn logs each response it cancels as an error with a traceback; they are cancelled
+    # on purpose here.
+    server_log = logging.getLogger("uvicorn.error")
+    level = server_log.level
+    server_log.setLevel(logging.CRITICAL + 1)
+    try:
+        page.close(verbose=False)
+    finally:
+        server_log.setLevel(level)
 
 
 def _theme() -> Any:
@@ -357,4 +386,5 @@ __all__ = [
     "frame_html",
     "message_html",
     "start",
+    "stop",
 ]

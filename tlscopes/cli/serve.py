@@ -4,8 +4,12 @@ model. Gradio comes with the ``tlscopes[app]`` extra; without it the command say
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import tempfile
 import threading
+from typing import NoReturn
 
 from tlscopes.cli.common import UsageError, add_model_arguments, load_with_message
 
@@ -34,11 +38,22 @@ def wait_until_interrupted() -> None:
     threading.Event().wait()
 
 
+def end_process(status: int) -> NoReturn:
+    """Ends the process at once with `status`, output flushed. After Ctrl-C the server is
+    already closed and its files removed; the interpreter's own teardown of torch, Gradio and
+    the model takes seconds and would only delay the exit, and a request still computing in a
+    worker thread is cancelled with the process."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
     from tlscopes.app.explorer_app import ExplorerApp
-    from tlscopes.app.ui import INSTALL_HINT, gradio_installed, start
+    from tlscopes.app.ui import INSTALL_HINT, gradio_installed, start, stop
 
     if not gradio_installed():
         raise UsageError(INSTALL_HINT)
@@ -49,12 +64,16 @@ def run_serve(args: argparse.Namespace) -> int:
         name: (lambda name=name: load_model(name, kind=args.kind)) for name in SHIPPED_MODELS
     }
     loaders[args.model] = lambda: loaded
-    page = start(ExplorerApp(loaders, default=args.model), args.host, args.port)
-    print(f"serving on {page.local_url} (Ctrl-C stops)", file=sys.stderr, flush=True)
-    try:
-        wait_until_interrupted()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        page.close()
-    return 0
+    with tempfile.TemporaryDirectory(prefix="tlscopes-app-") as files:
+        page = start(
+            ExplorerApp(loaders, default=args.model), args.host, args.port, directory=files
+        )
+        print(f"serving on {page.local_url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        try:
+            wait_until_interrupted()
+        except KeyboardInterrupt:
+            print("stopping", file=sys.stderr, flush=True)
+        finally:
+            stop(page)
+    end_process(0)
+    return 0  # reached only where end_process is replaced (in-process tests)
