@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from tlscopes.evaluation.datasets import load_hub_passages, load_passages, task_names
     from tlscopes.evaluation.faithfulness import comprehensiveness, filler_token_id, sufficiency
     from tlscopes.evaluation.passages import prepare_passage
-    from tlscopes.evaluation.runner import EvaluationRun, run_evaluation
+    from tlscopes.evaluation.runner import EvaluationRun, RunLock, run_evaluation
     from tlscopes.evaluation.sanity import (
         SanityRun,
         SanitySettings,
@@ -44,6 +44,7 @@ _HOMES = {
     "Settings": "tlscopes.evaluation.ablation",
     "run_evaluation": "tlscopes.evaluation.runner",
     "EvaluationRun": "tlscopes.evaluation.runner",
+    "RunLock": "tlscopes.evaluation.runner",
     "load_passages": "tlscopes.evaluation.datasets",
     "task_names": "tlscopes.evaluation.datasets",
     "load_hub_passages": "tlscopes.evaluation.datasets",
