@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         sink_head_share,
         sink_heads,
         sink_positions,
+        streamed_key_importance,
         without_positions,
     )
     from tlscopes.analysis.integrated_gradients_path import (
@@ -41,6 +42,7 @@ _HOMES = {
     "DEFAULT_SINK_HEAD_SHARE": "tlscopes.analysis.attention",
     "attention_patterns": "tlscopes.analysis.attention",
     "sink_positions": "tlscopes.analysis.attention",
+    "streamed_key_importance": "tlscopes.analysis.attention",
     "sink_heads": "tlscopes.analysis.attention",
     "sink_head_share": "tlscopes.analysis.attention",
     "key_importance": "tlscopes.analysis.attention",

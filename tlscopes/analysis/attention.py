@@ -81,26 +81,93 @@ def key_importance(patterns: Patterns) -> Float[Tensor, "layer head_index key_po
     return patterns.double().mean(dim=-2)
 
 
-def sink_heads(patterns: Patterns, epsilon: float = DEFAULT_SINK_EPSILON) -> Tensor:
+def streamed_key_importance(
+    model: TransformerLensModel, inputs: Inputs, scale: float = 1.0
+) -> Float[Tensor, "layer head_index key_pos"]:
+    """:func:`key_importance` of :func:`attention_patterns`, without any T x T pattern: for long
+    prompts.
+
+    The attention runs a query chunk at a time (:func:`tlscopes.models.chunked_attention.
+    chunked_attention`); each chunk's pattern is summed over its queries and dropped, so memory
+    stays linear in the length. Equal to ``key_importance(attention_patterns(model, inputs,
+    scale))`` to floating-point rounding of the sum. Pass the result as ``importance`` to
+    :func:`sink_heads`, :func:`sink_head_share` and :func:`sink_positions`.
+
+    Raises:
+        ValueError: for more than one prompt, or a model whose attention the chunked path does
+            not reproduce (the GPT-2 and GPT-NeoX bridges): use :func:`attention_patterns`.
+    """
+    from tlscopes.models.chunked_attention import chunked_attention
+
+    prepared = prepare_inputs(model, inputs)
+    if prepared.tokens.shape[0] != 1:
+        raise ValueError(
+            "streamed_key_importance reads one prompt; pass a single string or [pos] ids"
+        )
+    n_layers, length = int(model.cfg.n_layers), int(prepared.tokens.shape[1])
+    sums: dict[int, Tensor] = {}
+
+    def read(layer: int, first_query: int, pattern: Tensor) -> None:
+        column_sums = pattern[0].double().sum(dim=-2).cpu()  # [head_index, key_pos]
+        sums[layer] = column_sums if layer not in sums else sums[layer] + column_sums
+
+    with chunked_attention(model, read_patterns=read) as switched:
+        if switched != n_layers:
+            raise ValueError(
+                f"{type(model).__name__}'s attention ({type(model.blocks[0].attn).__name__}) "
+                f"is not chunked in {n_layers - switched} of {n_layers} layers; use "
+                "key_importance(attention_patterns(...)), which keeps the whole pattern"
+            )
+        scope_gradients(
+            model,
+            prepared.tokens,
+            [],
+            positions=prepared.positions,
+            transform=lambda embeddings: embeddings * scale,
+        )
+    return torch.stack([sums[layer] for layer in range(n_layers)]) / length
+
+
+def sink_heads(
+    patterns: Patterns | None = None,
+    epsilon: float = DEFAULT_SINK_EPSILON,
+    *,
+    importance: Tensor | None = None,
+) -> Tensor:
     """[layer, head_index, key_pos] booleans: the head sinks on the key, its importance > epsilon
-    (0.3 by default, as in the attention-sink literature)."""
+    (0.3 by default, as in the attention-sink literature).
+
+    Give the patterns, or (for long prompts) their importance [layer, head_index, key_pos]
+    from :func:`streamed_key_importance`.
+    """
     if not 0 < epsilon < 1:
         raise ValueError(f"epsilon must lie in (0, 1), got {epsilon}")
-    return key_importance(patterns) > epsilon
+    if (patterns is None) == (importance is None):
+        raise ValueError("pass either patterns or importance (from streamed_key_importance)")
+    return (key_importance(patterns) if importance is None else importance) > epsilon
 
 
-def sink_head_share(patterns: Patterns, epsilon: float = DEFAULT_SINK_EPSILON) -> Tensor:
-    """[layer, key_pos]: the share of each layer's heads that sink on each position."""
-    return sink_heads(patterns, epsilon).double().mean(dim=1)
+def sink_head_share(
+    patterns: Patterns | None = None,
+    epsilon: float = DEFAULT_SINK_EPSILON,
+    *,
+    importance: Tensor | None = None,
+) -> Tensor:
+    """[layer, key_pos]: the share of each layer's heads that sink on each position (patterns
+    or importance as in :func:`sink_heads`)."""
+    return sink_heads(patterns, epsilon, importance=importance).double().mean(dim=1)
 
 
 def sink_positions(
-    patterns: Patterns,
+    patterns: Patterns | None = None,
     epsilon: float = DEFAULT_SINK_EPSILON,
     min_head_share: float = DEFAULT_SINK_HEAD_SHARE,
+    *,
+    importance: Tensor | None = None,
 ) -> list[int]:
-    """Positions that at least `min_head_share` of all heads (every layer) sink on."""
-    share = sink_heads(patterns, epsilon).double().flatten(0, 1).mean(dim=0)
+    """Positions that at least `min_head_share` of all heads (every layer) sink on (patterns or
+    importance as in :func:`sink_heads`)."""
+    share = sink_heads(patterns, epsilon, importance=importance).double().flatten(0, 1).mean(dim=0)
     return (share >= min_head_share).nonzero().flatten().tolist()
 
 
@@ -144,5 +211,6 @@ __all__ = [
     "sink_head_share",
     "sink_heads",
     "sink_positions",
+    "streamed_key_importance",
     "without_positions",
 ]

@@ -47,6 +47,8 @@ from tlscopes.models.fused_attention import (
 )
 from tlscopes.protocols import TransformerLensModel
 
+# Called with a chunk's first query position and its pattern [batch, head_index, chunk, key_pos].
+PatternReader = Callable[[int, Tensor], None]
 # Score elements (batch x head x query x key) one chunk may form: 2^24 is 64 MiB in float32.
 CHUNK_SCORE_ELEMENTS = 2**24
 _BRIDGE_FLAGS = (
@@ -162,7 +164,13 @@ def _bridge_rotary(attention: Any, q: Tensor, k: Tensor, embeddings: Any) -> tup
 
 
 def _bridge_chunk(
-    attention: Any, k: Tensor, v: Tensor, mask: Tensor | None, q: Tensor, lo: int
+    attention: Any,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    reader: PatternReader | None,
+    q: Tensor,
+    lo: int,
 ) -> Tensor:
     """One query chunk of the bridge's explicit attention, in its own order of operations."""
     hf_attention = attention.original_component
@@ -192,10 +200,14 @@ def _bridge_chunk(
     else:
         pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     pattern = attention._scrub_compatibility_pattern_nans(pattern)
+    if reader is not None:
+        reader(lo, pattern.detach())
     return torch.matmul(pattern, v)
 
 
-def _bridge_chunked_forward(attention: Any, original: Any, *args: Any, **kwargs: Any) -> Any:
+def _bridge_chunked_forward(
+    attention: Any, original: Any, reader: PatternReader | None, *args: Any, **kwargs: Any
+) -> Any:
     hidden_states = kwargs.get("hidden_states", args[0] if args else None)
     embeddings = kwargs.get("position_embeddings")
     mask = kwargs.get("attention_mask")
@@ -231,7 +243,7 @@ def _bridge_chunked_forward(attention: Any, original: Any, *args: Any, **kwargs:
 
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)
     chunk = query_chunk(batch, q.shape[1], pos)
-    chunk_fn = functools.partial(_bridge_chunk, attention, k, v, mask)
+    chunk_fn = functools.partial(_bridge_chunk, attention, k, v, mask, reader)
     z = chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled())
     z = z.transpose(1, 2).reshape(batch, pos, -1)
     weight = getattr(getattr(attention.o, "original_component", None), "weight", None)
@@ -270,7 +282,9 @@ def hooked_module_supports_chunking(attention: Any) -> bool:
     )
 
 
-def _hooked_chunk(attention: Any, k: Tensor, v: Tensor, q: Tensor, lo: int) -> Tensor:
+def _hooked_chunk(
+    attention: Any, k: Tensor, v: Tensor, reader: PatternReader | None, q: Tensor, lo: int
+) -> Tensor:
     """One query chunk of TransformerLens' explicit attention ([batch, head, chunk, d_head])."""
     cfg = attention.cfg
     n_keys, n_queries = k.shape[-2], q.shape[-2]
@@ -287,12 +301,15 @@ def _hooked_chunk(attention: Any, k: Tensor, v: Tensor, q: Tensor, lo: int) -> T
     scores = scores.masked_fill(hidden, attention.IGNORE.to(scores.device))
     pattern = F.softmax(scores, dim=-1)
     pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
+    if reader is not None:
+        reader(lo, pattern.detach())
     return torch.matmul(pattern.to(v.dtype), v)
 
 
 def _hooked_chunked_forward(
     attention: Any,
     original: Any,
+    reader: PatternReader | None,
     query_input: Tensor,
     key_input: Tensor,
     value_input: Tensor,
@@ -322,7 +339,7 @@ def _hooked_chunked_forward(
     if q.device != k.device:
         k, v = k.to(q.device), v.to(q.device)
     chunk = query_chunk(q.shape[0], q.shape[1], k.shape[2])
-    chunk_fn = functools.partial(_hooked_chunk, attention, k, v)
+    chunk_fn = functools.partial(_hooked_chunk, attention, k, v, reader)
     return hooked_output(attention, chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled()))
 
 
@@ -342,13 +359,22 @@ def fused_attention_applies(model: TransformerLensModel, attention: Any) -> bool
 
 
 @contextlib.contextmanager
-def chunked_attention(model: TransformerLensModel) -> Iterator[int]:
+def chunked_attention(
+    model: TransformerLensModel, read_patterns: Callable[[int, int, Tensor], None] | None = None
+) -> Iterator[int]:
     """Runs a model's attention without keeping (or forming whole) any T x T tensor.
 
     Each supported attention module (:func:`bridge_module_supports_chunking`,
     :func:`hooked_module_supports_chunking`) runs the fused SDPA kernel where that is exact
     and the query-chunked path otherwise. Yields the number of modules switched; every
     module's own ``forward`` is restored on exit, also after an error.
+
+    Args:
+        read_patterns: called as ``read_patterns(layer, first_query, pattern)`` with each
+            chunk's attention pattern [batch, head_index, chunk, key_pos] (detached), for
+            statistics over the whole pattern without keeping it (the chunked path then runs
+            instead of the fused kernel, which forms no pattern). Called again for a chunk that
+            a backward pass recomputes.
     """
     from tlscopes.models.facts import hooked_transformer_class, is_bridge
 
@@ -365,13 +391,14 @@ def chunked_attention(model: TransformerLensModel) -> Iterator[int]:
         return
     switched = []
     try:
-        for block in getattr(model, "blocks", []):
+        for layer, block in enumerate(getattr(model, "blocks", [])):
             attention = block.attn
             if not supports(attention) or "forward" in attention.__dict__:
                 continue
             # The fused kernel where it is exact; where a call is not, the chunked path.
-            step = functools.partial(chunked_forward, attention, attention.forward)
-            if fusable(attention):
+            reader = None if read_patterns is None else functools.partial(read_patterns, layer)
+            step = functools.partial(chunked_forward, attention, attention.forward, reader)
+            if fusable(attention) and read_patterns is None:
                 step = functools.partial(fused, check, attention, step)
 
             def forward(*args: Any, step: Any = step, **kwargs: Any) -> Any:

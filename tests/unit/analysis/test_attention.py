@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.models import TOKENIZERLESS_VARIANTS, VARIANTS
+from tests.models import HAS_HOOKED, TOKENIZERLESS_VARIANTS, VARIANTS
 from tlscopes.analysis.attention import attention_patterns
 from tlscopes.tokens import bos_positions
 
@@ -104,3 +104,58 @@ def test_score_share_and_masked_results():
     assert bool((masked_layers.head_scores[..., 0] == 0).all())
     assert bool((masked_layers.input_scores[..., 0] == 0).all())
     torch.testing.assert_close(masked_layers.scores[..., 1:], layered.scores[..., 1:])
+
+
+# Long prompts: key importance without a T x T pattern --------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "gemma2", "gemma3", "qwen3"])
+def test_streamed_key_importance_equals_the_whole_patterns(tmp_path, monkeypatch, family):
+    import tlscopes as ts
+    from tests import helpers
+    from tlscopes.analysis.attention import (
+        key_importance,
+        sink_head_share,
+        sink_heads,
+        sink_positions,
+        streamed_key_importance,
+    )
+    from tlscopes.models import chunked_attention
+
+    helpers.save_hf_family(family, str(tmp_path))
+    kinds = ["bridge", "hooked"] if HAS_HOOKED else ["bridge"]
+    tokens = torch.tensor([0, 8, 13, 6, 9, 17, 30, 12, 22, 5, 19, 27])
+    # A few queries per chunk, so the sums run over several chunks (windows of 3 hide keys).
+    monkeypatch.setattr(chunked_attention, "CHUNK_SCORE_ELEMENTS", 100)
+    for kind in kinds:
+        model = ts.load_model(str(tmp_path), kind=kind, dtype=torch.float64)
+        for scale in (1.0, 0.5):
+            patterns = attention_patterns(model, tokens, scale=scale)
+            streamed = streamed_key_importance(model, tokens, scale=scale)
+            expected = key_importance(patterns)
+            assert streamed.shape == expected.shape
+            torch.testing.assert_close(streamed, expected, rtol=1e-12, atol=1e-12)
+        for epsilon in (0.1, 0.3):
+            assert torch.equal(
+                sink_heads(importance=streamed, epsilon=epsilon), sink_heads(patterns, epsilon)
+            )
+            assert torch.equal(
+                sink_head_share(importance=streamed, epsilon=epsilon),
+                sink_head_share(patterns, epsilon),
+            )
+            assert sink_positions(importance=streamed, epsilon=epsilon) == sink_positions(
+                patterns, epsilon
+            )
+
+
+def test_streamed_key_importance_refuses_what_it_cannot_chunk(tmp_path):
+    import tlscopes as ts
+    from tests import helpers
+    from tlscopes.analysis.attention import sink_heads, streamed_key_importance
+
+    helpers.save_hf_family("gpt2", str(tmp_path))
+    model = ts.load_model(str(tmp_path), kind="bridge", dtype=torch.float64)
+    with pytest.raises(ValueError, match="not chunked in 2 of 2 layers; use key_importance"):
+        streamed_key_importance(model, torch.tensor([0, 8, 13, 6]))
+    with pytest.raises(ValueError, match="either patterns or importance"):
+        sink_heads()
