@@ -177,6 +177,7 @@ def test_a_number_series_is_plotted_with_influence_bars(tmp_path, open_explorer)
         target_tokens=None,
         method="fisher",
         details={},
+        info={"bos_token_id": 0},  # position 0 holds the BOS, as the provenance records it
     )
     page = open_explorer(explore_matrix(result).save(tmp_path / "series.html").path)
     # Three values, three bars: the delimiters and BOS get none.
