@@ -181,12 +181,17 @@ def _bridge_chunk(
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if mask is None:
-        # No mask from the model: plain causal, which the bridge's own helper would place at
-        # the last queries; here the chunk's queries start at lo.
+        # No mask from the model (:func:`chunked_attention` asks Hugging Face for none): causal,
+        # and the layer's sliding window (a key is hidden once it is `window` or more tokens
+        # back, as Hugging Face's window masks do), for the chunk's queries, which start at lo.
         queries = torch.arange(lo, lo + n_queries, device=q.device)[:, None]
-        future = torch.arange(n_keys, device=q.device)[None, :] > queries
+        keys = torch.arange(n_keys, device=q.device)[None, :]
+        hidden = keys > queries
+        window = getattr(hf_attention, "sliding_window", None)
+        if window:
+            hidden = hidden | (keys <= queries - int(window))
         fill = -torch.inf if attention.compatibility_mode else torch.finfo(scores.dtype).min
-        scores = scores.masked_fill(future, fill)
+        scores = scores.masked_fill(hidden, fill)
     else:
         scores = attention._apply_reconstruct_attention_mask(
             attn_scores=scores,
@@ -355,7 +360,41 @@ def fused_attention_applies(model: TransformerLensModel, attention: Any) -> bool
     return module_supports_fusion(attention)
 
 
-# --- the switch -------------------------------------------------------------------------------
+# --- the switch ---
+
+# An attention implementation Hugging Face has no mask function for: its mask builders then
+# return None instead of a [batch, 1, T, T] float mask per mask type (4 GiB at 32,768 tokens).
+_MASKLESS_IMPLEMENTATION = "tlscopes_chunked"
+
+
+def _window_known(attention: Any) -> bool:
+    """Whether a bridge attention's sliding window can be read off the module (Gemma, Qwen:
+    ``sliding_window`` per layer) or is absent from the model (Llama); Mistral's lives only in
+    the mask Hugging Face builds, so its model keeps building it."""
+    hf_attention = getattr(attention, "original_component", None)
+    if hf_attention is None:
+        return True  # a HookedTransformer module: its window is in its config
+    config = getattr(hf_attention, "config", None)
+    return hasattr(hf_attention, "sliding_window") or not getattr(config, "sliding_window", None)
+
+
+@contextlib.contextmanager
+def _no_hugging_face_masks(model: TransformerLensModel, *, every: bool) -> Iterator[None]:
+    """On a bridge whose every attention layer was switched, lets Hugging Face build no mask:
+    the chunked path forms each chunk's causal and window mask itself, and the fused kernel is
+    causal by itself (it runs only where there is no window). Restored on exit."""
+    from tlscopes.models.facts import is_bridge
+
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    if not (every and is_bridge(model) and hasattr(config, "_attn_implementation")):
+        yield
+        return
+    previous = config._attn_implementation
+    config._attn_implementation = _MASKLESS_IMPLEMENTATION
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
 
 
 @contextlib.contextmanager
@@ -406,7 +445,9 @@ def chunked_attention(
 
             object.__setattr__(attention, "forward", forward)
             switched.append(attention)
-        yield len(switched)
+        maskless = len(switched) == len(model.blocks) and all(map(_window_known, switched))
+        with _no_hugging_face_masks(model, every=maskless):
+            yield len(switched)
     finally:
         for attention in switched:
             object.__delattr__(attention, "forward")

@@ -130,3 +130,30 @@ def test_chunks_cover_every_query_once():
     assert seen == [(0, 4), (4, 4), (8, 2)]
     torch.testing.assert_close(out, q * 2)
     assert query_chunk(1, 4, 1000, elements=8000) == 2 and query_chunk(8, 8, 10**6) == 1
+
+
+@pytest.mark.parametrize(("family", "builds_masks"), [("gemma3", False), ("mistral", True)])
+def test_hugging_face_builds_no_t_by_t_mask_where_each_layer_knows_its_window(
+    loaded, family, builds_masks
+):
+    model = loaded(family, "bridge")
+    config = model.original_model.config
+    before = config._attn_implementation
+    masks = []
+
+    def spy(module, args, kwargs):
+        masks.append(kwargs.get("attention_mask"))
+
+    handles = [
+        block.attn.register_forward_pre_hook(spy, with_kwargs=True) for block in model.blocks
+    ]
+    try:
+        with torch.no_grad(), chunked_attention.chunked_attention(model):
+            model(TOKENS)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(masks) == model.cfg.n_layers
+    # Gemma's layers carry their windows: no mask. Mistral's window lives only in the mask.
+    assert all((mask is not None) == builds_masks for mask in masks)
+    assert config._attn_implementation == before
