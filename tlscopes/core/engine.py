@@ -44,7 +44,7 @@ from tlscopes.core.hooks import (
 )
 from tlscopes.core.inputs import Inputs, prepare_inputs
 from tlscopes.core.scopes import Scope, ScopeDirections, ScopeInputs
-from tlscopes.models.facts import logit_softcap, unembedding, weight_processing
+from tlscopes.models.facts import EMBED_HOOK, logit_softcap, unembedding, weight_processing
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results.attribution import Attribution
 
@@ -154,7 +154,15 @@ def scope_gradients(
     with frozen_parameters(model), contextlib.ExitStack() as running:
         rows = torch.arange(len(positions)) if rows is None else rows.clone()
         capture = Capture(positions.clone(), transform, rows=rows)
-        hooks = _scope_hooks(scopes, capture) + [(n, capture.tap_hook(n)) for n in taps]
+        scope_hooks = _scope_hooks(scopes, capture)
+        # Taps go before the scopes' captures at a shared hook point: a TransformerBridge hands
+        # each hook a converted copy of what the previous one returned, so a tap registered
+        # after a capture would keep a tensor downstream of it and read a zero gradient.
+        hooks = (
+            [hook for hook in scope_hooks if hook[0] == EMBED_HOOK]
+            + [(name, capture.tap_hook(name)) for name in taps]
+            + [hook for hook in scope_hooks if hook[0] != EMBED_HOOK]
+        )
         recompute = bool(scopes) and resolve_checkpoint(checkpoint, model, tokens.numel())
         recomputing = Recomputing()
         observers = [(n, observer(fn, recomputing)) for n, fn in observe] if recompute else observe

@@ -67,12 +67,6 @@ def test_attribute_layers_with_heads_is_exact(model, case, tmp_path):
         z = f"blocks.{layer}.attn.hook_z"
         _, _, gradient = reference(model, tokens, position, written, hook, input_hook=z)
         per_head = gradient[silent].reshape(len(tokens), n_heads, -1).norm(dim=-1)  # [pos, head]
-        if hook.endswith("attn.hook_z") and layer == block and is_bridge(model):
-            # Known engine limitation: on a TransformerBridge the tap at the explained hook point
-            # itself is registered after the scope's capture there, and the bridge's hook
-            # conversion makes the tapped tensor a copy downstream of the captured one, so these
-            # heads read 0 (the engine would have to register taps first; see the issue 21 report).
-            continue
         close(result.head_scores[0, layer], per_head.T)
     assert attached_hooks(model) == 0
 
