@@ -38,6 +38,7 @@ import case_translation  # noqa: E402
 
 import tlscopes as ts  # noqa: E402
 from analyses import attention_sinks, fisher_spectrum, ig_path  # noqa: E402
+from tlscopes.analysis import DEFAULT_ALPHAS, path_integrand  # noqa: E402
 from tlscopes.evaluation import datasets  # noqa: E402
 from tlscopes.views.plotting import token_rows_page  # noqa: E402
 
@@ -57,7 +58,7 @@ class Sizes:
 
 FULL = Sizes(
     series_values=120,
-    alphas=ig_path.DEFAULT_ALPHAS,
+    alphas=DEFAULT_ALPHAS,
     ig_steps=100,
     spectrum_passages=100,
     aopc_passages=16,
@@ -79,7 +80,7 @@ def run_ig_and_sinks(model: Any, out: Path, sizes: Sizes) -> list[Path]:
     """Figure 15 and the attention-sink analysis, on the bias sentence (as the paper does)."""
     text, target = case_bias.TEXT, case_bias.TARGETS[0]
     print(f"   IG path integrand at {len(sizes.alphas)} points", flush=True)
-    integrand = ig_path.path_integrand(model, text, target=target, alphas=sizes.alphas)
+    integrand = path_integrand(model, text, target=target, alphas=sizes.alphas)
     ig_png, ig_html = out / "ig_path.png", out / "ig_path.html"
     ig_path.plot_path_integrand(integrand).savefig(ig_png, dpi=110)
     n_tokens = integrand.position + 1
