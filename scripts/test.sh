@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-VENV=.venv-tl3 TL_SPEC="transformer-lens>=3,<4" bash scripts/setup.sh
+VENV=.venv-tl3 TL_SPEC="transformer-lens>=3,<4" EXTRA_SPECS="sae-lens>=6,<7" bash scripts/setup.sh
 status=0
 for venv in .venv .venv-tl3; do
     echo "== pytest in $venv ($("$venv/bin/python" -c 'import importlib.metadata as m; print("transformer-lens", m.version("transformer-lens"))'))"

@@ -4,6 +4,7 @@ TransformerLens, refusals that name what was found; SAELens objects where sae-le
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 
@@ -14,7 +15,9 @@ import tlscopes as ts
 from tests.unit.sae import sae_files
 from tlscopes.sae.formats import transformer_lens_hook
 
-HAS_SAELENS = importlib.util.find_spec("sae_lens") is not None
+# sae-lens 6 requires TransformerLens < 4: the SAELens tests belong to the 3.x environment, where
+# scripts/setup.sh installs it (a missing sae-lens there fails the test rather than hiding it).
+SAELENS_APPLIES = int(importlib.metadata.version("transformer-lens").split(".")[0]) < 4
 
 
 @pytest.mark.parametrize(
@@ -203,5 +206,5 @@ def test_saelens_hint_says_how_to_get_it():
     assert "pip install sae-lens" in SAELENS_HINT and "TransformerLens < 4" in SAELENS_HINT
 
 
-if HAS_SAELENS:
+if SAELENS_APPLIES:
     test_a_saelens_object_and_its_saved_folder = check_a_saelens_object_and_its_saved_folder
