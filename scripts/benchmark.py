@@ -41,7 +41,7 @@ import tlscopes as ts
 from tlscopes.models.fused_attention import fused_attention
 
 warnings.filterwarnings("ignore")
-engine = importlib.import_module("tlscopes.core.engine")
+backward = importlib.import_module("tlscopes.core.backward")
 
 TEXT = (
     "The old lighthouse keeper climbed the spiral stairs every evening, counting the steps "
@@ -151,8 +151,8 @@ def bench_scopes(model: Any, lengths: list[int], repeats: int) -> list[dict]:
         for name, scope in scopes.items():
             fns[name] = lambda scope=scope, tokens=tokens: ts.attribute(model, tokens, scope)
         # The default pulls Fisher's 4 directions back in plain passes at this length or in one
-        # vmapped pass (engine.directions_per_pass); the other way, for comparison.
-        per_pass = engine.resolve_directions_per_pass(length)
+        # vmapped pass (tlscopes.core.backward.resolve_directions_per_pass); the other way, for comparison.
+        per_pass = backward.resolve_directions_per_pass(length)
         other = 4 if per_pass < 4 else 1
         fns[f"fisher_rank4_per_pass_{other}"] = lambda tokens=tokens, other=other: ts.attribute(
             model, tokens, ts.FisherScope(rank=4), directions_per_pass=other
@@ -243,7 +243,7 @@ def bench_translation(model: Any, repeats: int) -> dict | None:
     return {
         "rows": 32,
         "tokens": length,
-        "default_directions_per_pass": engine.resolve_directions_per_pass(length),
+        "default_directions_per_pass": backward.resolve_directions_per_pass(length),
         **{f"{name}_s": value for name, value in seconds.items()},
         "speedup": seconds["row_by_row"] / seconds["batched"],
         "speedup_all_32_one_pass": seconds["row_by_row"] / seconds["all_32_one_pass"],
