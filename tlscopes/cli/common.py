@@ -141,3 +141,34 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --out / --save files that exist"
     )
+
+
+def add_passage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `tlscopes evaluate` and `tlscopes sanity` share: which passages and methods
+    run, where the resumable results go, and Integrated Gradients' path."""
+    parser.add_argument(
+        "--task",
+        default="lambada",
+        help=f"{', '.join(TASK_NAMES)}, or both comma-separated (default lambada)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHOD_NAMES),
+        help=f"comma-separated method names (default all: {','.join(METHOD_NAMES)})",
+    )
+    parser.add_argument(
+        "--prompts", type=Path, help='a JSON list of {"text": ...} passages (one task only)'
+    )
+    parser.add_argument("--limit", type=positive_int, help="the first N passages of each task")
+    parser.add_argument(
+        "--output", type=Path, help="results directory (resumed if it exists; required)"
+    )
+    parser.add_argument(
+        "--n-steps",
+        type=positive_int,
+        default=DEFAULT_N_STEPS,
+        help=f"Integrated Gradients path points (default {DEFAULT_N_STEPS})",
+    )
+    parser.add_argument(
+        "--ig-batch-size", type=positive_int, help="Integrated Gradients path points per batch"
+    )

@@ -9,50 +9,25 @@ from typing import Any
 
 from tlscopes.cli.common import (
     DEFAULT_MEMORY_GB,
-    DEFAULT_N_STEPS,
     METHOD_NAMES,
     TASK_NAMES,
     UsageError,
     add_model_arguments,
+    add_passage_arguments,
     load_with_message,
     positive_int,
 )
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--task",
-        default="lambada",
-        help=f"{', '.join(TASK_NAMES)}, or both comma-separated (default lambada)",
-    )
-    parser.add_argument(
-        "--methods",
-        default=",".join(METHOD_NAMES),
-        help=f"comma-separated method names (default all: {','.join(METHOD_NAMES)})",
-    )
-    parser.add_argument(
-        "--prompts", type=Path, help='a JSON list of {"text": ...} passages (one task only)'
-    )
+    add_passage_arguments(parser)
     parser.add_argument(
         "--hub", action="store_true", help="the full task from the Hugging Face hub (network)"
-    )
-    parser.add_argument("--limit", type=positive_int, help="the first N passages of each task")
-    parser.add_argument(
-        "--output", type=Path, help="results directory (resumed if it exists; required)"
     )
     parser.add_argument(
         "--fractions",
         default="0.05,0.1,0.2",
         help="ablation fractions k, comma-separated (default 0.05,0.1,0.2)",
-    )
-    parser.add_argument(
-        "--n-steps",
-        type=positive_int,
-        default=DEFAULT_N_STEPS,
-        help=f"Integrated Gradients path points (default {DEFAULT_N_STEPS})",
-    )
-    parser.add_argument(
-        "--ig-batch-size", type=positive_int, help="Integrated Gradients path points per batch"
     )
     parser.add_argument(
         "--memory-gb",

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tlscopes.cli.common import (
-    DEFAULT_N_STEPS,
     METHOD_NAMES,
     TASK_NAMES,
     UsageError,
     add_model_arguments,
+    add_passage_arguments,
     load_with_message,
-    positive_int,
 )
 from tlscopes.cli.evaluation import _comma_list
 
@@ -21,23 +19,7 @@ FIGURE = "rho_vs_blocks.png"
 
 
 def add_sanity_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--task",
-        default="lambada",
-        help=f"{', '.join(TASK_NAMES)}, or both comma-separated (default lambada)",
-    )
-    parser.add_argument(
-        "--methods",
-        default=",".join(METHOD_NAMES),
-        help=f"comma-separated method names (default all: {','.join(METHOD_NAMES)})",
-    )
-    parser.add_argument(
-        "--prompts", type=Path, help='a JSON list of {"text": ...} passages (one task only)'
-    )
-    parser.add_argument("--limit", type=positive_int, help="the first N passages of each task")
-    parser.add_argument(
-        "--output", type=Path, help="results directory (resumed if it exists; required)"
-    )
+    add_passage_arguments(parser)
     parser.add_argument(
         "--modes",
         default="cascade,independent",
@@ -47,15 +29,6 @@ def add_sanity_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--depths",
         help="the cascade's numbers of top blocks, comma-separated (default 1,2,4,...,all)",
-    )
-    parser.add_argument(
-        "--n-steps",
-        type=positive_int,
-        default=DEFAULT_N_STEPS,
-        help=f"Integrated Gradients path points (default {DEFAULT_N_STEPS})",
-    )
-    parser.add_argument(
-        "--ig-batch-size", type=positive_int, help="Integrated Gradients path points per batch"
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="the re-initialisation's and the random method's seed"
