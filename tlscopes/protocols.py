@@ -6,9 +6,9 @@ satisfy :class:`TransformerLensModel` (tested); anything else that does can be a
 A model built from a config alone has ``tokenizer = None``, which tlscopes handles (tokens
 shown as ``<id>``).
 
-The views (:mod:`tlscopes.views`) take :class:`AttributionLike`, :class:`LayerAttributionLike`
-and :class:`GenerationAttributionLike` and know no result class, so that results can call their
-views without an import cycle.
+The views (:mod:`tlscopes.views`) take :class:`AttributionLike`, :class:`LayerAttributionLike`,
+:class:`GenerationAttributionLike` and :class:`FeatureAttributionLike` and know no result class,
+so that results can call their views without an import cycle.
 """
 
 from __future__ import annotations
@@ -116,5 +116,27 @@ class GenerationAttributionLike(Protocol):
     top_probs: Tensor
     model_name: str
     info: dict[str, Any]
+
+    def __len__(self) -> int: ...
+
+
+class FeatureAttributionLike(Protocol):
+    """What a view reads of a FeatureAttribution: scores [feature, pos] for SAE features at one
+    explained position, the features' ids, pre-activations and activations there, the sink
+    positions the views leave out and the SAE's description."""
+
+    scores: Tensor
+    features: Tensor
+    pre_activations: Tensor
+    activations: Tensor
+    tokens: list[str]
+    position: int
+    hook: str
+    sink_positions: list[int]
+    include_bos: bool
+    sae: dict[str, Any]
+
+    @property
+    def fires(self) -> Tensor: ...
 
     def __len__(self) -> int: ...

@@ -1,5 +1,6 @@
 """The explorer file in headless Chromium: clicking a token shows that position's scores, the
-controls change the view, hostile tokens stay text, nothing is fetched."""
+controls change the view, SAE features colour the tokens and list what a token drives, hostile
+tokens and labels stay text, nothing is fetched."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import tlscopes as ts
 from tests import helpers
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.test_reports import IMAGE_HANDLER, LITERAL, SCRIPT_BREAKOUT
 from tests.unit.results.test_attribution_file import build_attribution
+from tests.unit.sae import sae_files
 from tlscopes.app.explorer import explore
 from tlscopes.views.explorer_data import explore_matrix
 
@@ -264,4 +267,108 @@ def test_a_thousand_token_text_wraps_within_the_window_and_keeps_its_spaces(
     one = page.locator(".tlx-token").nth(1).evaluate(width)  # "1"
     # "a  b" is four characters wide in the monospace font: its two spaces are not collapsed.
     assert spaced.evaluate(width) - one == pytest.approx(3 * (one - 4), abs=1.5)
+    assert page.errors == [] and page.requests == []
+
+
+def background_colours(page) -> list[str]:
+    return page.eval_on_selector_all(
+        ".tlx-token", "spans => spans.map(s => getComputedStyle(s).backgroundColor)"
+    )
+
+
+def expected_drivers(items: list[dict], token: int) -> list[int]:
+    """The features `token` drives most, as the page should list them: by its score in each
+    feature's row, highest first (ties in the listed order), zero scores left out."""
+    ranked = [(item["row"][token], index) for index, item in enumerate(items)]
+    ranked = sorted((entry for entry in ranked if entry[0]), key=lambda e: (-e[0], e[1]))
+    return [items[index]["id"] for _, index in ranked[:10]]
+
+
+def test_sae_features_colour_the_tokens_and_list_what_a_token_drives(
+    tmp_path, bridge, open_explorer
+):
+    sae = sae_files.random_sae(bridge.cfg.d_model, source=SCRIPT_BREAKOUT)
+    active = ts.attribute_features(bridge, TEXT, sae, position=6).features.tolist()
+    labels = {active[0]: SCRIPT_BREAKOUT, active[1]: IMAGE_HANDLER}
+    report = explore(
+        bridge,
+        TEXT,
+        ["fisher"],
+        layers=False,
+        sae=sae,
+        feature_position=6,
+        feature_labels=labels,
+    )
+    payload = payload_of(report.html)
+    section = payload["features"]
+    items = section["items"]
+    assert len(items) >= 3 and section["position"] == 6
+    page = open_explorer(report.save(tmp_path / "features.html").path)
+    container = page.locator(".tlx")
+    last = len(payload["tokens"]) - 1
+
+    # The panel lists the features at position 6 with their activations; labels are text.
+    rows = page.locator(".tlx-features .tlx-feature-row")
+    assert rows.count() == len(items)
+    assert page.locator(".tlx-features .tlx-feature").all_inner_texts() == [
+        f"feature {item['id']}" for item in items
+    ]
+    shown_labels = page.locator(".tlx-features .tlx-feature-label").all_text_contents()
+    assert shown_labels[:2] == [SCRIPT_BREAKOUT, IMAGE_HANDLER]
+    assert SCRIPT_BREAKOUT in page.inner_text(".tlx-features .tlx-note")  # the SAE's source
+    assert page.title() == payload["title"] and page.evaluate("window.pwned") is None
+    assert page.locator("img").count() == 0 and page.locator("script").count() == 1
+    assert rows.nth(0).locator("td").nth(3).inner_text() == "yes"
+
+    # Clicking a feature colours the tokens by its token map, BOS masked as a sink.
+    scope_colours = background_colours(page)
+    assert container.get_attribute("data-mode") == "scope"
+    page.locator(".tlx-features .tlx-feature").nth(2).click()
+    feature = items[2]
+    assert container.get_attribute("data-mode") == "feature"
+    assert container.get_attribute("data-feature") == str(feature["id"])
+    assert_row_shown(page, feature["row"])
+    colours = background_colours(page)
+    assert colours != scope_colours
+    assert "tlx-masked" in page.locator(".tlx-token").nth(0).get_attribute("class")
+    top = max(range(1, 7), key=lambda t: feature["row"][t])
+    assert colours[top] == "rgb(8, 48, 107)"  # the top unmasked token gets the full colour
+    assert f"Feature {feature['id']}" in page.inner_text(".tlx-status")
+    assert page.locator(".tlx-token.tlx-after").count() == last - 6
+    # Another feature, another map.
+    page.locator(".tlx-features .tlx-feature").nth(0).click()
+    assert_row_shown(page, items[0]["row"])
+    assert background_colours(page) != colours
+
+    # Clicking a token lists the features it drives most; the colours stay the feature's.
+    assert page.locator(".tlx-drivers h3").inner_text().startswith("features token 6 ")
+    page.locator(".tlx-token").nth(2).click()
+    assert container.get_attribute("data-token") == "2"
+    assert container.get_attribute("data-feature") == str(items[0]["id"])
+    assert 'features token 2 ("capital")' in page.inner_text(".tlx-drivers h3")
+    listed = page.locator(".tlx-drivers .tlx-feature").all_inner_texts()
+    assert listed == [f"feature {f}" for f in expected_drivers(items, 2)] and listed
+    scores = page.locator(".tlx-drivers .tlx-driver-score").all_inner_texts()
+    assert [float(v) for v in scores] == pytest.approx(
+        sorted((item["row"][2] for item in items if item["row"][2]), reverse=True)[:10], rel=1e-2
+    )
+    # A token after the features' position drives none of them.
+    page.locator(".tlx-token").nth(last).click()
+    assert "drives none of the features there" in page.inner_text(".tlx-drivers")
+    # A listed driver can be picked; back to the scopes restores the scope's colours.
+    page.locator(".tlx-token").nth(2).click()
+    page.locator(".tlx-drivers .tlx-feature").nth(0).click()
+    picked = expected_drivers(items, 2)[0]
+    assert container.get_attribute("data-feature") == str(picked)
+    page.click(".tlx-back")
+    assert container.get_attribute("data-mode") == "scope"
+    assert_row_shown(page, payload["scopes"][0]["rows"][last])
+    assert background_colours(page) == scope_colours
+    assert page.errors == [] and page.requests == []
+
+
+def test_a_page_without_features_has_no_features_panel(tmp_path, open_explorer):
+    page = open_explorer(explore_matrix(build_attribution()[0]).save(tmp_path / "plain.html").path)
+    assert page.locator(".tlx-features, .tlx-drivers").count() == 0
+    assert page.locator(".tlx").get_attribute("data-mode") == "scope"
     assert page.errors == [] and page.requests == []

@@ -58,3 +58,36 @@ def test_features_prints_and_writes_its_files(tmp_path, capsys, tiny_model, sae_
     assert cli.main([*argv, *files]) == cli.EXIT_USER_ERROR  # files exist
     assert cli.main([*argv, "--features", "0,1", "--save", str(saved), "--overwrite"]) == 0
     assert FeatureAttribution.load(saved).features.tolist() == [0, 1]
+
+
+def test_serve_offers_the_given_saes_in_the_page(monkeypatch, capsys, tiny_model, sae_folder):
+    import json
+    import urllib.request
+
+    from tlscopes.cli import serve
+
+    assert cli.main(["serve", "--port", "0", "--sae", "missing"]) == cli.EXIT_USER_ERROR
+    assert "--sae missing is not a folder" in capsys.readouterr().err
+    assert tiny_model == []  # refused before any model loads
+    seen = []
+
+    def interrupt_once_served():
+        url = capsys.readouterr().err.split("serving on ")[1].split()[0]
+        with urllib.request.urlopen(url + "config", timeout=30) as response:
+            seen.append(json.loads(response.read()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serve, "wait_until_interrupted", interrupt_once_served)
+    monkeypatch.setattr(serve, "end_process", lambda status: None)
+    assert cli.main(["serve", "--port", "0", "--sae", str(sae_folder)]) == 0
+    menu = next(c["props"] for c in seen[0]["components"] if c["props"].get("label") == "SAE")
+    assert [choice[1] for choice in menu["choices"]] == [sae_folder.name]
+    assert any(dependency.get("api_name") == "features" for dependency in seen[0]["dependencies"])
+
+
+def test_sae_folders_are_named_by_their_folder_unless_two_share_it(tmp_path):
+    from tlscopes.cli.serve import sae_names
+
+    a, b, c = tmp_path / "x" / "layer_3", tmp_path / "y" / "layer_3", tmp_path / "layers.6"
+    assert sae_names([c]) == {"layers.6": c}
+    assert sae_names([a, b, c]) == {str(a): a, str(b): b, "layers.6": c}

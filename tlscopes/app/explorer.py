@@ -6,22 +6,29 @@ x token map of the last position (:func:`tlscopes.core.layers.attribute_layers`)
 reader click or hover a token to see what explains the prediction there, switch scopes, choose
 linear or log colour and a colormap, read the top-k prediction as bars, see a number series as
 values with influence bars, view the layer map and mask sink positions (the rest renormalised).
-It is one HTML file with its script inlined once and no network access; a notebook shows it.
+With an SAE it also lists the SAE features at one position (:func:`tlscopes.attribute_features`):
+clicking a feature colours the tokens by its token map, clicking a token then lists the features
+that token drives most. It is one HTML file with its script inlined once and no network access;
+a notebook shows it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
 
 from tlscopes.core.layers import attribute_layers
 from tlscopes.core.matrix import attribution_matrix
 from tlscopes.core.scopes import SCOPE_NAMES, Scope, scope_from_name
 from tlscopes.protocols import TransformerLensModel
-from tlscopes.views.explorer_data import layer_map, matrix_payload
+from tlscopes.sae.features import attribute_features
+from tlscopes.views.explorer_data import features_payload, layer_map, matrix_payload
 from tlscopes.views.explorer_page import explorer_report
 
 if TYPE_CHECKING:
+    from tlscopes.sae.model import SAE
     from tlscopes.views.html import HtmlReport
 
 
@@ -34,6 +41,10 @@ def explore_payload(
     layers: bool = True,
     top_k: int = 10,
     title: str | None = None,
+    sae: SAE | None = None,
+    features: str | Sequence[int] | Tensor = "active",
+    feature_position: int = -1,
+    feature_labels: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """The explorer's data for `text` (what :func:`explore` puts in its page); see there."""
     if not isinstance(text, str) or not text.strip():
@@ -49,7 +60,16 @@ def explore_payload(
         last = int(results[0].positions[-1])
         for scope in resolved:
             maps.append(layer_map(attribute_layers(model, text, scope, position=last)))
-    return matrix_payload(results, text=text, title=title, layers=maps)
+    section = None
+    if sae is not None:
+        explained = attribute_features(model, text, sae, features, position=feature_position)
+        if explained.tokens != list(results[0].tokens[0]):
+            raise ValueError(
+                "the SAE features were explained on other tokens than the scopes; pass the "
+                "text as a string"
+            )
+        section = features_payload(explained, labels=feature_labels)
+    return matrix_payload(results, text=text, title=title, layers=maps, features=section)
 
 
 def explore(
@@ -61,6 +81,10 @@ def explore(
     layers: bool = True,
     top_k: int = 10,
     title: str | None = None,
+    sae: SAE | None = None,
+    features: str | Sequence[int] | Tensor = "active",
+    feature_position: int = -1,
+    feature_labels: Mapping[int, str] | None = None,
 ) -> HtmlReport:
     """An offline page explaining the prediction at every position of `text` with each scope.
 
@@ -74,15 +98,34 @@ def explore(
         layers: also compute each scope's layer x token map at the last explained position.
         top_k: predictions shown per position.
         title: the page's title (default: names the model).
+        sae: an SAE (:func:`tlscopes.load_sae`) whose features the page also lists, from one
+            :func:`tlscopes.attribute_features` call: each feature's id, activation, whether it
+            fires and its token map ``||d pre_f / d x_t||`` (a leading BOS masked as a sink).
+            At most the 64 features with the highest activation are listed
+            (:data:`tlscopes.views.explorer_data.MAX_FEATURES`); all of them are computed.
+        features: "active" (the features that fire at `feature_position`) or feature ids.
+        feature_position: the position whose SAE features are explained (-1: the last).
+        feature_labels: a description per feature id, shown beside it as plain text.
 
     Returns:
         An HtmlReport (``.save(path)`` writes it; a notebook displays it).
 
     Example:
         >>> explore(model, "The capital of France is").save("explorer.html")  # doctest: +SKIP
+        >>> explore(model, "The capital of France is", sae=sae)  # doctest: +SKIP
     """
     payload = explore_payload(
-        model, text, scopes, positions=positions, layers=layers, top_k=top_k, title=title
+        model,
+        text,
+        scopes,
+        positions=positions,
+        layers=layers,
+        top_k=top_k,
+        title=title,
+        sae=sae,
+        features=features,
+        feature_position=feature_position,
+        feature_labels=feature_labels,
     )
     return explorer_report(payload)
 

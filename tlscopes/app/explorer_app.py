@@ -1,7 +1,8 @@
 """The live app's logic, without a web framework: requests in, explorer payloads out.
 
-:class:`ExplorerApp` explains one position with one scope (:meth:`ExplorerApp.attribute`) or
-every position with the three scopes (:meth:`ExplorerApp.explore`), answering with the
+:class:`ExplorerApp` explains one position with one scope (:meth:`ExplorerApp.attribute`),
+every position with the three scopes (:meth:`ExplorerApp.explore`) or the SAE features at one
+position (:meth:`ExplorerApp.features`, with SAEs configured), answering with the
 explorer's JSON payload (:mod:`tlscopes.views.explorer_data`), the result as a JSON file and as an
 offline HTML page. The view helpers below turn a payload into what the page shows: tokens with
 their scores, the prediction's top-k and a number series' values with their influence. The
@@ -9,9 +10,9 @@ page itself is :mod:`tlscopes.app.ui` (Gradio, the ``tlscopes[app]`` extra).
 
 One model object serves every request: the library's per-model lock serialises the passes on
 one model, so concurrent requests never mix. Bad input (an empty text, a text over the limit,
-a target that splits into several tokens, an unknown scope or model, a bad rank or position)
-raises :class:`RequestError` or another of ``REQUEST_ERRORS`` with a one-line message for the
-page.
+a target that splits into several tokens, an unknown scope, model or SAE, a bad rank, position
+or feature id, an SAE that does not fit the model) raises :class:`RequestError` or another of
+``REQUEST_ERRORS`` with a one-line message for the page.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from tlscopes.core.engine import attribute
 from tlscopes.core.scopes import SCOPE_NAMES, scope_from_name
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results import attribution_file
+from tlscopes.sae.features import check_sae_width
+from tlscopes.sae.model import SAE
 from tlscopes.views.explorer_data import matrix_payload
 from tlscopes.views.explorer_page import explorer_html
 
@@ -39,6 +42,7 @@ EXAMPLES = ("The capital of France is", "29,30,45,61,70,66,52,38,31,35,47,60,")
 REQUEST_ERRORS = (ValueError, TypeError, KeyError, IndexError)
 
 ModelLoader = Callable[[], TransformerLensModel]
+SAELoader = Callable[[], SAE]
 
 
 class RequestError(ValueError):
@@ -54,6 +58,8 @@ class ExplorerApp:
         default: the model used when a request names none (default: the first).
         max_tokens: the longest text (in tokens) explained at one position.
         max_explore_tokens: the longest text (in tokens) explained at every position.
+        saes: SAE name -> a function that loads it (e.g. ``lambda: tlscopes.load_sae(path)``;
+            called once, on the first request that names it), for :meth:`features`.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class ExplorerApp:
         default: str | None = None,
         max_tokens: int = MAX_TOKENS,
         max_explore_tokens: int = MAX_EXPLORE_TOKENS,
+        saes: Mapping[str, SAELoader] | None = None,
     ) -> None:
         if not models:
             raise ValueError("pass at least one model")
@@ -72,12 +79,18 @@ class ExplorerApp:
             raise ValueError(f"default model {self.default!r} is not one of {list(self.sources)}")
         self.max_tokens = max_tokens
         self.max_explore_tokens = max_explore_tokens
+        self.sae_sources = dict(saes or {})
         self._loaded: dict[str, TransformerLensModel] = {}
+        self._loaded_saes: dict[str, SAE] = {}
         self._load_lock = threading.Lock()
 
     @property
     def model_names(self) -> list[str]:
         return list(self.sources)
+
+    @property
+    def sae_names(self) -> list[str]:
+        return list(self.sae_sources)
 
     def model(self, name: str | None) -> TransformerLensModel:
         """The named model, loaded once (a load is not repeated by concurrent requests)."""
@@ -88,6 +101,24 @@ class ExplorerApp:
             if name not in self._loaded:
                 self._loaded[name] = self.sources[name]()
             return self._loaded[name]
+
+    def sae(self, name: str | None) -> SAE:
+        """The named SAE (default: the first), loaded once."""
+        if not self.sae_sources:
+            raise RequestError("No SAE is configured; start the app with --sae PATH.")
+        name = name or next(iter(self.sae_sources))
+        if name not in self.sae_sources:
+            raise RequestError(f"unknown SAE {name!r}; choose from {', '.join(self.sae_sources)}")
+        with self._load_lock:
+            if name not in self._loaded_saes:
+                sae = self.sae_sources[name]()
+                if not isinstance(sae, SAE):
+                    raise TypeError(
+                        f"the SAE loader for {name!r} returned {type(sae).__name__}, not a "
+                        "tlscopes SAE; return tlscopes.load_sae(...)"
+                    )
+                self._loaded_saes[name] = sae
+            return self._loaded_saes[name]
 
     def _text(self, request: Mapping[str, Any], model: TransformerLensModel, limit: int) -> str:
         text = request.get("text")
@@ -136,6 +167,50 @@ class ExplorerApp:
         payload = explore_payload(model, text, SCOPE_NAMES, title=title)
         return {"payload": payload, "html": explorer_html(payload)}
 
+    def features(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The SAE features at one position, in the explorer: {"payload", "html"}.
+
+        The request holds "text", and optionally "sae" (default: the app's first), "features"
+        ("active", the default, or feature ids: a list or comma-separated text), "position"
+        (default -1, the last) and "model" (default: the app's). The page lists the features
+        (at most the 64 with the highest activation) beside the Fisher scope at that position.
+        """
+        model = self.model(request.get("model"))
+        text = self._text(request, model, self.max_tokens)
+        name = request.get("sae") or None
+        sae = self.sae(name)
+        label = name or self.sae_names[0]
+        if sae.hook not in model.hook_dict:
+            raise RequestError(
+                f"The SAE {label!r} reads {sae.hook}, which {model_label(model)} does not have; "
+                "pick the model it was trained for."
+            )
+        try:
+            check_sae_width(model, sae)
+        except ValueError as error:
+            raise RequestError(f"The SAE {label!r} does not fit this model: {error}.") from None
+        features = parse_features(request.get("features"), sae)
+        length = int(model.to_tokens(text).shape[-1])
+        position = parse_position(request.get("position"))
+        if not -length <= position < length:
+            raise RequestError(
+                f"The position {position} is out of range for the {length} tokens of the text."
+            )
+        position %= length
+        title = f"SAE features at {sae.hook} on {model_label(model)}"
+        payload = explore_payload(
+            model,
+            text,
+            ("fisher",),
+            positions=[position],
+            layers=False,
+            title=title,
+            sae=sae,
+            features=features,
+            feature_position=position,
+        )
+        return {"payload": payload, "html": explorer_html(payload)}
+
 
 def parse_target(target: Any) -> int | str:
     """A token id (digits) or the token's text, as typed; spaces are kept (" Paris")."""
@@ -144,6 +219,38 @@ def parse_target(target: Any) -> int | str:
     if not isinstance(target, str):
         raise RequestError(f"the target must be text or a token id, got {target!r}")
     return target
+
+
+def parse_features(features: Any, sae: SAE) -> str | list[int]:
+    """The features to explain: "active" (also for an empty value) or ids, given as a list or
+    as comma-separated text ("12, 407"), each in the SAE's [0, d_sae) and given once."""
+    if features is None or (isinstance(features, str) and features.strip() in ("", "active")):
+        return "active"
+    if isinstance(features, str):
+        items: list[Any] = [item.strip() for item in features.split(",") if item.strip()]
+    elif isinstance(features, (list, tuple)):
+        items = list(features)
+    else:
+        items = [features]
+    ids = []
+    for item in items:
+        text = str(item)
+        if isinstance(item, bool) or not text.isdigit():
+            raise RequestError(
+                f"The features must be 'active' or feature ids such as 12,407, got {features!r}."
+            )
+        ids.append(int(text))
+    if not ids:
+        return "active"
+    outside = [feature for feature in ids if feature >= sae.d_sae]
+    if outside:
+        raise RequestError(
+            f"Feature {outside[0]} is outside this SAE's {sae.d_sae} features (ids 0 to "
+            f"{sae.d_sae - 1})."
+        )
+    if len(set(ids)) != len(ids):
+        raise RequestError(f"The features repeat an id ({features!r}); give each once.")
+    return ids
 
 
 def parse_position(position: Any) -> int:
@@ -241,6 +348,7 @@ __all__ = [
     "REQUEST_ERRORS",
     "ExplorerApp",
     "RequestError",
+    "parse_features",
     "parse_position",
     "parse_rank",
     "parse_target",

@@ -4,7 +4,10 @@ Type a text or a comma-separated number series, pick the scope (Fisher with its 
 Temperature, or Semantic with its target), the position and the model; the page shows the
 tokens coloured by their scores, the prediction's top-k as bars and, for a number series, the
 values with one influence bar each. *Explore every position* shows the offline explorer
-(:mod:`tlscopes.app.explorer`) in a sandboxed frame. Both offer the result as JSON and HTML files.
+(:mod:`tlscopes.app.explorer`) in a sandboxed frame. With SAEs configured (``tlscopes serve
+--sae PATH``), *explain SAE features* shows the explorer with the features at the position
+listed: click one to colour the tokens by it, then a token for the features it drives. Each
+answer is offered as JSON and HTML files.
 
 The logic is :class:`tlscopes.app.explorer_app.ExplorerApp`; :class:`AppHandlers` turns its answers into what
 the page shows (plain values, no Gradio, so tests call them directly) and :func:`build_blocks`
@@ -14,7 +17,7 @@ wires them to Gradio components. Gradio is imported only inside :func:`build_blo
 Offline: analytics off (``analytics_enabled=False`` and ``GRADIO_ANALYTICS_ENABLED=False``, which
 also stops Gradio's version check), no share link, system fonts, no run history, no server-side
 rendering; the page and everything it loads come from the app itself. One request runs on the
-model at a time (a queue shared by both buttons); the others wait their turn.
+model at a time (a queue shared by the buttons); the others wait their turn.
 """
 
 from __future__ import annotations
@@ -203,6 +206,43 @@ class AppHandlers:
             },
         )
 
+    def features(
+        self,
+        text: str | None,
+        sae: str | None = None,
+        features: str | None = "active",
+        position: float | str | None = -1,
+        model: str | None = None,
+    ) -> Answer:
+        """The SAE features at one position ("active" or comma-separated ids), shown in the
+        explorer's features panel."""
+        request: dict[str, Any] = {"text": text, "sae": sae, "features": features, "model": model}
+        request["position"] = "" if position is None else str(position).strip()
+        return self._answer(self._features, request)
+
+    def _features(self, request: dict[str, Any]) -> Answer:
+        answer = self.app.features(request)
+        payload = answer["payload"]
+        section = payload["features"]
+        position = section["position"]
+        said = f"Done: {payload['title']}, position {position} {payload['tokens'][position]!r}: "
+        shown, total = len(section["items"]), section["total"]
+        if total == 0:
+            said += "no feature fires there."
+        else:
+            said += f"{total} feature{'s' if total != 1 else ''}"
+            said += f" (the {shown} with the highest activation listed)" if shown < total else ""
+            said += ". Click a feature to colour the tokens by it, then a token for the features "
+            said += "it drives most."
+        return Answer(
+            said,
+            explorer=answer["html"],
+            files={
+                "json": self._write("features.json", json.dumps(payload, allow_nan=False)),
+                "html": self._write("features.html", answer["html"]),
+            },
+        )
+
 
 def gradio_installed() -> bool:
     """Whether Gradio can be imported (it comes with the ``tlscopes[app]`` extra)."""
@@ -227,7 +267,8 @@ def _series_plot(series: dict[str, list[float | None]] | None) -> Any:
 
 
 def build_blocks(handlers: AppHandlers) -> gradio.Blocks:
-    """The page, wired to `handlers` (API names "explain" and "explore" for gradio_client)."""
+    """The page, wired to `handlers` (API names "explain" and "explore" for gradio_client, and
+    "features" where the app has SAEs)."""
     gr = _require_gradio()
     app = handlers.app
     with gr.Blocks(
@@ -254,6 +295,15 @@ def build_blocks(handlers: AppHandlers) -> gradio.Blocks:
         with gr.Row():
             explain = gr.Button("explain", variant="primary", elem_id="explain")
             explore = gr.Button("explore every position", elem_id="explore")
+        if app.sae_names:
+            with gr.Row():
+                sae = gr.Dropdown(app.sae_names, value=app.sae_names[0], label="SAE", elem_id="sae")
+                feature_ids = gr.Textbox(
+                    "active",
+                    label="features: 'active' or ids such as 12,407",
+                    elem_id="feature-ids",
+                )
+                explain_features = gr.Button("explain SAE features", elem_id="features")
         gr.Examples([[example] for example in EXAMPLES], inputs=[text])
         message = gr.HTML(elem_classes="tla-message", elem_id="message", js_on_load=None)
         with gr.Tabs(selected="position") as tabs:
@@ -266,6 +316,9 @@ def build_blocks(handlers: AppHandlers) -> gradio.Blocks:
                     series = gr.Plot(label="time series", visible=False, elem_id="series")
             with gr.Tab("explorer: every position", id="explorer"):
                 frame = gr.HTML(elem_id="explorer", js_on_load=None)
+            if app.sae_names:
+                with gr.Tab("SAE features", id="features"):
+                    feature_frame = gr.HTML(elem_id="features-explorer", js_on_load=None)
         with gr.Row():
             json_file = gr.DownloadButton("download JSON", visible=False, elem_id="download-json")
             html_file = gr.DownloadButton("download HTML", visible=False, elem_id="download-html")
@@ -275,17 +328,22 @@ def build_blocks(handlers: AppHandlers) -> gradio.Blocks:
                 gr.DownloadButton(value=answer.files.get(kind), visible=kind in answer.files)
                 for kind in ("json", "html")
             ]
+            # The explorer page goes to the frame of the answer's tab; the other frame empties.
+            frames = [frame_html(answer.explorer if tab != "features" else None)]
+            if app.sae_names:
+                frames.append(frame_html(answer.explorer if tab == "features" else None))
             return (
                 message_html(answer),
                 answer.highlights,
                 answer.prediction,
                 gr.Plot(value=_series_plot(answer.series), visible=answer.series is not None),
-                frame_html(answer.explorer),
+                *frames,
                 *downloads,
                 gr.Tabs(selected=tab),
             )
 
-        outputs = [message, tokens, prediction, series, frame, json_file, html_file, tabs]
+        frames = [frame, feature_frame] if app.sae_names else [frame]
+        outputs = [message, tokens, prediction, series, *frames, json_file, html_file, tabs]
         shared = {"outputs": outputs, "concurrency_limit": 1, "concurrency_id": "model"}
         explain.click(
             lambda *values: show(handlers.explain(*values), "position"),
@@ -299,6 +357,13 @@ def build_blocks(handlers: AppHandlers) -> gradio.Blocks:
             api_name="explore",
             **shared,
         )
+        if app.sae_names:
+            explain_features.click(
+                lambda *values: show(handlers.features(*values), "features"),
+                inputs=[text, sae, feature_ids, position, model],
+                api_name="features",
+                **shared,
+            )
         scope.change(
             lambda name: (
                 gr.Number(visible=name == "fisher"),

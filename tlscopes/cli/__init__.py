@@ -126,7 +126,8 @@ def commands() -> dict[str, Command]:
             "Serves a page on HOST:PORT (default 127.0.0.1:7860) where you type a text or a "
             "comma-separated number series, pick the scope, target, position and model, and see "
             "the coloured tokens, the prediction and the time-series view, open the explorer "
-            "for every position, and download JSON and HTML. One model serves every request.",
+            "for every position, with --sae the SAE features at a position, and download JSON "
+            "and HTML. One model serves every request.",
             add_serve_arguments,
             run_serve,
         ),

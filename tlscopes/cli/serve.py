@@ -1,5 +1,6 @@
 """``tlscopes serve``: the live local app (:mod:`tlscopes.app.ui`, on Gradio) on one shared
-model. Gradio comes with the ``tlscopes[app]`` extra; without it the command says so."""
+model, with the SAEs given by ``--sae`` for its features view. Gradio comes with the
+``tlscopes[app]`` extra; without it the command says so."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import sys
 import tempfile
 import threading
+from pathlib import Path
 from typing import NoReturn
 
 from tlscopes.cli.common import UsageError, add_model_arguments, load_with_message
@@ -30,7 +32,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PORT,
         help=f"port (default {DEFAULT_PORT}; 0: a free one)",
     )
+    parser.add_argument(
+        "--sae",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an SAE folder (Gemma Scope 2, sparsify or SAELens; see tlscopes features) for the "
+        "page's SAE features view, loaded on first use; repeat for several",
+    )
     add_model_arguments(parser)
+
+
+def sae_names(paths: list[Path]) -> dict[str, Path]:
+    """Each SAE folder under a name for the page: its folder's name, or the whole path where
+    two folders share a name."""
+    names = [path.name or str(path) for path in paths]
+    return {
+        name if names.count(name) == 1 else str(path): path
+        for name, path in zip(names, paths, strict=True)
+    }
 
 
 def wait_until_interrupted() -> None:
@@ -57,17 +78,21 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if not gradio_installed():
         raise UsageError(INSTALL_HINT)
+    missing = [str(path) for path in args.sae if not path.is_dir()]
+    if missing:
+        raise UsageError(f"--sae {missing[0]} is not a folder; pass an SAE's folder")
     from tlscopes.models.loading import load_model
+    from tlscopes.sae.formats import load_sae
 
     loaded = load_with_message(args)
     loaders = {
         name: (lambda name=name: load_model(name, kind=args.kind)) for name in SHIPPED_MODELS
     }
     loaders[args.model] = lambda: loaded
+    saes = {name: (lambda path=path: load_sae(path)) for name, path in sae_names(args.sae).items()}
     with tempfile.TemporaryDirectory(prefix="tlscopes-app-") as files:
-        page = start(
-            ExplorerApp(loaders, default=args.model), args.host, args.port, directory=files
-        )
+        app = ExplorerApp(loaders, default=args.model, saes=saes)
+        page = start(app, args.host, args.port, directory=files)
         print(f"serving on {page.local_url} (Ctrl-C stops)", file=sys.stderr, flush=True)
         try:
             wait_until_interrupted()

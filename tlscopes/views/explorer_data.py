@@ -7,8 +7,12 @@ out), and every number is rounded to three significant digits: that keeps a 200-
 small while a colour or a bar cannot show more. The page itself is
 :func:`tlscopes.views.explorer_page.explorer_report`.
 
+A payload may also hold a ``features`` section (:func:`features_payload`): SAE features at one
+explained position with each feature's token map, which the page lists in a features panel.
+
 Results enter by duck typing (an Attribution from ``attribution_matrix``, a LayerAttribution,
-a generation result), so the result classes can call into this module without an import cycle.
+a generation result, a FeatureAttribution), so the result classes can call into this module
+without an import cycle.
 """
 
 from __future__ import annotations
@@ -21,11 +25,19 @@ from tlscopes.series import SEPARATOR, is_number_series, series_groups
 from tlscopes.views.explorer_page import explorer_report
 
 if TYPE_CHECKING:
-    from tlscopes.protocols import AttributionLike, GenerationAttributionLike, LayerAttributionLike
+    from tlscopes.protocols import (
+        AttributionLike,
+        FeatureAttributionLike,
+        GenerationAttributionLike,
+        LayerAttributionLike,
+    )
     from tlscopes.views.html import HtmlReport
 
 FORMAT_VERSION = 1
 SIGNIFICANT_DIGITS = 3
+# The SAE features a page lists at most, the highest activations first: a longer list would not
+# be read in a panel, and each feature costs a row of scores in the page.
+MAX_FEATURES = 64
 SCOPE_NOTES = {
     "fisher": "Fisher Scope: which tokens move the whole predicted distribution (paper eq. 5-6)",
     "temperature": "Temperature Scope: which tokens move the confidence β_eff = ‖y‖ "
@@ -114,6 +126,7 @@ def matrix_payload(
     text: str | None = None,
     title: str | None = None,
     layers: Sequence[Mapping[str, Any]] = (),
+    features: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The payload of one prompt explained at many positions by one or more scopes.
 
@@ -122,6 +135,8 @@ def matrix_payload(
             ``attribution_matrix`` returns for each scope).
         text: the prompt, to recognise a number series (its time-series view).
         layers: layer maps from :func:`layer_map`.
+        features: SAE features of the same prompt, from :func:`features_payload` (None: the
+            page has no features panel).
     """
     if not results:
         raise ValueError("pass at least one result to explore")
@@ -137,6 +152,11 @@ def matrix_payload(
     if any(list(row) != tokens for row in first.tokens):
         raise ValueError("the result holds several prompts; explore one prompt (result[i])")
     masked = masked_positions(first.token_ids[0, : len(tokens)].tolist(), first.info)
+    if features is not None and not 0 <= int(features["position"]) < len(tokens):
+        raise ValueError(
+            f"the features explain position {features['position']}, outside the prompt's "
+            f"{len(tokens)} tokens; pass the features of this prompt"
+        )
     if text is None:
         text = _text_without(tokens, masked)
     return {
@@ -151,6 +171,68 @@ def matrix_payload(
         "series": series_payload(text, tokens),
         "layers": list(layers),
         "steps": None,
+        "features": None if features is None else dict(features),
+    }
+
+
+def features_payload(
+    result: FeatureAttributionLike,
+    *,
+    limit: int = MAX_FEATURES,
+    labels: Mapping[int, str] | None = None,
+) -> dict[str, Any]:
+    """The page's features section: SAE features at one explained position, each with its
+    token map (what :func:`tlscopes.attribute_features` returns, by duck typing).
+
+    Args:
+        result: a FeatureAttribution of the page's prompt.
+        limit: the most features listed (default 64, ``MAX_FEATURES``): those with the highest
+            activation, ties in the result's order; "total" says how many the result holds.
+        labels: a description per feature id, shown beside it (e.g. an auto-interpretation);
+            plain text, never markup.
+
+    Returns:
+        {"hook", "position" (the explained position), "sae" (its source, sha256, nonlinearity
+        and width), "total", "masked" (the sink positions the views leave out: a leading BOS
+        unless the result has ``include_bos``), "items"}, with "items" the listed features,
+        each {"id", "label" (or None), "activation", "pre_activation", "fires" (activation >
+        0), "row"}: row[t] = ||d pre_f / d x_t|| for t = 0..position (later tokens score 0 and
+        are left out), rounded to three significant digits like the scopes' rows.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit is the most features listed, a positive integer; got {limit!r}")
+    position = int(result.position)
+    ids = [int(feature) for feature in result.features.tolist()]
+    activations = result.activations.double().tolist()
+    pre_activations = result.pre_activations.double().tolist()
+    fires = [bool(value) for value in result.fires.tolist()]
+    labels = labels or {}
+    order = sorted(range(len(ids)), key=lambda row: -activations[row])[:limit]
+    items = [
+        {
+            "id": ids[row],
+            "label": None if labels.get(ids[row]) is None else str(labels[ids[row]]),
+            "activation": rounded(activations[row]),
+            "pre_activation": rounded(pre_activations[row]),
+            "fires": fires[row],
+            "row": [rounded(v) for v in result.scores[row, : position + 1].double().tolist()],
+        }
+        for row in order
+    ]
+    sae = result.sae
+    hidden = [] if result.include_bos else [t for t in result.sink_positions if t <= position]
+    return {
+        "hook": result.hook,
+        "position": position,
+        "sae": {
+            "source": str(sae.get("source", "unknown")),
+            "sha256": str(sae.get("sha256", "")),
+            "activation": sae.get("activation"),
+            "d_sae": sae.get("d_sae"),
+        },
+        "total": len(ids),
+        "masked": [int(t) for t in hidden],
+        "items": items,
     }
 
 
@@ -220,6 +302,7 @@ def generation_payload(result: GenerationAttributionLike, index: int = 0) -> dic
             "probs": [rounded(v) for v in result.probs[index, :steps].tolist()],
             "entropy": [rounded(v) for v in result.entropy[index, :steps].tolist()],
         },
+        "features": None,
     }
 
 
@@ -233,6 +316,7 @@ __all__ = [
     "explore_generation",
     "explore_layers",
     "explore_matrix",
+    "features_payload",
     "layer_map",
     "matrix_payload",
     "rounded",

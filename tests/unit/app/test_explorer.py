@@ -9,6 +9,7 @@ import pytest
 
 import tlscopes as ts
 from tests import helpers
+from tests.unit.sae import sae_files
 from tlscopes.app.explorer import explore
 from tlscopes.core.layers import attribute_layers
 from tlscopes.core.matrix import attribution_matrix
@@ -96,3 +97,43 @@ def test_a_generation_opens_with_one_row_per_generated_step(bridge):
     assert payload["predictions"][0][0][0] == generated.top_tokens[0][0][0]
     with pytest.raises(IndexError, match="out of range"):
         generated.explore(3)
+
+
+def test_an_sae_adds_its_features_at_one_position(bridge):
+    sae = sae_files.random_sae(bridge.cfg.d_model, source="<i>random</i>")
+    payload = page_payload(
+        explore(bridge, TEXT, ["fisher"], layers=False, sae=sae, feature_position=4)
+    )
+    section = payload["features"]
+    expected = ts.attribute_features(bridge, TEXT, sae, position=4)
+    assert 0 < len(expected) < sae.d_sae  # some features fire, some do not
+    assert section["hook"] == sae.hook and section["position"] == 4
+    assert section["sae"]["source"] == "<i>random</i>" and section["sae"]["d_sae"] == 24
+    assert [item["id"] for item in section["items"]] == expected.features.tolist()
+    assert all(item["fires"] for item in section["items"])
+    assert section["items"][0]["row"] == [rounded(v) for v in expected.scores[0, :5].tolist()]
+    assert section["masked"] == [0] and payload["masked"] == [0]
+    # Given ids, a silent one included, listed by activation; labels reach the page as given.
+    silent = next(f for f in range(sae.d_sae) if f not in expected.features.tolist())
+    firing = int(expected.features[-1])
+    payload = page_payload(
+        explore(
+            bridge,
+            TEXT,
+            ["fisher"],
+            layers=False,
+            sae=sae,
+            features=[silent, firing],
+            feature_position=4,
+            feature_labels={silent: "</script>"},
+        )
+    )
+    items = payload["features"]["items"]
+    assert [(item["id"], item["fires"], item["label"]) for item in items] == [
+        (firing, True, None),
+        (silent, False, "</script>"),
+    ]
+
+
+def test_without_an_sae_the_payload_has_no_features(bridge):
+    assert page_payload(explore(bridge, TEXT, ["temperature"], layers=False))["features"] is None

@@ -8,9 +8,11 @@ import json
 import pytest
 
 import tlscopes as ts
+from tests.unit.sae import sae_files
 from tlscopes.app.explorer_app import (
     ExplorerApp,
     RequestError,
+    parse_features,
     parse_position,
     parse_rank,
     prediction_confidences,
@@ -126,3 +128,82 @@ def test_models_load_once_and_unknown_defaults_are_refused(bridge):
         ExplorerApp({"a": lambda: bridge}, default="c")
     with pytest.raises(ValueError, match="at least one"):
         ExplorerApp({})
+
+
+@pytest.fixture(scope="module")
+def sae_app(bridge):
+    """The app with three SAEs: one that fits the tiny model, one too wide for it and one at a
+    hook point it does not have; each load is counted."""
+    width = bridge.cfg.d_model
+    loads = []
+
+    def loader(name, sae):
+        return lambda: loads.append(name) or sae
+
+    saes = {
+        "layer0": loader("layer0", sae_files.random_sae(width)),
+        "wide": loader("wide", sae_files.random_sae(width + 3)),
+        "elsewhere": loader("elsewhere", sae_files.random_sae(width, "blocks.9.hook_resid_post")),
+    }
+    app = ExplorerApp({"tiny": lambda: bridge}, max_tokens=12, saes=saes)
+    app.loads = loads
+    return app
+
+
+def test_the_features_request_explains_the_sae_features_at_a_position(sae_app, bridge):
+    answer = sae_app.features({"text": TEXT, "position": "3"})
+    payload = answer["payload"]
+    sae = sae_app.sae("layer0")
+    expected = ts.attribute_features(bridge, TEXT, sae, position=3)
+    section = payload["features"]
+    assert section["position"] == 3 and section["hook"] == "blocks.0.hook_resid_post"
+    assert [item["id"] for item in section["items"]] == expected.features.tolist()
+    assert section["items"][0]["row"] == [rounded(v) for v in expected.scores[0, :4].tolist()]
+    # Beside the features: the Fisher scope at the same position, no layer maps.
+    assert payload["positions"] == [3] and [s["name"] for s in payload["scopes"]] == ["fisher"]
+    assert payload["layers"] == [] and payload["title"].startswith("SAE features at blocks.0")
+    assert answer["html"].startswith("<!DOCTYPE html>") and "tlx-data" in answer["html"]
+    # Ids as text, the last position by default; the SAE was loaded once.
+    firing = expected.features.tolist()[0]
+    payload = sae_app.features({"text": TEXT, "sae": "layer0", "features": f" 0, {firing}"})
+    section = payload["payload"]["features"]
+    assert section["position"] == len(payload["payload"]["tokens"]) - 1
+    assert {item["id"] for item in section["items"]} == {0, firing}
+    assert sae_app.loads.count("layer0") == 1
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"text": TEXT, "sae": "gemma"}, "unknown SAE 'gemma'; choose from layer0, wide"),
+        ({"text": TEXT, "features": "12,x"}, "'active' or feature ids such as 12,407"),
+        ({"text": TEXT, "features": "-1"}, "'active' or feature ids"),
+        ({"text": TEXT, "features": "3,99"}, "Feature 99 is outside this SAE's 24 features"),
+        ({"text": TEXT, "features": [4, 4]}, "repeat an id"),
+        ({"text": TEXT, "sae": "wide"}, "'wide' does not fit this model: the SAE reads"),
+        ({"text": TEXT, "sae": "elsewhere"}, "reads blocks.9.hook_resid_post, which tiny"),
+        ({"text": TEXT, "position": "40"}, "position 40 is out of range for the 6 tokens"),
+        ({"text": " "}, "The text is empty"),
+    ],
+)
+def test_bad_feature_requests_are_one_line_messages(sae_app, request_, message):
+    with pytest.raises(RequestError, match=message) as error:
+        sae_app.features(request_)
+    assert "\n" not in str(error.value)
+
+
+def test_an_app_without_saes_says_how_to_add_one(app):
+    assert app.sae_names == []
+    with pytest.raises(RequestError, match="No SAE is configured; start the app with --sae"):
+        app.features({"text": TEXT})
+
+
+def test_feature_ids_parse():
+    sae = sae_files.random_sae(4)
+    assert parse_features(None, sae) == parse_features(" ", sae) == "active"
+    assert parse_features("active", sae) == parse_features(",", sae) == "active"
+    assert parse_features("3, 17", sae) == [3, 17] and parse_features([5, "6"], sae) == [5, 6]
+    with pytest.raises(RequestError, match="feature ids"):
+        parse_features([True], sae)
+    with pytest.raises(RequestError, match="feature ids"):
+        parse_features("2.5", sae)

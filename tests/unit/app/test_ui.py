@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import tlscopes as ts
+from tests.unit.sae import sae_files
 from tlscopes import cli
 from tlscopes.app.explorer_app import ExplorerApp
 from tlscopes.app.ui import (
@@ -179,6 +180,46 @@ def test_the_gradio_app_answers_through_its_api(bridge):
         assert 'class="tla-error"' in shown[0] and "The text is empty" in shown[0]
         shown = client.predict(TEXT, "tiny", api_name="/explore")
         assert "Done: every position" in shown[0] and "srcdoc=" in shown[4]
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def sae_handlers(bridge, tmp_path_factory):
+    sae = sae_files.random_sae(bridge.cfg.d_model)
+    app = ExplorerApp({"tiny": lambda: bridge}, max_tokens=12, saes={"layer0": lambda: sae})
+    return AppHandlers(app, directory=tmp_path_factory.mktemp("feature-files"))
+
+
+def test_explaining_sae_features_shows_them_in_the_explorer(sae_handlers, bridge):
+    answer = sae_handlers.features(TEXT, "layer0", "active", 3, "tiny")
+    expected = ts.attribute_features(bridge, TEXT, sae_handlers.app.sae("layer0"), position=3)
+    assert not answer.error, answer.message
+    assert answer.message.startswith("Done: SAE features at blocks.0.hook_resid_post on tiny")
+    assert f"position 3 'of': {len(expected)} features. Click a feature" in answer.message
+    assert answer.explorer.startswith("<!DOCTYPE html>") and answer.highlights is None
+    payload = json.loads(open(answer.files["json"], encoding="utf-8").read())
+    assert [item["id"] for item in payload["features"]["items"]] == expected.features.tolist()
+    assert open(answer.files["html"], encoding="utf-8").read() == answer.explorer
+    answer = sae_handlers.features(TEXT, None, "2, 999", None, None)
+    assert answer.error and "Feature 999 is outside this SAE's 24 features" in answer.message
+    assert answer.files == {} and answer.explorer is None
+
+
+def test_the_gradio_app_explains_sae_features_through_its_api(sae_handlers):
+    from gradio_client import Client
+
+    page = start(sae_handlers.app, "127.0.0.1", 0)
+    try:
+        client = Client(page.local_url, verbose=False)
+        shown = client.predict(TEXT, "layer0", "active", 3, "tiny", api_name="/features")
+        message, tokens, prediction, series, frame, features_frame, json_file, html_file = shown
+        assert "Done: SAE features at blocks.0" in message and frame == ""
+        assert "srcdoc=" in features_frame and "tlx-data" in features_frame
+        assert json_file["value"].endswith("features.json") and html_file["visible"]
+        # The other buttons empty the features frame.
+        shown = client.predict(TEXT, "tiny", api_name="/explore")
+        assert "srcdoc=" in shown[4] and shown[5] == ""
     finally:
         page.close()
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from tlscopes.sae.model import SAE
+
 DTYPE = torch.float64
 
 
@@ -165,3 +167,12 @@ def reference_activations(written: Written, pre: torch.Tensor) -> torch.Tensor:
         kept[order] = torch.relu(pre[order])
         return kept
     return torch.relu(pre)
+
+
+def random_sae(
+    d_in: int, hook: str = "blocks.0.hook_resid_post", seed: int = 0, **options: Any
+) -> SAE:
+    """A random ReLU SAE of 24 features as a tlscopes SAE (``SAE.from_tensors``), some of them
+    firing and some not (for the views' tests; `options` go to ``from_tensors``)."""
+    raw = _random(d_in, 24, seed)
+    return SAE.from_tensors(W_enc=raw["W_enc"], b_enc=raw["b_enc"], hook=hook, **options)

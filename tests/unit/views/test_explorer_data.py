@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from tests.unit.results.test_attribution_file import build_attribution
+from tests.unit.results.test_feature_attribution import build as build_features
 from tlscopes.views.explorer_data import (
+    MAX_FEATURES,
+    features_payload,
     masked_positions,
     matrix_payload,
     rounded,
@@ -94,3 +97,68 @@ def test_the_bos_positions_the_provenance_records_are_masked_by_default():
     assert masked_positions([2, 7], {"bos_token_id": None}) == []
     unrecorded = matrix_payload([matrix_result(info={})])
     assert unrecorded["masked"] == []
+
+
+def test_the_features_section_holds_each_feature_and_its_token_map():
+    result = build_features(
+        scores=torch.tensor([[9.0, 1.23456, 3.0, 2.0, 0.0], [8.0, 4.0, 0.5, 1.0, 0.0]])
+    )
+    section = features_payload(result)
+    assert section["hook"] == "blocks.3.hook_resid_post" and section["position"] == 3
+    assert section["sae"]["source"] == "sparsify:/x" and section["sae"]["sha256"] == "ab" * 32
+    assert section["total"] == 2
+    # Rows stop at the explained position and are rounded like the scopes' rows; the BOS
+    # score stays in the row and BOS is masked, as the scope views mask it.
+    assert [item["id"] for item in section["items"]] == result.features.tolist() == [17, 3]
+    assert [item["row"] for item in section["items"]] == [
+        [rounded(v) for v in result.scores[row, :4].tolist()] for row in range(2)
+    ]
+    assert section["items"][0]["row"] == [9.0, 1.23, 3.0, 2.0]
+    assert section["masked"] == result.sink_positions == [0]
+    assert [item["activation"] for item in section["items"]] == result.activations.tolist()
+    assert [item["pre_activation"] for item in section["items"]] == [2.5, -0.5]
+    assert [item["fires"] for item in section["items"]] == result.fires.tolist() == [True, False]
+    assert [item["label"] for item in section["items"]] == [None, None]
+    json.dumps(section, allow_nan=False)
+
+
+def test_the_features_section_keeps_bos_where_the_result_does_and_shows_labels():
+    assert features_payload(build_features(include_bos=True))["masked"] == []
+    # A sink after the explained position is no sink of the views.
+    assert features_payload(build_features(sink_positions=[0, 4]))["masked"] == [0]
+    labels = {3: "</script><b>x", 99: "not in the result"}
+    items = features_payload(build_features(), labels=labels)["items"]
+    assert [item["label"] for item in items] == [None, "</script><b>x"]
+
+
+def test_the_features_section_lists_the_highest_activations_up_to_the_cap():
+    count = MAX_FEATURES + 6
+    activations = torch.rand(count, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    activations[::5] = 0.0  # silent features
+    result = build_features(
+        scores=torch.rand(count, 5, generator=torch.Generator().manual_seed(1)),
+        features=torch.arange(100, 100 + count),
+        pre_activations=activations.clone(),
+        activations=activations,
+    )
+    section = features_payload(result)
+    assert section["total"] == count and len(section["items"]) == MAX_FEATURES == 64
+    order = sorted(range(count), key=lambda row: -float(activations[row]))[:MAX_FEATURES]
+    assert [item["id"] for item in section["items"]] == [100 + row for row in order]
+    assert all(not item["fires"] for item in section["items"] if item["activation"] == 0)
+    assert [item["activation"] for item in section["items"]] == sorted(
+        (item["activation"] for item in section["items"]), reverse=True
+    )
+    two = features_payload(result, limit=2)["items"]
+    assert [item["id"] for item in two] == [100 + row for row in order[:2]]
+    with pytest.raises(ValueError, match="positive integer"):
+        features_payload(result, limit=0)
+
+
+def test_a_payload_holds_the_features_section_of_its_prompt():
+    assert matrix_payload([matrix_result()])["features"] is None
+    section = features_payload(build_features(tokens=["<bos>", "The", " cat", " sat", "x"]))
+    assert matrix_payload([matrix_result()], features=section)["features"] == section
+    outside = dict(section, position=4)
+    with pytest.raises(ValueError, match="outside the prompt's 4 tokens"):
+        matrix_payload([matrix_result()], features=outside)

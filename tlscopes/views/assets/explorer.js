@@ -1,4 +1,6 @@
 // tlscopes explorer: one prompt explained at every position, rendered from a JSON payload.
+// With a "features" section it also lists SAE features at one position: clicking a feature
+// colours the tokens by its token map, clicking a token then lists the features it drives most.
 // Every piece of text from the payload goes into the page with textContent (never as markup).
 (function () {
   "use strict";
@@ -14,6 +16,7 @@
     magma: ["#000004", "#51127c", "#b73779", "#fc8961", "#fcfdbf"],
   };
   const LOG_DECADES = 4;
+  const DRIVERS_SHOWN = 10;
   const SVG = "http://www.w3.org/2000/svg";
 
   function el(tag, className, text) {
@@ -68,13 +71,19 @@
     container.textContent = "";
     container.classList.add("tlx");
     container.dataset.mounted = "1";
+    const features = data.features || null;
     const state = {
       scope: 0,
       row: data.positions.length - 1,
       scale: "linear",
       cmap: "blues",
       masked: new Set(data.masked || []),
+      // The listed feature that colours the tokens (an index into features.items), or null
+      // while a scope does; and the token whose features are listed in the reverse view.
+      feature: null,
+      token: features ? features.position : null,
     };
+    if (features) (features.masked || []).forEach((t) => state.masked.add(t));
     const rowOf = new Map(data.positions.map((p, i) => [p, i]));
 
     const controls = el("div", "tlx-controls");
@@ -117,6 +126,13 @@
       tokens.appendChild(span);
       return span;
     });
+    const featureBox = el("div", "tlx-panels tlx-feature-box");
+    const featurePanel = el("div", "tlx-panel tlx-features");
+    const driverPanel = el("div", "tlx-panel tlx-drivers");
+    if (features) {
+      featureBox.append(featurePanel, driverPanel);
+      container.appendChild(featureBox);
+    }
     const panels = el("div", "tlx-panels");
     const predictionPanel = el("div", "tlx-panel tlx-bars tlx-prediction");
     const topPanel = el("div", "tlx-panel tlx-top");
@@ -127,8 +143,12 @@
 
     function current() {
       const scope = data.scopes[state.scope];
-      const position = data.positions[state.row];
-      const row = scope.rows[state.row];
+      if (state.feature !== null) {
+        return scaled(scope, features.items[state.feature], features.position, features.items[state.feature].row);
+      }
+      return scaled(scope, null, data.positions[state.row], scope.rows[state.row]);
+    }
+    function scaled(scope, feature, position, row) {
       const scores = data.tokens.map((_, t) => (t < row.length && row[t] !== null ? row[t] : 0));
       const live = scores.map((_, t) => t <= position && !state.masked.has(t));
       let peak = 0, total = 0, smallest = Infinity;
@@ -139,7 +159,7 @@
         if (s > 0) smallest = Math.min(smallest, s);
       });
       const low = Math.max(smallest === Infinity ? peak : smallest, peak * Math.pow(10, -LOG_DECADES));
-      return { scope, position, scores, live, peak, total, low };
+      return { scope, feature, position, scores, live, peak, total, low };
     }
     function level(view, value) {
       if (!(view.peak > 0) || !(value > 0)) return 0;
@@ -158,6 +178,9 @@
 
     function renderBars(view) {
       predictionPanel.textContent = "";
+      // A feature is read at a hook point, not at the prediction: no bars beside its map.
+      predictionPanel.style.display = view.feature ? "none" : "";
+      if (view.feature) return;
       predictionPanel.appendChild(el("h3", "", "prediction after position " + view.position));
       const shown = data.predictions[state.row] || [];
       const top = shown.reduce((m, p) => Math.max(m, p[1] || 0), 0) || 1;
@@ -235,6 +258,7 @@
     }
     function renderLayers(view) {
       layerPanel.textContent = "";
+      if (view.feature) return;
       const map = (data.layers || []).find((m) => m.scope === view.scope.name);
       if (!map) return;
       layerPanel.appendChild(el("h3", "", "layer × token map (" + map.scope + ", position " + map.position + "; rows: layers 0 to " + (map.rows.length - 1) + ")"));
@@ -263,10 +287,95 @@
       });
       layerPanel.appendChild(grid);
     }
+    const hasLabels = Boolean(features && features.items.some((item) => item.label));
+    function featureName(item) {
+      return "feature " + item.id;
+    }
+    function featureRow(item, index, cells) {
+      const tr = el("tr", "tlx-feature-row");
+      tr.dataset.featureIndex = String(index);
+      if (index === state.feature) tr.classList.add("tlx-selected");
+      const pick = el("button", "tlx-feature", featureName(item));
+      pick.type = "button";
+      pick.dataset.feature = String(item.id);
+      pick.setAttribute("aria-pressed", index === state.feature ? "true" : "false");
+      const first = el("td");
+      first.appendChild(pick);
+      tr.appendChild(first);
+      if (hasLabels) tr.appendChild(el("td", "tlx-feature-label", item.label || ""));
+      cells.forEach((cell) => tr.appendChild(cell));
+      return tr;
+    }
+    function featureHead(names) {
+      const head = el("tr");
+      ["feature"].concat(hasLabels ? ["label"] : [], names).forEach((h) => head.appendChild(el("th", "", h)));
+      return head;
+    }
+    function renderFeatures() {
+      featurePanel.textContent = "";
+      const explained = features.position;
+      featurePanel.appendChild(el("h3", "", "SAE features at " + features.hook + ", position " + explained + " (" + JSON.stringify(data.tokens[explained]) + ")"));
+      const shown = features.items.length;
+      const listed = shown < features.total ? "the " + shown + " of " + features.total + " features with the highest activation" : shown + " feature" + (shown === 1 ? "" : "s");
+      featurePanel.appendChild(el("div", "tlx-note", "SAE " + features.sae.source + ": " + listed + ". Click a feature to colour the tokens by its token map ‖∂pre_f/∂x_t‖; then click a token to list the features it drives most."));
+      if (!shown) {
+        featurePanel.appendChild(el("div", "tlx-note tlx-none", "No feature fires at this position."));
+        return;
+      }
+      const back = el("button", "tlx-back", "back to the scopes");
+      back.type = "button";
+      back.disabled = state.feature === null;
+      featurePanel.appendChild(back);
+      const table = el("table", "tlx-feature-table");
+      table.appendChild(featureHead(["activation", "fires"]));
+      features.items.forEach((item, index) => {
+        table.appendChild(featureRow(item, index, [el("td", "tlx-num", fmt(item.activation)), el("td", "", item.fires ? "yes" : "no")]));
+      });
+      featurePanel.appendChild(table);
+    }
+    function renderDrivers() {
+      driverPanel.textContent = "";
+      const t = state.token;
+      container.dataset.token = String(t);
+      driverPanel.appendChild(el("h3", "", "features token " + t + " (" + JSON.stringify(data.tokens[t]) + ") drives most"));
+      if (t > features.position) {
+        driverPanel.appendChild(el("div", "tlx-note tlx-none", "It comes after position " + features.position + ", so it drives none of the features there."));
+        return;
+      }
+      const ranked = features.items
+        .map((item, index) => ({ item: item, index: index, score: t < item.row.length ? item.row[t] : null }))
+        .filter((entry) => entry.score !== null && entry.score > 0);
+      ranked.sort((a, b) => b.score - a.score || a.index - b.index);
+      if (state.masked.has(t)) driverPanel.appendChild(el("div", "tlx-note", "This token is masked in the colours (a sink)."));
+      if (!ranked.length) {
+        driverPanel.appendChild(el("div", "tlx-note tlx-none", "It drives none of the listed features."));
+        return;
+      }
+      const table = el("table", "tlx-driver-table");
+      table.appendChild(featureHead(["score", "activation", "fires"]));
+      for (const entry of ranked.slice(0, DRIVERS_SHOWN)) {
+        const item = entry.item;
+        table.appendChild(featureRow(item, entry.index, [el("td", "tlx-num tlx-driver-score", fmt(entry.score)), el("td", "tlx-num", fmt(item.activation)), el("td", "", item.fires ? "yes" : "no")]));
+      }
+      driverPanel.appendChild(table);
+    }
+    function pickFeature(index) {
+      // Clicking the feature that colours the tokens again gives the colours back to the scope.
+      state.feature = index === state.feature ? null : index;
+      render();
+    }
+    function pickToken(position) {
+      state.token = position;
+      render();
+    }
+
     function render() {
       const view = current();
       container.dataset.position = String(view.position);
       container.dataset.scope = view.scope.name;
+      container.dataset.mode = view.feature ? "feature" : "scope";
+      if (view.feature) container.dataset.feature = String(view.feature.id);
+      else delete container.dataset.feature;
       const target = view.scope.targets ? view.scope.targets[state.row] : null;
       const details = view.scope.details ? view.scope.details[state.row] || {} : {};
       let text = "Explaining the prediction after position " + view.position + " (" + JSON.stringify(data.tokens[view.position]) + ")";
@@ -279,6 +388,11 @@
       if (details.eigenvalues) text += "; Fisher λ " + details.eigenvalues.map(fmt).join(", ");
       status.textContent = text + ".";
       note.textContent = view.scope.note + ". Click a token with a solid border to explain its prediction" + (data.positions.length > 1 ? "; ← and → step through positions." : ".");
+      if (view.feature) {
+        const item = view.feature;
+        status.textContent = "Feature " + item.id + (item.label ? " (" + item.label + ")" : "") + " at " + features.hook + ", position " + view.position + " (" + JSON.stringify(data.tokens[view.position]) + "): activation " + fmt(item.activation) + (item.fires ? ", fires" : ", silent (pre-activation " + fmt(item.pre_activation) + ")") + ".";
+        note.textContent = "Colour: each token's ‖∂pre_f/∂x_t‖ for this feature. Click a token to list the features it drives most; click the feature again (or back to the scopes) to return.";
+      }
       const stops = [0, 0.25, 0.5, 0.75, 1].map((t) => css(colormap(state.cmap, t)));
       legendBar.style.background = "linear-gradient(to right, " + stops.join(", ") + ")";
       legendLow.textContent = state.scale === "log" ? fmt(view.low) : "0";
@@ -288,6 +402,7 @@
         const score = view.scores[t];
         span.dataset.score = fmt(score);
         span.classList.toggle("tlx-explained", t === view.position);
+        span.classList.toggle("tlx-picked", Boolean(view.feature) && t === state.token);
         span.classList.toggle("tlx-after", t > view.position);
         span.classList.toggle("tlx-masked", state.masked.has(t));
         if (t > view.position) {
@@ -304,13 +419,22 @@
       renderTop(view);
       renderSeries(view);
       renderLayers(view);
+      if (features) {
+        renderFeatures();
+        renderDrivers();
+      }
     }
 
     function hover(position) {
       state.hovered = position;
       const view = current();
       describe(view, position);
-      if (hoverBox.checked && position !== view.position) explain(position);
+      if (!hoverBox.checked) return;
+      if (view.feature) {
+        if (position !== state.token) pickToken(position);
+      } else if (position !== view.position) {
+        explain(position);
+      }
     }
     function describe(view, position) {
       const share = view.total > 0 && view.live[position] ? (100 * view.scores[position]) / view.total : 0;
@@ -324,9 +448,22 @@
         if (state.masked.has(position)) state.masked.delete(position);
         else state.masked.add(position);
         render();
+      } else if (state.feature !== null) {
+        pickToken(position);  // the feature keeps the colours; the reverse view follows the token
       } else {
-        explain(position);
+        if (features) state.token = position;
+        if (rowOf.has(position)) explain(position);
+        else if (features) render();
       }
+    });
+    featureBox.addEventListener("click", (event) => {
+      if (event.target.closest(".tlx-back")) {
+        state.feature = null;
+        render();
+        return;
+      }
+      const pick = event.target.closest(".tlx-feature");
+      if (pick) pickFeature(Number(pick.closest("tr").dataset.featureIndex));
     });
     tokens.addEventListener("mouseover", (event) => {
       const span = event.target.closest(".tlx-token");
@@ -335,13 +472,14 @@
     container.tabIndex = 0;
     container.addEventListener("keydown", (event) => {
       if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+      if (state.feature !== null) return;  // the arrows step through the scopes' positions
       const next = state.row + (event.key === "ArrowLeft" ? -1 : 1);
       if (next < 0 || next >= data.positions.length) return;
       state.row = next;
       render();
       event.preventDefault();
     });
-    scopeSelect.addEventListener("change", () => { state.scope = Number(scopeSelect.value); render(); });
+    scopeSelect.addEventListener("change", () => { state.scope = Number(scopeSelect.value); state.feature = null; render(); });
     scaleSelect.addEventListener("change", () => { state.scale = scaleSelect.value; render(); });
     cmapSelect.addEventListener("change", () => { state.cmap = cmapSelect.value; render(); });
     unmask.addEventListener("click", () => { state.masked.clear(); render(); });
