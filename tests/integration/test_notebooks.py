@@ -70,10 +70,11 @@ def _errors(notebook: nbformat.NotebookNode) -> list[str]:
     ]
 
 
-def test_the_two_tutorials_are_there():
+def test_the_three_tutorials_are_there():
     assert [path.name for path in NOTEBOOKS] == [
         "01_first_attribution.ipynb",
         "02_inside_and_generation.ipynb",
+        "03_sae_features.ipynb",
     ]
 
 
