@@ -128,6 +128,14 @@ def pull_back(
     return results
 
 
+def backward_passes(rows: Tensor, rank: int, n_tokens: int, per_pass: int | None = None) -> int:
+    """How many backward passes :func:`pull_back` runs for `rank` directions per explained state
+    (`rows`: each state's batch row) over `n_tokens` tokens (batch x positions)."""
+    seeds = (int(_slots(rows.to(torch.long).cpu()).max()) + 1) * rank
+    per_pass = resolve_directions_per_pass(n_tokens, per_pass)
+    return -(-seeds // per_pass)
+
+
 def _slots(rows: Tensor) -> Tensor:
     """For each state, how many earlier states share its row: states in one slot differ in row."""
     slots = torch.zeros_like(rows)

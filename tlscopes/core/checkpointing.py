@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import torch
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
+from tqdm.auto import tqdm
 
 from tlscopes.models.chunked_attention import chunked_attention, fused_attention_applies
 from tlscopes.protocols import TransformerLensModel
@@ -50,19 +51,67 @@ _KEPT_SCORES = 2
 _CACHE_ARGUMENTS = ("past_key_values", "past_key_value", "layer_past", "cache")
 
 
+class BlockProgress:
+    """A progress bar (stderr) of the blocks a checkpointed pass has run: each block once in the
+    forward pass, then again in every backward pass, which recomputes it.
+
+    The forward phase counts up to the model's blocks; :meth:`backward` switches to the backward
+    phase once the number of backward passes is known (the forward pass may stop early, e.g. at
+    an SAE's hook point, so only the blocks it ran are recomputed). Disabled, it does nothing.
+    """
+
+    def __init__(self, n_blocks: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.forward_blocks = 0
+        self._bar: Any = None
+        if enabled:
+            self._bar = tqdm(total=n_blocks, desc="forward", unit="block", leave=False)
+
+    def step(self) -> None:
+        """One block run (forward) or recomputed (backward)."""
+        if self._bar is None:
+            return
+        if self._bar.desc == "forward":
+            self.forward_blocks += 1
+        self._bar.update(1)
+
+    def backward(self, passes: list[tuple[int, int]]) -> None:
+        """The backward phase: for each explained quantity, (its backward passes, the last block
+        that can influence it: n_blocks - 1 for y, L for a hook point in block L). Each pass
+        recomputes the blocks up to that one that the forward pass ran."""
+        if self._bar is None:
+            return
+        total = sum(count * min(self.forward_blocks, last + 1) for count, last in passes)
+        n_passes = sum(count for count, _ in passes)
+        self._bar.reset(total=max(1, total))
+        self._bar.set_description(f"backward ({n_passes} pass{'es' if n_passes > 1 else ''})")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 class Recomputing:
     """Whether a checkpointed block is being recomputed (set only inside the backward pass).
 
     Also the context manager that checkpointing enters around each recomputation; reusable,
     since every backward pass through the same graph (one per direction) recomputes again.
+    A :class:`BlockProgress` given here counts each block run and recomputed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, progress: BlockProgress | None = None) -> None:
         self._depth = 0
+        self.progress = progress
 
     @property
     def active(self) -> bool:
         return self._depth > 0
+
+    def block_done(self) -> None:
+        """A block finished its forward pass or its recomputation."""
+        if self.progress is not None:
+            self.progress.step()
 
     def __enter__(self) -> Recomputing:
         self._depth += 1
@@ -70,6 +119,8 @@ class Recomputing:
 
     def __exit__(self, *exc_info: object) -> None:
         self._depth -= 1
+        if self._depth == 0:
+            self.block_done()
 
 
 def observer(fn: Callable[..., Any], recomputing: Recomputing) -> Callable[..., Any]:
@@ -117,9 +168,11 @@ def checkpointed_blocks(
                     for name in _CACHE_ARGUMENTS:
                         if kwargs.get(name) is not None:
                             kwargs[name] = None
-                    return torch_checkpoint(
+                    output = torch_checkpoint(
                         original, *args, use_reentrant=False, context_fn=contexts, **kwargs
                     )
+                    recomputing.block_done()
+                    return output
 
                 # Straight into the instance dict: bridge components route attribute writes.
                 object.__setattr__(block, "forward", forward)
@@ -182,6 +235,7 @@ def resolve_checkpoint(checkpoint: Checkpoint, model: TransformerLensModel, n_to
 
 __all__ = [
     "AUTO_MEMORY_SHARE",
+    "BlockProgress",
     "Checkpoint",
     "Recomputing",
     "available_bytes",

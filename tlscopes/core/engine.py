@@ -31,14 +31,19 @@ from torch import Tensor
 
 from tlscopes._types import DirectionWeights, Logits, TokenScores
 from tlscopes.core.assemble import build_attribution, check_top_k
-from tlscopes.core.backward import (
-    pull_back,
+from tlscopes.core.backward import backward_passes, pull_back
+from tlscopes.core.checkpointing import (
+    BlockProgress,
+    Checkpoint,
+    Recomputing,
+    observer,
+    resolve_checkpoint,
 )
-from tlscopes.core.checkpointing import Checkpoint, Recomputing, observer, resolve_checkpoint
 from tlscopes.core.hooks import (
     Capture,
     EmbeddingTransform,
     HookList,
+    block_of,
     frozen_parameters,
     hooked_forward,
 )
@@ -110,6 +115,7 @@ def scope_gradients(
     observe: Sequence[tuple[str, Any]] = (),
     taps: Sequence[str] = (),
     checkpoint: Checkpoint = "auto",
+    progress: bool = True,
 ) -> ScopeGradients:
     """The engine: every scope's v^T J_t at every explained position, from one forward pass.
 
@@ -134,6 +140,9 @@ def scope_gradients(
             estimated memory passes half the free memory
             (:func:`tlscopes.core.checkpointing.resolve_checkpoint`). Results are equal either
             way, to floating-point rounding.
+        progress: while the pass checkpoints (long prompts), show a progress bar on stderr of
+            the blocks run in the forward pass and recomputed in each backward pass
+            (:class:`tlscopes.core.checkpointing.BlockProgress`); False hides it.
 
     Example:
         >>> prepared = prepare_inputs(model, "The capital of France is")  # doctest: +SKIP
@@ -164,7 +173,9 @@ def scope_gradients(
             + [hook for hook in scope_hooks if hook[0] != EMBED_HOOK]
         )
         recompute = bool(scopes) and resolve_checkpoint(checkpoint, model, tokens.numel())
-        recomputing = Recomputing()
+        blocks = BlockProgress(len(getattr(model, "blocks", ())), recompute and bool(progress))
+        running.callback(blocks.close)
+        recomputing = Recomputing(blocks)
         observers = [(n, observer(fn, recomputing)) for n, fn in observe] if recompute else observe
         running.enter_context(
             hooked_forward(
@@ -199,9 +210,24 @@ def scope_gradients(
         groups: dict[str | None, list[int]] = {}
         for index, scope in enumerate(scopes):
             groups.setdefault(scope.explained_hook, []).append(index)
+        stacked = {
+            hook: torch.cat([directions[i].vectors for i in members], dim=1)
+            for hook, members in groups.items()
+        }
+        n_tokens = capture.embeddings.shape[:2].numel()
+        n_blocks = len(getattr(model, "blocks", ()))
+        blocks.backward(
+            [
+                (
+                    backward_passes(rows, vectors.shape[1], n_tokens, directions_per_pass),
+                    n_blocks - 1 if hook is None else block_of(hook, n_blocks),
+                )
+                for hook, vectors in stacked.items()
+            ]
+        )
         for number, (hook, members) in enumerate(groups.items()):
             outputs = final_state if hook is None else capture.explained[hook]
-            vectors = torch.cat([directions[i].vectors for i in members], dim=1)
+            vectors = stacked[hook]
             grads = pull_back(
                 outputs,
                 leaves,
@@ -286,6 +312,7 @@ def attribute(
     top_k: int = 10,
     directions_per_pass: int | None = None,
     checkpoint: Checkpoint = "auto",
+    progress: bool = True,
 ) -> Attribution:
     """Scores every input token by ||v^T J_t||_2 for the scope's direction(s) v (paper eq. 1-2).
 
@@ -302,6 +329,8 @@ def attribute(
         checkpoint: recompute activations a block at a time in the backward pass, for long
             prompts (True, False, or ``"auto"``: see :func:`scope_gradients`); memory and speed
             only.
+        progress: while a long prompt's pass checkpoints, show the blocks done on stderr
+            (False hides it).
 
     Returns:
         An Attribution with scores [batch, pos]; positions after the explained one (and pads)
@@ -319,6 +348,7 @@ def attribute(
         top_k=top_k,
         directions_per_pass=directions_per_pass,
         checkpoint=checkpoint,
+        progress=progress,
     )
     return result
 
@@ -332,13 +362,14 @@ def attribute_many(
     top_k: int = 10,
     directions_per_pass: int | None = None,
     checkpoint: Checkpoint = "auto",
+    progress: bool = True,
 ) -> list[Attribution]:
     """Several scopes from one forward pass.
 
     The directions of all scopes are stacked and pulled back through the one recorded graph
     (:func:`pull_back`), so three scopes cost one forward pass and three input-only backward
     passes, not three of each. Results are identical to calling :func:`attribute` once per
-    scope. `directions_per_pass` and `checkpoint` as in :func:`attribute`.
+    scope. `directions_per_pass`, `checkpoint` and `progress` as in :func:`attribute`.
 
     Returns:
         One Attribution per scope, in order.
@@ -363,6 +394,7 @@ def attribute_many(
         positions=prepared.positions,
         directions_per_pass=directions_per_pass,
         checkpoint=checkpoint,
+        progress=progress,
     )
     return [
         build_attribution(

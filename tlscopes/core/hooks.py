@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -219,3 +220,13 @@ def hooked_forward(
         except StopForward:
             pass
         yield
+
+
+def block_of(hook_name: str, n_layers: int) -> int:
+    """The block a hook point belongs to: -1 before the blocks (embeddings), n_layers after."""
+    match = re.match(r"blocks\.(\d+)\.", hook_name)
+    if match:
+        return int(match.group(1))
+    if hook_name.startswith(("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")):
+        return -1
+    return n_layers

@@ -19,14 +19,13 @@ not influence v^T h and score exactly 0.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import Tensor
 
 from tlscopes.core.assemble import build_attribution, check_top_k
 from tlscopes.core.checkpointing import Checkpoint
 from tlscopes.core.engine import combine, scope_gradients
+from tlscopes.core.hooks import block_of
 from tlscopes.core.inputs import Inputs, prepare_inputs
 from tlscopes.core.scopes import Scope
 from tlscopes.protocols import TransformerLensModel
@@ -34,16 +33,6 @@ from tlscopes.results.layer_attribution import LayerAttribution
 
 RESID_HOOK = "blocks.{layer}.hook_resid_pre"
 HEAD_HOOK = "blocks.{layer}.attn.hook_z"
-
-
-def block_of(hook_name: str, n_layers: int) -> int:
-    """The block a hook point belongs to: -1 before the blocks (embeddings), n_layers after."""
-    match = re.match(r"blocks\.(\d+)\.", hook_name)
-    if match:
-        return int(match.group(1))
-    if hook_name.startswith(("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")):
-        return -1
-    return n_layers
 
 
 def _head_gradients(grads: Tensor, n_heads: int) -> Tensor:
@@ -64,6 +53,7 @@ def attribute_layers(
     top_k: int = 10,
     directions_per_pass: int | None = None,
     checkpoint: Checkpoint = "auto",
+    progress: bool = True,
 ) -> LayerAttribution:
     """A scope's scores at every layer's residual stream (and every head), from one forward pass
     and the scope's backward pass(es).
@@ -73,6 +63,8 @@ def attribute_layers(
         position: as in ``tlscopes.attribute``.
         top_k: as in ``tlscopes.attribute``.
         directions_per_pass: as in ``tlscopes.attribute``.
+        checkpoint: as in ``tlscopes.attribute``.
+        progress: as in ``tlscopes.attribute``.
         scope: any scope, an internal DirectionScope included.
         heads: also score every head at ``blocks.{l}.attn.hook_z``.
 
@@ -107,6 +99,7 @@ def attribute_layers(
         taps=resid + head_hooks,
         directions_per_pass=directions_per_pass,
         checkpoint=checkpoint,
+        progress=progress,
     )
     directions = passed.directions[0]
     weights = directions.weights
@@ -156,4 +149,4 @@ def attribute_layers(
     return LayerAttribution(layer_scores, attribution, head_scores)
 
 
-__all__ = ["HEAD_HOOK", "RESID_HOOK", "attribute_layers", "block_of"]
+__all__ = ["HEAD_HOOK", "RESID_HOOK", "attribute_layers"]

@@ -237,3 +237,68 @@ def test_a_bad_checkpoint_value_is_refused(loaded, bad):
     model = loaded("llama", "bridge")
     with pytest.raises(ValueError, match='checkpoint must be "auto", True or False'):
         ts.attribute(model, TOKENS, ts.FisherScope(), checkpoint=bad)
+
+
+class RecordingBar:
+    """Stands in for tqdm: records the totals, descriptions and updates it is given."""
+
+    instances: list[RecordingBar] = []
+
+    def __init__(self, total, desc, unit, leave):
+        self.total, self.desc, self.count, self.phases = total, desc, 0, []
+        self.closed = False
+        RecordingBar.instances.append(self)
+
+    def update(self, n):
+        self.count += n
+
+    def reset(self, total):
+        self.phases.append((self.desc, self.count, self.total))
+        self.total, self.count = total, 0
+
+    def set_description(self, desc):
+        self.desc = desc
+
+    def close(self):
+        self.phases.append((self.desc, self.count, self.total))
+        self.closed = True
+
+
+@pytest.fixture
+def recorded_bars(monkeypatch):
+    RecordingBar.instances = []
+    monkeypatch.setattr(checkpointing, "tqdm", RecordingBar)
+    return RecordingBar.instances
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_progress_counts_every_block_run_and_recomputed(loaded, recorded_bars, kind):
+    model = loaded("llama", kind)
+    n_layers = model.cfg.n_layers
+    # Fisher at rank 3, one direction per pass: three backward passes, each recomputing every block.
+    ts.attribute(model, TOKENS, ts.FisherScope(rank=3), checkpoint=True, directions_per_pass=1)
+    (bar,) = recorded_bars
+    assert bar.closed
+    assert bar.phases == [
+        ("forward", n_layers, n_layers),
+        ("backward (3 passes)", 3 * n_layers, 3 * n_layers),
+    ]
+
+
+def test_progress_counts_only_the_blocks_an_internal_direction_depends_on(loaded, recorded_bars):
+    model = loaded("llama", "bridge")
+    direction = torch.randn(model.cfg.d_model, dtype=torch.float64)
+    scope = ts.DirectionScope(direction, at="blocks.0.hook_resid_post")
+    ts.attribute(model, TOKENS, scope, checkpoint=True)
+    (bar,) = recorded_bars
+    # The forward pass runs on past block 0; the backward pass recomputes block 0 alone.
+    assert bar.phases[0][1] >= 1
+    assert bar.phases[1] == ("backward (1 pass)", 1, 1)
+
+
+def test_no_progress_bar_without_checkpointing_or_when_hidden(loaded, recorded_bars):
+    model = loaded("llama", "bridge")
+    ts.attribute(model, TOKENS, ts.SemanticScope(21), checkpoint=False)
+    ts.attribute(model, TOKENS, ts.SemanticScope(21), checkpoint=True, progress=False)
+    ts.attribute_layers(model, TOKENS, ts.SemanticScope(21), checkpoint=True, progress=False)
+    assert recorded_bars == []

@@ -10,7 +10,8 @@ import torch
 import tlscopes as ts
 from tests.models import VARIANTS
 from tests.reference import activation_jacobian, fisher_eig
-from tlscopes.core.layers import attribute_layers, block_of
+from tlscopes.core.hooks import block_of
+from tlscopes.core.layers import attribute_layers
 
 TEXT = "the person grew up in the south and studied at columbia . the person is"
 

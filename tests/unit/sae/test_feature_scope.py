@@ -9,7 +9,7 @@ import torch
 
 import tlscopes as ts
 from tests.unit.sae.cases import CASES, TEXT, attached_hooks, firing_and_silent, norms, reference
-from tlscopes.core.layers import block_of
+from tlscopes.core.hooks import block_of
 
 
 def is_bridge(model):
