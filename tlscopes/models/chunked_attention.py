@@ -93,6 +93,20 @@ def chunked(
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
+def key_span(
+    lo: int, n_queries: int, n_keys: int, window: int | None, *, every_key: bool = False
+) -> tuple[int, int]:
+    """The keys [start, end) that queries lo .. lo + n_queries - 1 can see: none after the last
+    query (causal) and, with a sliding window, none `window` or more tokens before the first.
+    The others would be masked to a softmax weight of exactly 0, so leaving them out changes
+    nothing but the cost: a windowed layer's chunk costs O(chunk x (chunk + window)), not
+    O(chunk x T). `every_key` keeps all keys (a pattern reader sees whole rows)."""
+    if every_key:
+        return 0, n_keys
+    start = max(0, lo - int(window) + 1) if window else 0
+    return start, min(n_keys, lo + n_queries)
+
+
 # --- TransformerBridge ------------------------------------------------------------------------
 
 
@@ -174,7 +188,11 @@ def _bridge_chunk(
 ) -> Tensor:
     """One query chunk of the bridge's explicit attention, in its own order of operations."""
     hf_attention = attention.original_component
-    n_keys, n_queries = k.shape[-2], q.shape[-2]
+    n_queries = q.shape[-2]
+    # The model's own mask carries any window; without one the layer's is read off the module.
+    window = getattr(hf_attention, "sliding_window", None) if mask is None else None
+    start, end = key_span(lo, n_queries, k.shape[-2], window, every_key=reader is not None)
+    k, v = k[..., start:end, :], v[..., start:end, :]
     scaling = getattr(hf_attention, "scaling", q.shape[-1] ** -0.5)
     scores = torch.matmul(q, k.transpose(-2, -1)) * scaling
     softcap = getattr(hf_attention, "attn_logit_softcapping", None)
@@ -185,9 +203,8 @@ def _bridge_chunk(
         # and the layer's sliding window (a key is hidden once it is `window` or more tokens
         # back, as Hugging Face's window masks do), for the chunk's queries, which start at lo.
         queries = torch.arange(lo, lo + n_queries, device=q.device)[:, None]
-        keys = torch.arange(n_keys, device=q.device)[None, :]
+        keys = torch.arange(start, end, device=q.device)[None, :]
         hidden = keys > queries
-        window = getattr(hf_attention, "sliding_window", None)
         if window:
             hidden = hidden | (keys <= queries - int(window))
         fill = -torch.inf if attention.compatibility_mode else torch.finfo(scores.dtype).min
@@ -195,8 +212,8 @@ def _bridge_chunk(
     else:
         scores = attention._apply_reconstruct_attention_mask(
             attn_scores=scores,
-            attention_mask=mask[..., lo : lo + n_queries, :],
-            seq_len=n_keys,
+            attention_mask=mask[..., lo : lo + n_queries, start:end],
+            seq_len=end - start,
             q_seq_len=n_queries,
         )
     masked_softmax = getattr(attention, "_masked_softmax", None)  # TransformerLens 4.x
@@ -292,17 +309,20 @@ def _hooked_chunk(
 ) -> Tensor:
     """One query chunk of TransformerLens' explicit attention ([batch, head, chunk, d_head])."""
     cfg = attention.cfg
-    n_keys, n_queries = k.shape[-2], q.shape[-2]
+    n_queries = q.shape[-2]
+    window = cfg.window_size if getattr(attention, "attn_type", "global") == "local" else None
+    start, end = key_span(lo, n_queries, k.shape[-2], window, every_key=reader is not None)
+    k, v = k[..., start:end, :], v[..., start:end, :]
     # TransformerLens' own order: q k^T / attn_scale, soft-cap, causal (and window) mask.
     scores = torch.matmul(q, k.transpose(-2, -1)) / attention.attn_scale
     softcap = getattr(cfg, "attn_scores_soft_cap", None)
     if softcap is not None and softcap > 0:
         scores = softcap * F.tanh(scores / softcap)
     queries = torch.arange(lo, lo + n_queries, device=q.device)[:, None]
-    keys = torch.arange(n_keys, device=q.device)[None, :]
+    keys = torch.arange(start, end, device=q.device)[None, :]
     hidden = keys > queries
-    if getattr(attention, "attn_type", "global") == "local":
-        hidden = hidden | (keys <= queries - cfg.window_size)
+    if window:
+        hidden = hidden | (keys <= queries - window)
     scores = scores.masked_fill(hidden, attention.IGNORE.to(scores.device))
     pattern = F.softmax(scores, dim=-1)
     pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)

@@ -20,6 +20,7 @@ from tlscopes.models.chunked_attention import (
     bridge_module_supports_chunking,
     chunked,
     hooked_module_supports_chunking,
+    key_span,
     query_chunk,
 )
 from tlscopes.models.facts import is_bridge
@@ -130,6 +131,44 @@ def test_chunks_cover_every_query_once():
     assert seen == [(0, 4), (4, 4), (8, 2)]
     torch.testing.assert_close(out, q * 2)
     assert query_chunk(1, 4, 1000, elements=8000) == 2 and query_chunk(8, 8, 10**6) == 1
+
+
+def test_a_chunk_reads_only_the_keys_its_queries_can_see():
+    # Causal: nothing after the chunk's last query.
+    assert key_span(0, 4, 10, None) == (0, 4) and key_span(8, 4, 10, None) == (0, 10)
+    # A window of 3: query 6 sees keys 4, 5, 6; queries 6..9 see keys 4..9.
+    assert key_span(6, 4, 10, 3) == (4, 10) and key_span(0, 2, 10, 3) == (0, 2)
+    # A pattern reader gets whole rows.
+    assert key_span(6, 4, 10, 3, every_key=True) == (0, 10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_windowed_layers_score_only_their_window(loaded, monkeypatch, kind):
+    """Gemma 3's sliding layers (window 3 here) score each chunk against chunk + 2 keys at most,
+    its global layers against the keys up to the chunk's end, and the output is unchanged."""
+    model = loaded("gemma3", kind)
+    expected = embedding_gradient(model, TOKENS)
+    monkeypatch.setattr(chunked_attention, "CHUNK_SCORE_ELEMENTS", 2 * 2 * 4 * 10)
+    spans = []
+    original = chunked_attention.key_span
+
+    def recorded(lo, n_queries, n_keys, window, **kwargs):
+        span = original(lo, n_queries, n_keys, window, **kwargs)
+        spans.append((lo, n_queries, window, span))
+        return span
+
+    monkeypatch.setattr(chunked_attention, "key_span", recorded)
+    with chunked_attention.chunked_attention(model):
+        actual = embedding_gradient(model, TOKENS)
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * float(want.abs().max()))
+    windowed = [(lo, n, span) for lo, n, window, span in spans if window]
+    full = [(lo, n, span) for lo, n, window, span in spans if not window]
+    # A HookedTransformer's global layer runs the fused kernel instead (no window: exact there).
+    assert windowed and (full or not is_bridge(model))
+    assert all(end - start <= n + 2 and end == lo + n for lo, n, (start, end) in windowed)
+    assert any(start > 0 for _, _, (start, _) in windowed)
+    assert all(span == (0, lo + n) for lo, n, span in full)
 
 
 @pytest.mark.parametrize(("family", "builds_masks"), [("gemma3", False), ("mistral", True)])
