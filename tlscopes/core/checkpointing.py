@@ -47,6 +47,11 @@ _KEPT_PER_D_MLP = 4
 _KEPT_SCORES = 2
 
 
+# Tokens per chunk of a block's MLP while checkpointing: the MLP acts on each position alone, so
+# it runs a chunk at a time, each under its own checkpoint, once the prompt is longer than this.
+# A recomputed block then keeps one chunk's d_mlp-wide activations at a time, not T of them.
+MLP_CHUNK_TOKENS = 4096
+
 # Keyword arguments by which Hugging Face decoder layers receive a KV cache.
 _CACHE_ARGUMENTS = ("past_key_values", "past_key_value", "layer_past", "cache")
 
@@ -138,14 +143,49 @@ def observer(fn: Callable[..., Any], recomputing: Recomputing) -> Callable[..., 
     return hook
 
 
+def _hooked(module: torch.nn.Module) -> bool:
+    """Whether a hook is attached to a hook point inside `module` (it would see chunks)."""
+    return any(
+        type(child).__name__ == "HookPoint" and (child._forward_hooks or child._backward_hooks)
+        for child in module.modules()
+    )
+
+
+def _token_chunked(mlp: torch.nn.Module, original: Callable[..., Any]) -> Callable[..., Any]:
+    """`mlp`'s forward run MLP_CHUNK_TOKENS positions at a time, each chunk checkpointed, where
+    that is the same computation: a [batch, pos, d_model] input alone, gradients on, a prompt
+    longer than one chunk, and no hook inside the MLP."""
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        x = args[0] if len(args) == 1 and not kwargs else None
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.ndim != 3
+            or x.shape[1] <= MLP_CHUNK_TOKENS
+            or not torch.is_grad_enabled()
+            or _hooked(mlp)
+        ):
+            return original(*args, **kwargs)
+        parts = [
+            torch_checkpoint(
+                original, x[:, lo : lo + MLP_CHUNK_TOKENS].contiguous(), use_reentrant=False
+            )
+            for lo in range(0, x.shape[1], MLP_CHUNK_TOKENS)
+        ]
+        return torch.cat(parts, dim=1)
+
+    return forward
+
+
 @contextlib.contextmanager
 def checkpointed_blocks(
     model: TransformerLensModel, recomputing: Recomputing | None = None
 ) -> Iterator[int]:
-    """Runs each block of `model` under a non-reentrant checkpoint, attention chunked.
+    """Runs each block of `model` under a non-reentrant checkpoint, attention chunked, and the
+    MLP of a long prompt a chunk of positions at a time (:data:`MLP_CHUNK_TOKENS`).
 
-    Yields the number of blocks switched. Every block's and attention module's own ``forward``
-    is restored on exit, also after an error.
+    Yields the number of blocks switched. Every block's, attention module's and MLP's own
+    ``forward`` is restored on exit, also after an error.
     """
     recomputing = recomputing or Recomputing()
 
@@ -153,11 +193,16 @@ def checkpointed_blocks(
         return contextlib.nullcontext(), recomputing
 
     switched = []
+    mlps = []
     with chunked_attention(model):
         try:
             for block in getattr(model, "blocks", []):
                 if "forward" in block.__dict__:
                     continue
+                mlp = getattr(block, "mlp", None)
+                if isinstance(mlp, torch.nn.Module) and "forward" not in mlp.__dict__:
+                    object.__setattr__(mlp, "forward", _token_chunked(mlp, mlp.forward))
+                    mlps.append(mlp)
                 original = block.forward
 
                 def forward(*args: Any, original: Any = original, **kwargs: Any) -> Any:
@@ -179,8 +224,8 @@ def checkpointed_blocks(
                 switched.append(block)
             yield len(switched)
         finally:
-            for block in switched:
-                object.__delattr__(block, "forward")
+            for module in switched + mlps:
+                object.__delattr__(module, "forward")
 
 
 def plain_path_bytes(model: TransformerLensModel, n_tokens: int) -> int:
@@ -237,6 +282,7 @@ __all__ = [
     "AUTO_MEMORY_SHARE",
     "BlockProgress",
     "Checkpoint",
+    "MLP_CHUNK_TOKENS",
     "Recomputing",
     "available_bytes",
     "checkpointed_blocks",

@@ -64,8 +64,10 @@ def loaded(saved):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """About 2 to 4 queries per chunk on these prompts, and a count of chunks computed."""
+    """About 2 to 4 queries per chunk on these prompts, MLPs run 5 positions at a time, and a
+    count of attention chunks computed."""
     monkeypatch.setattr(chunked_attention, "CHUNK_SCORE_ELEMENTS", 200)
+    monkeypatch.setattr(checkpointing, "MLP_CHUNK_TOKENS", 5)
     calls = []
     for name in ("_bridge_chunk", "_hooked_chunk"):
         original = getattr(chunked_attention, name)
@@ -302,3 +304,49 @@ def test_no_progress_bar_without_checkpointing_or_when_hidden(loaded, recorded_b
     ts.attribute(model, TOKENS, ts.SemanticScope(21), checkpoint=True, progress=False)
     ts.attribute_layers(model, TOKENS, ts.SemanticScope(21), checkpoint=True, progress=False)
     assert recorded_bars == []
+
+
+def mlp_chunks(model, monkeypatch):
+    """Counts the calls of every block's MLP on a chunk of positions (shorter than the prompt)."""
+    calls = []
+    for mlp_class in {type(block.mlp) for block in model.blocks}:
+        original = mlp_class.forward
+
+        def counted(self, *args, original=original, **kwargs):
+            if args and args[0].shape[1] < TOKENS.shape[1]:
+                calls.append(args[0].shape[1])
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(mlp_class, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_long_prompts_mlp_runs_a_chunk_of_positions_at_a_time(loaded, monkeypatch, kind):
+    model = loaded("gemma3", kind)
+    plain = ts.attribute_layers(model, TOKENS, ts.FisherScope(), heads=True, checkpoint=False)
+    monkeypatch.setattr(checkpointing, "MLP_CHUNK_TOKENS", 5)
+    calls = mlp_chunks(model, monkeypatch)
+    chunked = ts.attribute_layers(model, TOKENS, ts.FisherScope(), heads=True, checkpoint=True)
+    # 12 positions in chunks of 5, 5 and 2, per block, in the forward pass and the recomputation.
+    assert calls[:3] == [5, 5, 2] and len(calls) >= 2 * 3 * model.cfg.n_layers
+    assert relative_error(chunked.scores, plain.scores) <= EXACT
+    assert relative_error(chunked.head_scores, plain.head_scores) <= EXACT
+    assert patched_forwards(model) == 0 and not any(
+        "forward" in b.mlp.__dict__ for b in model.blocks
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_hook_inside_the_mlp_keeps_it_whole(loaded, monkeypatch, kind):
+    model = loaded("llama", kind)
+    hook = "blocks.0.hook_mlp_out"
+    direction = torch.linspace(-1, 1, model.cfg.d_model, dtype=torch.float64)
+    scope = ts.DirectionScope(direction, at=hook)
+    plain = ts.attribute(model, TOKENS, scope, checkpoint=False)
+    monkeypatch.setattr(checkpointing, "MLP_CHUNK_TOKENS", 5)
+    calls = mlp_chunks(model, monkeypatch)
+    chunked = ts.attribute(model, TOKENS, scope, checkpoint=True)
+    assert relative_error(chunked.scores, plain.scores) <= EXACT
+    # Block 0's MLP carries the scope's hook and runs whole; later blocks' MLPs are chunked.
+    assert all(n in (5, 2) for n in calls)
