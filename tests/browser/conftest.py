@@ -4,23 +4,15 @@ Pages open offline: every request that is not for the page's own file is refused
 Each test's final screenshot goes to tests/artifacts/<test name>.png.
 """
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tlscopes.testing.chromium import CHROMIUM, CHROMIUM_ARGS
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = Path(os.environ.get("TLSCOPES_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="session")

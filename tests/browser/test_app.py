@@ -134,6 +134,8 @@ def test_typing_a_prompt_and_running_a_scope_shows_tokens_and_prediction(app_pag
     assert message.startswith("Done: semantic scope on tiny-llama")
     assert "target 'paris'" in message
     assert page.locator("#tokens .token .text").all_inner_texts() == expected.tokens[0]
+    # A long prompt's tokens would scroll inside their box (ui.TOKENS_HEIGHT).
+    assert page.eval_on_selector("#tokens", "e => getComputedStyle(e).overflowY") == "auto"
     scores = expected.scores[0].tolist()
     peak = max(scores[1:])  # the leading BOS is left out of the colours
     shown = shown_scores(page)

@@ -19,6 +19,7 @@ from tests.browser.test_reports import IMAGE_HANDLER, LITERAL, SCRIPT_BREAKOUT
 from tests.unit.results.test_attribution_file import build_attribution
 from tests.unit.sae import sae_files
 from tlscopes.app.explorer import explore
+from tlscopes.testing.toy import toy_text
 from tlscopes.views.explorer_data import explore_matrix
 
 TEXT = "the capital of france is paris and the cat sat"
@@ -150,15 +151,60 @@ def test_colour_scales_colormaps_masking_and_the_layer_map(tmp_path, bridge, ope
     page.click(".tlx-unmask")
     assert page.locator(".tlx-token.tlx-masked").count() == 0
 
-    # The layer x token map of the last position: one cell per layer and token.
-    cells = page.locator(".tlx-layers .tlx-cell")
-    assert cells.count() == bridge.cfg.n_layers * (last + 1)
+    # The layer x token map of the last position, on a canvas: one cell per layer and token,
+    # the largest unmasked score in the top colour (viridis, log: the view's settings), BOS grey.
+    token.nth(0).click()  # in mask mode: BOS masked again
+    layer_map = payload["layers"][0]
+    canvas = page.locator(".tlx-layer-map")
+    geometry = canvas.evaluate("c => ({...c.dataset})")
+    assert int(geometry["layers"]) == bridge.cfg.n_layers == len(layer_map["rows"])
+    assert (int(geometry["columns"]), int(geometry["tokensPerColumn"])) == (last + 1, 1)
+    peak_layer, peak_token = max(
+        ((layer, t) for layer in range(len(layer_map["rows"])) for t in range(1, last + 1)),
+        key=lambda cell: layer_map["rows"][cell[0]][cell[1]],
+    )
+    assert layer_cell_colour(canvas, peak_layer, peak_token) == [253, 231, 37]
+    assert layer_cell_colour(canvas, peak_layer, 0) == [221, 221, 221]
+    point_at_layer_cell(page, canvas, peak_layer, peak_token)
+    said = page.inner_text(".tlx-layer-info")
+    assert said.startswith(f'layer {peak_layer}, position {peak_token} "')
+    assert float(said.rsplit(": ", 1)[1]) == pytest.approx(
+        layer_map["rows"][peak_layer][peak_token], rel=1e-2
+    )
     page.uncheck(".tlx-maskmode")
     token.nth(2).click()
-    assert page.locator(".tlx-layers").count() == 0
+    assert page.locator(".tlx-layer-map").count() == 0
     page.click(".tlx-layer-go")
     assert page.locator(".tlx").get_attribute("data-position") == str(last)
     assert page.errors == [] and page.requests == []
+
+
+def layer_cell_point(canvas, layer: int, token: int) -> tuple[float, float]:
+    """The centre of a layer map cell, in CSS pixels from the canvas' corner."""
+    geometry = canvas.evaluate("c => ({...c.dataset})")
+    column = token // int(geometry["tokensPerColumn"])
+    x = int(geometry["gutter"]) + (column + 0.5) * int(geometry["cellWidth"])
+    return x, (layer + 0.5) * int(geometry["rowHeight"])
+
+
+def layer_cell_colour(canvas, layer: int, token: int) -> list[int]:
+    """The colour drawn at a layer map cell's centre, [r, g, b]."""
+    x, y = layer_cell_point(canvas, layer, token)
+    return canvas.evaluate(
+        """(c, [x, y]) => {
+            const ratio = c.width / c.getBoundingClientRect().width;
+            const pixel = c.getContext("2d").getImageData(Math.floor(x * ratio), Math.floor(y * ratio), 1, 1);
+            return Array.from(pixel.data.slice(0, 3));
+        }""",
+        [x, y],
+    )
+
+
+def point_at_layer_cell(page, canvas, layer: int, token: int) -> None:
+    x, y = layer_cell_point(canvas, layer, token)
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + x, box["y"] + y)
 
 
 def test_a_number_series_is_plotted_with_influence_bars(tmp_path, open_explorer):
@@ -267,6 +313,69 @@ def test_a_thousand_token_text_wraps_within_the_window_and_keeps_its_spaces(
     one = page.locator(".tlx-token").nth(1).evaluate(width)  # "1"
     # "a  b" is four characters wide in the monospace font: its two spaces are not collapsed.
     assert spaced.evaluate(width) - one == pytest.approx(3 * (one - 4), abs=1.5)
+    assert page.errors == [] and page.requests == []
+
+
+def test_an_8192_token_page_renders_every_token_and_a_click_recolours(tmp_path, open_explorer):
+    length = 8192
+    model = helpers.build_bridge(max_position_embeddings=length, dtype=torch.float32)
+    report = explore(model, toy_text(length), ["fisher"], positions=[-1])
+    payload = payload_of(report.html)
+    tokens, row = payload["tokens"], payload["scopes"][0]["rows"][0]
+    assert len(tokens) == len(row) == length
+    page = open_explorer(report.save(tmp_path / "long.html").path)
+    container = page.locator(".tlx")
+    spans = page.locator(".tlx-token")
+
+    # Every token is in the DOM as text, with its score and its colour (BOS masked).
+    assert spans.all_text_contents() == tokens
+    assert container.get_attribute("data-position") == str(length - 1)
+    assert_row_shown(page, row)
+    ranked = sorted(range(1, length), key=lambda t: (-row[t], t))
+    colours = background_colours(page)
+    assert colours[ranked[0]] == "rgb(8, 48, 107)"  # the top of blues
+    assert "rgba(0, 0, 0, 0)" not in colours[1:]
+    # The token box scrolls, and shows the explained (last) token.
+    assert page.evaluate(
+        """() => {
+            const box = document.querySelector(".tlx-tokens");
+            const last = box.querySelectorAll(".tlx-token")[box.querySelectorAll(".tlx-token").length - 1];
+            const outer = box.getBoundingClientRect(), inner = last.getBoundingClientRect();
+            return box.scrollTop > 0 && inner.top >= outer.top && inner.bottom <= outer.bottom;
+        }"""
+    )
+
+    # The layer map: neighbouring tokens share a column, coloured by their largest score.
+    layer_map = payload["layers"][0]
+    canvas = page.locator(".tlx-layer-map")
+    geometry = canvas.evaluate("c => ({...c.dataset})")
+    per_column, columns = int(geometry["tokensPerColumn"]), int(geometry["columns"])
+    assert per_column > 1 and columns == -(-length // per_column)
+    assert canvas.evaluate("c => c.getBoundingClientRect().right") <= page.evaluate(
+        "window.innerWidth"
+    )
+    layer, peak = max(
+        ((layer, t) for layer in range(len(layer_map["rows"])) for t in range(1, length)),
+        key=lambda cell: layer_map["rows"][cell[0]][cell[1]],
+    )
+    assert layer_cell_colour(canvas, layer, peak) == [8, 48, 107]
+    point_at_layer_cell(page, canvas, layer, peak)
+    first = peak // per_column * per_column
+    said = page.inner_text(".tlx-layer-info")
+    last = min(first + per_column, length) - 1
+    assert said.startswith(f"layer {layer}, positions {first} to {last}: ")
+    assert f"at position {peak} " in said
+
+    # Alt-click masks the top token: the colours are renormalised, the second takes the top.
+    spans.nth(ranked[0]).click(modifiers=["Alt"])
+    assert "tlx-masked" in spans.nth(ranked[0]).get_attribute("class")
+    recoloured = background_colours(page)
+    assert recoloured[ranked[1]] == "rgb(8, 48, 107)" != colours[ranked[1]]
+    changed = sum(a != b for a, b in zip(colours, recoloured, strict=True))
+    assert changed > length // 2
+    # A click on a token that is not explained leaves the view where it was.
+    spans.nth(100).click()
+    assert container.get_attribute("data-position") == str(length - 1)
     assert page.errors == [] and page.requests == []
 
 

@@ -262,6 +262,54 @@ def test_explore_refuses_unknown_scopes_before_loading(capsys, tiny_model):
     assert tiny_model == []
 
 
+def test_explore_takes_positions_and_its_limit_is_the_librarys(tmp_path, capsys, tiny_model):
+    import json
+    import re
+
+    from tlscopes.app import explorer
+    from tlscopes.cli import explore
+
+    assert explore.MAX_EVERY_POSITION_TOKENS == explorer.MAX_EVERY_POSITION_TOKENS
+    out = tmp_path / "explorer.html"
+    text = "the capital of france is"
+    argv = ["explore", text, "--positions=-1,2", "--scopes", "fisher", "--no-layers"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    payload = json.loads(re.search(r'class="tlx-data">(.*?)</script>', out.read_text()).group(1))
+    assert payload["positions"] == [5, 2] and payload["layers"] == []
+    with pytest.raises(SystemExit):
+        cli.main(["explore", text, "--positions", "last"])
+    assert "--positions takes comma-separated integers" in capsys.readouterr().err
+
+
+def test_serve_max_tokens_reaches_the_app(monkeypatch, tiny_model):
+    import tlscopes.app.explorer_app
+    import tlscopes.app.ui
+    from tlscopes.cli import serve
+
+    assert serve.DEFAULT_MAX_TOKENS == tlscopes.app.explorer_app.MAX_TOKENS
+    served = []
+
+    class Page:
+        local_url = "http://127.0.0.1:1/"
+
+    def fake_start(app, host, port, *, directory):
+        served.append(app)
+        return Page()
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tlscopes.app.ui, "start", fake_start)
+    monkeypatch.setattr(tlscopes.app.ui, "stop", lambda page: None)
+    monkeypatch.setattr(serve, "wait_until_interrupted", interrupt)
+    monkeypatch.setattr(serve, "end_process", lambda status: None)
+    assert cli.main(["serve", "--max-tokens", "8192"]) == 0
+    assert cli.main(["serve"]) == 0
+    assert [app.max_tokens for app in served] == [8192, serve.DEFAULT_MAX_TOKENS]
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--max-tokens", "0"])
+
+
 def test_serve_starts_the_app_on_the_shared_model_and_stops(monkeypatch, capsys, tiny_model):
     import json
     import urllib.request

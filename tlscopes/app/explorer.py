@@ -10,6 +10,11 @@ With an SAE it also lists the SAE features at one position (:func:`tlscopes.attr
 clicking a feature colours the tokens by its token map, clicking a token then lists the features
 that token drives most. It is one HTML file with its script inlined once and no network access;
 a notebook shows it.
+
+Every position of a text costs one backward pass per position and scope, and the page holds
+T(T+1)/2 scores per scope, so without ``positions`` a text may have at most
+:data:`MAX_EVERY_POSITION_TOKENS` tokens; a longer one (up to the model's context: the
+attribution checkpoints long prompts) names the positions to explain, e.g. ``[-1]``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ from tlscopes.views.explorer_page import explorer_report
 if TYPE_CHECKING:
     from tlscopes.sae.model import SAE
     from tlscopes.views.html import HtmlReport
+
+# The longest text explained at every position when no positions are given. Its cost grows with
+# the square of the length: 512 tokens are 512 backward passes per scope and 3 x 131,328 scores
+# in the page (about 3 MB); 8,192 tokens would be hours of passes on a CPU and hundreds of MB.
+MAX_EVERY_POSITION_TOKENS = 512
 
 
 def explore_payload(
@@ -53,6 +63,14 @@ def explore_payload(
     if not resolved:
         raise ValueError(f"pass at least one scope, e.g. {', '.join(SCOPE_NAMES)}")
     length = int(model.to_tokens(text).shape[-1])
+    if positions is None and length > MAX_EVERY_POSITION_TOKENS:
+        raise ValueError(
+            f"the text is {length:,} tokens; every position is explained only up to "
+            f"{MAX_EVERY_POSITION_TOKENS} tokens (one backward pass per position and scope, and "
+            f"{len(resolved) * length * (length + 1) // 2:,} scores in the page here). Pass the "
+            "positions to explain, e.g. positions=[-1] for the last (tlscopes explore "
+            f"--positions=-1), or positions=range({length}) for every one anyway"
+        )
     explained = list(range(length)) if positions is None else list(positions)
     results = [attribution_matrix(model, text, scope, explained, top_k=top_k) for scope in resolved]
     maps = []
@@ -94,7 +112,12 @@ def explore(
             series also gets the time-series view.
         scopes: scope names ("fisher", "temperature", "semantic") or Scope objects; a
             ``SemanticScope()`` without a target explains each position's top prediction.
-        positions: the explained positions (default: every position).
+        positions: the explained positions, negative from the end (default: every position).
+            Without them a text may have at most ``MAX_EVERY_POSITION_TOKENS`` (512) tokens,
+            else a ValueError says so before any pass: every position costs one backward pass
+            per position and scope, and the page holds T(T+1)/2 scores per scope. A longer
+            text, up to the model's context, names its positions (``[-1]``: the last; the
+            page then holds T scores per scope) or passes ``range(T)`` to explain every one.
         layers: also compute each scope's layer x token map at the last explained position.
         top_k: predictions shown per position.
         title: the page's title (default: names the model).
@@ -131,6 +154,7 @@ def explore(
 
 
 __all__ = [
+    "MAX_EVERY_POSITION_TOKENS",
     "explore",
     "explore_payload",
 ]

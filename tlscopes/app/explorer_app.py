@@ -34,8 +34,12 @@ from tlscopes.views.explorer_page import explorer_html
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+# One position costs one forward and one backward pass over the text, a time that grows with its
+# length; the default keeps a shared app's answers short. An app for long prompts raises it, up
+# to the model's context (``tlscopes serve --max-tokens 8192``).
 MAX_TOKENS = 512
-# Every position with three scopes costs three matrices; kept to what answers in seconds.
+# Every position with three scopes costs three matrices, one backward pass per position each,
+# and a page growing with the square of the length; kept to what answers in seconds.
 MAX_EXPLORE_TOKENS = 256
 EXAMPLES = ("The capital of France is", "29,30,45,61,70,66,52,38,31,35,47,60,")
 # Errors that mean the request was wrong: the page shows their message.
@@ -56,8 +60,14 @@ class ExplorerApp:
         models: model name -> a function that loads it (called once, on the first request
             that names it; ``lambda: model`` for a model already loaded).
         default: the model used when a request names none (default: the first).
-        max_tokens: the longest text (in tokens) explained at one position.
-        max_explore_tokens: the longest text (in tokens) explained at every position.
+        max_tokens: the longest text (in tokens) explained at one position, by
+            :meth:`attribute` and :meth:`features` (default 512, ``MAX_TOKENS``). Raise it up
+            to the model's context for long prompts: a request is one forward and one backward
+            pass over its text (checkpointed where memory needs it), and its page holds one
+            score per token.
+        max_explore_tokens: the longest text (in tokens) explained at every position by
+            :meth:`explore` (default 256, ``MAX_EXPLORE_TOKENS``; never more than
+            `max_tokens`): each position is one backward pass per scope.
         saes: SAE name -> a function that loads it (e.g. ``lambda: tlscopes.load_sae(path)``;
             called once, on the first request that names it), for :meth:`features`.
     """
@@ -77,8 +87,11 @@ class ExplorerApp:
         self.default = default or next(iter(self.sources))
         if self.default not in self.sources:
             raise ValueError(f"default model {self.default!r} is not one of {list(self.sources)}")
+        for name, limit in (("max_tokens", max_tokens), ("max_explore_tokens", max_explore_tokens)):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"{name} is a number of tokens, a positive integer; got {limit!r}")
         self.max_tokens = max_tokens
-        self.max_explore_tokens = max_explore_tokens
+        self.max_explore_tokens = min(max_explore_tokens, max_tokens)
         self.sae_sources = dict(saes or {})
         self._loaded: dict[str, TransformerLensModel] = {}
         self._loaded_saes: dict[str, SAE] = {}
@@ -120,7 +133,10 @@ class ExplorerApp:
                 self._loaded_saes[name] = sae
             return self._loaded_saes[name]
 
-    def _text(self, request: Mapping[str, Any], model: TransformerLensModel, limit: int) -> str:
+    def _text(
+        self, request: Mapping[str, Any], model: TransformerLensModel, limit: int
+    ) -> tuple[str, int]:
+        """The request's text and its length in tokens, refused past `limit`."""
         text = request.get("text")
         if not isinstance(text, str) or not text.strip():
             raise RequestError("The text is empty: type a prompt or a comma-separated series.")
@@ -129,7 +145,7 @@ class ExplorerApp:
             raise RequestError(
                 f"The text is {length} tokens; this view explains at most {limit}. Shorten it."
             )
-        return text
+        return text, length
 
     def attribute(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """One scope at one position: {"payload", "file" (the Attribution as JSON), "html"}.
@@ -139,7 +155,7 @@ class ExplorerApp:
         default 1), "position" (default -1, the last) and "model" (default: the app's).
         """
         model = self.model(request.get("model"))
-        text = self._text(request, model, self.max_tokens)
+        text, _ = self._text(request, model, self.max_tokens)
         name = request.get("scope") or "fisher"
         if name not in SCOPE_NAMES:
             raise RequestError(f"unknown scope {name!r}; choose from {', '.join(SCOPE_NAMES)}")
@@ -162,9 +178,10 @@ class ExplorerApp:
     def explore(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Every position with the three scopes: {"payload", "html"}."""
         model = self.model(request.get("model"))
-        text = self._text(request, model, self.max_explore_tokens)
+        text, length = self._text(request, model, self.max_explore_tokens)
         title = f"every position, three scopes, on {model_label(model)}"
-        payload = explore_payload(model, text, SCOPE_NAMES, title=title)
+        # The app's own limit governs (not explore's default one): the positions are named.
+        payload = explore_payload(model, text, SCOPE_NAMES, positions=range(length), title=title)
         return {"payload": payload, "html": explorer_html(payload)}
 
     def features(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,7 +193,7 @@ class ExplorerApp:
         (at most the 64 with the highest activation) beside the Fisher scope at that position.
         """
         model = self.model(request.get("model"))
-        text = self._text(request, model, self.max_tokens)
+        text, length = self._text(request, model, self.max_tokens)
         name = request.get("sae") or None
         sae = self.sae(name)
         label = name or self.sae_names[0]
@@ -190,7 +207,6 @@ class ExplorerApp:
         except ValueError as error:
             raise RequestError(f"The SAE {label!r} does not fit this model: {error}.") from None
         features = parse_features(request.get("features"), sae)
-        length = int(model.to_tokens(text).shape[-1])
         position = parse_position(request.get("position"))
         if not -length <= position < length:
             raise RequestError(

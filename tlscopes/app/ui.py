@@ -57,7 +57,11 @@ TOP_K = 10
 QUEUE_SIZE = 64
 KEPT_FILES = 32
 FRAME_HEIGHT = 760
+# The coloured tokens scroll inside their box past most of the window's height, so that with a
+# long prompt (thousands of tokens) the prediction below them stays in reach.
+TOKENS_HEIGHT = "60vh"
 CSS = f"""
+#tokens {{ max-height: {TOKENS_HEIGHT}; overflow-y: auto; }}
 .tla-message {{ min-height: 1.4em; }}
 .tla-message .tla-error {{ color: #a40000; font-weight: 600; }}
 .tla-frame {{ width: 100%; height: {FRAME_HEIGHT}px; border: 1px solid #ddd; }}

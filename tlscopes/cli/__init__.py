@@ -34,7 +34,11 @@ from tlscopes.cli.explain import (
     run_attribute,
     run_demo,
 )
-from tlscopes.cli.explore import add_explore_arguments, run_explore
+from tlscopes.cli.explore import (
+    MAX_EVERY_POSITION_TOKENS,
+    add_explore_arguments,
+    run_explore,
+)
 from tlscopes.cli.features import add_features_arguments, run_features
 from tlscopes.cli.generate import add_generate_arguments, run_generate
 from tlscopes.cli.sanity import add_sanity_arguments, run_sanity_command
@@ -117,7 +121,9 @@ def commands() -> dict[str, Command]:
             "Semantic scopes (one forward pass per scope) and writes one HTML file that opens "
             "offline: click a token to see what explains the prediction there, switch scopes, "
             "colour scales and colormaps, prediction bars, a time-series view for number "
-            "series, the layer x token map, and sink masking.",
+            "series, the layer x token map, and sink masking. A text over "
+            f"{MAX_EVERY_POSITION_TOKENS} tokens names the positions to explain (--positions=-1: "
+            "the last).",
             add_explore_arguments,
             run_explore,
         ),

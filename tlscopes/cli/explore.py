@@ -1,4 +1,5 @@
-"""``tlscopes explore``: one offline page explaining every position of a text with each scope."""
+"""``tlscopes explore``: one offline page explaining every position of a text with each scope
+(or, with ``--positions``, the positions named: a long text names them)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from tlscopes.cli.common import (
 )
 
 EXPLORER_OUTPUT = Path("explorer.html")
+# tlscopes.app.explorer's limit, here so that --help imports no torch (the CLI tests check that
+# the two agree).
+MAX_EVERY_POSITION_TOKENS = 512
 
 
 def scope_list(text: str) -> list[str]:
@@ -30,8 +34,29 @@ def scope_list(text: str) -> list[str]:
     return names
 
 
+def position_list(text: str) -> list[int]:
+    """argparse type: comma-separated positions, negative from the end (-1: the last)."""
+    try:
+        positions = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        positions = []
+    if not positions:
+        raise argparse.ArgumentTypeError(
+            f"--positions takes comma-separated integers such as -1 or 5,9,-1; got {text!r}"
+        )
+    return positions
+
+
 def add_explore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", type=non_empty_text, help="the text to explain at every position")
+    parser.add_argument(
+        "--positions",
+        type=position_list,
+        default=None,
+        help="comma-separated positions to explain, negative from the end (default: every "
+        f"position, for a text of at most {MAX_EVERY_POSITION_TOKENS} tokens; a longer one "
+        "names them, e.g. --positions=-1 for the last)",
+    )
     parser.add_argument(
         "--scopes",
         type=scope_list,
@@ -59,7 +84,9 @@ def run_explore(args: argparse.Namespace) -> int:
     from tlscopes.app.explorer import explore
 
     model = load_with_message(args)
-    report = explore(model, args.text, args.scopes, layers=not args.no_layers).save(args.out)
+    report = explore(
+        model, args.text, args.scopes, positions=args.positions, layers=not args.no_layers
+    ).save(args.out)
     size = args.out.stat().st_size
     print(f"wrote {report.path} ({size / 1024:.0f} KiB; opens offline)")
     return 0

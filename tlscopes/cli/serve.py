@@ -13,10 +13,13 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
-from tlscopes.cli.common import UsageError, add_model_arguments, load_with_message
+from tlscopes.cli.common import UsageError, add_model_arguments, load_with_message, positive_int
 
+# tlscopes.app.explorer_app's defaults, here so that --help imports no torch (the CLI tests
+# check that they agree).
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+DEFAULT_MAX_TOKENS = 512
 SHIPPED_MODELS = ("smollm2-135m", "gemma3-270m")
 
 
@@ -31,6 +34,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_PORT,
         help=f"port (default {DEFAULT_PORT}; 0: a free one)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"the longest text, in tokens, explained at one position and for SAE features "
+        f"(default {DEFAULT_MAX_TOKENS}); up to the model's context, e.g. 8192 for SmolLM2: "
+        "each request is one forward and one backward pass over the text, checkpointed where "
+        "memory needs it. Exploring every position keeps its own, smaller limit",
     )
     parser.add_argument(
         "--sae",
@@ -91,7 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
     loaders[args.model] = lambda: loaded
     saes = {name: (lambda path=path: load_sae(path)) for name, path in sae_names(args.sae).items()}
     with tempfile.TemporaryDirectory(prefix="tlscopes-app-") as files:
-        app = ExplorerApp(loaders, default=args.model, saes=saes)
+        app = ExplorerApp(loaders, default=args.model, max_tokens=args.max_tokens, saes=saes)
         page = start(app, args.host, args.port, directory=files)
         print(f"serving on {page.local_url} (Ctrl-C stops)", file=sys.stderr, flush=True)
         try:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from tlscopes._lazy import lazy_face
 
 if TYPE_CHECKING:
+    from tlscopes.testing.chromium import CHROMIUM, CHROMIUM_ARGS
     from tlscopes.testing.reference import (
         activation_jacobian,
         exact_jacobian,
@@ -22,15 +23,19 @@ if TYPE_CHECKING:
         build_hooked,
         build_tokenizer,
         randomize_,
+        toy_text,
     )
 
 _HOMES = {
+    "CHROMIUM": "tlscopes.testing.chromium",
+    "CHROMIUM_ARGS": "tlscopes.testing.chromium",
     "build_hooked": "tlscopes.testing.toy",
     "build_bridge": "tlscopes.testing.toy",
     "build_hf_llama": "tlscopes.testing.toy",
     "build_hf_gpt2": "tlscopes.testing.toy",
     "build_tokenizer": "tlscopes.testing.toy",
     "randomize_": "tlscopes.testing.toy",
+    "toy_text": "tlscopes.testing.toy",
     "exact_jacobian": "tlscopes.testing.reference",
     "activation_jacobian": "tlscopes.testing.reference",
     "scores_for": "tlscopes.testing.reference",

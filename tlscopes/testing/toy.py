@@ -28,6 +28,18 @@ WORDS = (
 _TOKENIZER_DIR: str | None = None
 
 
+def toy_text(length: int) -> str:
+    """A text of `length` tokens for the toy tokenizer, its BOS included: the tokenizer's words
+    in turn, one token each (e.g. a long prompt for a model built with a long context,
+    ``build_bridge(max_position_embeddings=8192)``)."""
+    if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+        raise ValueError(
+            f"length counts the BOS and at least one word, an int >= 2; got {length!r}"
+        )
+    words = [word for word in WORDS if word.isalpha()]
+    return " ".join(words[index % len(words)] for index in range(length - 1))
+
+
 def build_tokenizer(**options: Any) -> Any:
     """A word-level tokenizer (offline) with bos, eos and pad, loaded from a saved directory.
 

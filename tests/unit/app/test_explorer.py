@@ -10,10 +10,12 @@ import pytest
 import tlscopes as ts
 from tests import helpers
 from tests.unit.sae import sae_files
-from tlscopes.app.explorer import explore
+from tlscopes.app import explorer
+from tlscopes.app.explorer import MAX_EVERY_POSITION_TOKENS, explore
 from tlscopes.core.layers import attribute_layers
 from tlscopes.core.matrix import attribution_matrix
 from tlscopes.core.scopes import scope_from_name
+from tlscopes.testing.toy import toy_text
 from tlscopes.views.explorer_data import explore_matrix, rounded
 
 TEXT = "the capital of france is paris and the cat sat"
@@ -137,3 +139,40 @@ def test_an_sae_adds_its_features_at_one_position(bridge):
 
 def test_without_an_sae_the_payload_has_no_features(bridge):
     assert page_payload(explore(bridge, TEXT, ["temperature"], layers=False))["features"] is None
+
+
+def test_a_text_over_the_every_position_limit_names_its_positions(monkeypatch):
+    model = helpers.build_bridge(max_position_embeddings=1024)
+    length = MAX_EVERY_POSITION_TOKENS + 88
+    text = toy_text(length)
+    passes = []
+    monkeypatch.setattr(explorer, "attribution_matrix", lambda *args, **_: passes.append(args))
+    with pytest.raises(ValueError) as refused:
+        explore(model, text)
+    said = str(refused.value)
+    assert said.startswith(
+        f"the text is {length} tokens; every position is explained only up to "
+        f"{MAX_EVERY_POSITION_TOKENS} tokens"
+    )
+    assert f"{3 * length * (length + 1) // 2:,} scores in the page" in said
+    assert "positions=[-1]" in said and f"positions=range({length})" in said
+    assert passes == []  # refused before any pass
+    monkeypatch.undo()
+    # The last position alone: one row over every token, as attribute() scores it.
+    payload = page_payload(explore(model, text, ["fisher"], positions=[-1], layers=False))
+    expected = ts.attribute(model, text, ts.FisherScope())
+    assert len(payload["tokens"]) == length and payload["positions"] == [length - 1]
+    assert payload["scopes"][0]["rows"][0] == pytest.approx(
+        [rounded(v) for v in expected.scores[0].tolist()], rel=1e-2, abs=1e-9
+    )
+
+
+def test_named_positions_explain_every_one_past_the_limit(bridge, monkeypatch):
+    monkeypatch.setattr(explorer, "MAX_EVERY_POSITION_TOKENS", 4)
+    length = int(bridge.to_tokens(TEXT).shape[-1])
+    with pytest.raises(ValueError, match="only up to 4 tokens"):
+        explore(bridge, TEXT, ["temperature"], layers=False)
+    payload = page_payload(
+        explore(bridge, TEXT, ["temperature"], positions=range(length), layers=False)
+    )
+    assert payload["positions"] == list(range(length))

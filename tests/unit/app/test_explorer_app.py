@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import tlscopes as ts
+from tests import helpers
 from tests.unit.sae import sae_files
+from tlscopes.app import explorer
 from tlscopes.app.explorer_app import (
+    MAX_EXPLORE_TOKENS,
+    MAX_TOKENS,
     ExplorerApp,
     RequestError,
     parse_features,
@@ -19,6 +24,7 @@ from tlscopes.app.explorer_app import (
     series_influence,
     token_highlights,
 )
+from tlscopes.testing.toy import toy_text
 from tlscopes.views.explorer_data import rounded
 
 TEXT = "the capital of france is"
@@ -75,6 +81,41 @@ def test_bad_requests_are_messages(app, request_, message):
 def test_explore_has_its_own_length_limit(app):
     with pytest.raises(RequestError, match="at most 8"):
         app.explore({"text": "the cat sat on the mat and the dog"})
+
+
+def test_an_app_for_long_prompts_explains_one_position_of_8192_tokens():
+    model = helpers.build_bridge(max_position_embeddings=8192, dtype=torch.float32)
+    text = toy_text(8192)
+    default = ExplorerApp({"tiny": lambda: model})
+    assert (default.max_tokens, default.max_explore_tokens) == (MAX_TOKENS, MAX_EXPLORE_TOKENS)
+    assert (MAX_TOKENS, MAX_EXPLORE_TOKENS) == (512, 256)
+    with pytest.raises(
+        RequestError, match="The text is 8192 tokens; this view explains at most 512"
+    ):
+        default.attribute({"text": text})
+    app = ExplorerApp({"tiny": lambda: model}, max_tokens=8192)
+    answer = app.attribute({"text": text, "scope": "temperature", "position": "-1"})
+    payload = answer["payload"]
+    expected = ts.attribute(model, text, ts.TemperatureScope())
+    assert len(payload["tokens"]) == 8192 and payload["positions"] == [8191]
+    assert payload["scopes"][0]["rows"][0] == [rounded(v) for v in expected.scores[0].tolist()]
+    assert json.loads(answer["file"])["tokens"][0] == payload["tokens"]
+    # Every position keeps its own limit.
+    with pytest.raises(RequestError, match="this view explains at most 256"):
+        app.explore({"text": text})
+
+
+def test_limits_are_positive_and_every_position_never_exceeds_one(bridge):
+    assert ExplorerApp({"tiny": lambda: bridge}, max_tokens=100).max_explore_tokens == 100
+    for bad in ({"max_tokens": 0}, {"max_explore_tokens": True}, {"max_tokens": 8192.0}):
+        with pytest.raises(ValueError, match="a positive integer"):
+            ExplorerApp({"tiny": lambda: bridge}, **bad)
+
+
+def test_explore_names_every_position_so_the_apps_limit_governs(app, monkeypatch):
+    monkeypatch.setattr(explorer, "MAX_EVERY_POSITION_TOKENS", 2)  # explore's own default limit
+    payload = app.explore({"text": TEXT})["payload"]
+    assert payload["positions"] == list(range(len(payload["tokens"])))
 
 
 def test_positions_and_ranks_parse():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tlscopes.testing import toy
@@ -35,3 +36,16 @@ def test_the_bridge_has_the_word_level_tokenizer():
     assert has_tokenizer(model)
     assert model.to_str_tokens("the cat sat") == ["<bos>", "the", "cat", "sat"]
     assert model.cfg.d_vocab == len(toy.build_tokenizer())
+
+
+def test_toy_text_is_as_many_tokens_as_asked_for_the_bos_included():
+    tokenizer = toy.build_tokenizer()
+    for length in (2, 3, 200):
+        text = toy.toy_text(length)
+        ids = tokenizer(text)["input_ids"]
+        assert len(ids) == length - 1 and tokenizer.unk_token_id not in ids
+    model = toy.build_bridge(max_position_embeddings=64)
+    assert model.to_tokens(toy.toy_text(64)).shape == (1, 64)
+    for bad in (1, 0, 2.0, True):
+        with pytest.raises(ValueError, match="at least one word"):
+            toy.toy_text(bad)

@@ -2,6 +2,10 @@
 // With a "features" section it also lists SAE features at one position: clicking a feature
 // colours the tokens by its token map, clicking a token then lists the features it drives most.
 // Every piece of text from the payload goes into the page with textContent (never as markup).
+// Long prompts (thousands of tokens): the token spans are built once and a redraw writes only
+// what changed (a colour from a precomputed table, a class, a score label); the layer x token
+// map is one canvas, redrawn only when what it shows changes, with neighbouring tokens drawn
+// as one column (their largest score) when there are more tokens than pixels across.
 (function () {
   "use strict";
   if (window.TlscopesExplorer) {
@@ -18,6 +22,13 @@
   const LOG_DECADES = 4;
   const DRIVERS_SHOWN = 10;
   const SVG = "http://www.w3.org/2000/svg";
+  // Colours are looked up in a table of this many levels per colormap (finer than a colour
+  // channel's 256 steps can show), not computed per token.
+  const LEVELS = 1024;
+  // The layer map: the widest cell, the tallest row and the height it aims at, in CSS pixels;
+  // the left gutter holds the layer labels.
+  const LAYER_CELL = 14, LAYER_ROW = 14, LAYER_HEIGHT = 360, LAYER_GUTTER = 34;
+  const MASKED_RGB = [221, 221, 221];
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -45,6 +56,23 @@
   }
   function ink(rgb) {
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140 ? "#fff" : "#111";
+  }
+  const palettes = {};
+  function palette(name) {
+    if (!palettes[name]) {
+      const rgb = [], fill = [], text = [];
+      for (let i = 0; i < LEVELS; i++) {
+        const colour = colormap(name, i / (LEVELS - 1));
+        rgb.push(colour);
+        fill.push(css(colour));
+        text.push(ink(colour));
+      }
+      palettes[name] = { rgb: rgb, fill: fill, text: text };
+    }
+    return palettes[name];
+  }
+  function shade(t) {
+    return Math.round(Math.min(Math.max(t, 0), 1) * (LEVELS - 1));
   }
   function fmt(value) {
     if (value === null || value === undefined) return "n/a";
@@ -82,6 +110,9 @@
       // while a scope does; and the token whose features are listed in the reverse view.
       feature: null,
       token: features ? features.position : null,
+      // Bumped whenever the masked set changes (what the layer map's drawing depends on).
+      maskVersion: 0,
+      view: null,
     };
     if (features) (features.masked || []).forEach((t) => state.masked.add(t));
     const rowOf = new Map(data.positions.map((p, i) => [p, i]));
@@ -126,6 +157,8 @@
       tokens.appendChild(span);
       return span;
     });
+    // What each span shows now, so that a redraw writes only what changed.
+    const shown = { source: null, scores: [], flags: new Int8Array(spans.length).fill(-1), fill: [], ink: [] };
     const featureBox = el("div", "tlx-panels tlx-feature-box");
     const featurePanel = el("div", "tlx-panel tlx-features");
     const driverPanel = el("div", "tlx-panel tlx-drivers");
@@ -140,6 +173,10 @@
     const seriesPanel = el("div", "tlx-panel tlx-series");
     const layerPanel = el("div", "tlx-panel tlx-layer-panel");
     container.append(panels, seriesPanel, layerPanel);
+    const layerCanvas = el("canvas", "tlx-layer-map");
+    layerCanvas.setAttribute("role", "img");
+    const layerInfo = el("div", "tlx-note tlx-layer-info");
+    const layer = { key: null, room: null, geometry: null, map: null };
 
     function current() {
       const scope = data.scopes[state.scope];
@@ -149,17 +186,20 @@
       return scaled(scope, null, data.positions[state.row], scope.rows[state.row]);
     }
     function scaled(scope, feature, position, row) {
-      const scores = data.tokens.map((_, t) => (t < row.length && row[t] !== null ? row[t] : 0));
-      const live = scores.map((_, t) => t <= position && !state.masked.has(t));
+      const n = data.tokens.length;
+      const scores = new Array(n), live = new Array(n);
       let peak = 0, total = 0, smallest = Infinity;
-      scores.forEach((s, t) => {
-        if (!live[t]) return;
+      for (let t = 0; t < n; t++) {
+        const s = t < row.length && row[t] !== null ? row[t] : 0;
+        scores[t] = s;
+        live[t] = t <= position && !state.masked.has(t);
+        if (!live[t]) continue;
         peak = Math.max(peak, s);
         total += s;
         if (s > 0) smallest = Math.min(smallest, s);
-      });
+      }
       const low = Math.max(smallest === Infinity ? peak : smallest, peak * Math.pow(10, -LOG_DECADES));
-      return { scope, feature, position, scores, live, peak, total, low };
+      return { scope, feature, position, scores, live, peak, total, low, source: row };
     }
     function level(view, value) {
       if (!(view.peak > 0) || !(value > 0)) return 0;
@@ -257,36 +297,115 @@
       seriesPanel.appendChild(plot);
     }
     function renderLayers(view) {
+      const map = view.feature ? null : (data.layers || []).find((m) => m.scope === view.scope.name) || null;
+      const drawn = Boolean(map) && map.position === view.position;
+      // Redrawn only when what it shows changes: a click elsewhere leaves the canvas alone.
+      const key = map ? [map.scope, drawn, state.cmap, state.scale, state.maskVersion].join("|") : "";
+      if (key === layer.key) return;
+      layer.key = key;
       layerPanel.textContent = "";
-      if (view.feature) return;
-      const map = (data.layers || []).find((m) => m.scope === view.scope.name);
       if (!map) return;
       layerPanel.appendChild(el("h3", "", "layer × token map (" + map.scope + ", position " + map.position + "; rows: layers 0 to " + (map.rows.length - 1) + ")"));
-      if (map.position !== view.position) {
+      if (!drawn) {
         const go = el("button", "tlx-layer-go", "show position " + map.position);
         go.type = "button";
         go.addEventListener("click", () => explain(map.position));
         layerPanel.appendChild(go);
         return;
       }
-      const grid = el("div", "tlx-layers");
-      const columns = map.rows[0].length;
-      grid.style.gridTemplateColumns = "3em repeat(" + columns + ", 1.1em)";
+      layerPanel.append(layerCanvas, layerInfo);
+      drawLayers(map);
+    }
+    function drawLayers(map) {
+      const layers = map.rows.length, tokenCount = map.rows[0].length;
+      // The width it may take, read once (a layout) and again after the window is resized; a
+      // page not laid out yet (hidden) gets a guess and is measured at the next drawing.
+      if (layer.room === null) {
+        const width = Math.floor(layerPanel.getBoundingClientRect().width);
+        if (width > 0) layer.room = Math.max(160, width - LAYER_GUTTER - 4);
+      }
+      const room = layer.room === null ? 800 : layer.room;
+      // One column per token while each gets a pixel; beyond that, neighbouring tokens share one.
+      const perColumn = Math.max(1, Math.ceil(tokenCount / room));
+      const columns = Math.ceil(tokenCount / perColumn);
+      const cell = perColumn > 1 ? 1 : Math.max(1, Math.min(LAYER_CELL, Math.floor(room / columns)));
+      const rowHeight = Math.max(3, Math.min(LAYER_ROW, Math.floor(LAYER_HEIGHT / layers)));
       let peak = 0;
       map.rows.forEach((r) => r.forEach((v, t) => { if (v !== null && !state.masked.has(t)) peak = Math.max(peak, v); }));
-      const scaled = { peak: peak, low: peak * Math.pow(10, -LOG_DECADES) };
-      map.rows.forEach((r, layer) => {
-        grid.appendChild(el("span", "", "L" + layer));
-        r.forEach((v, t) => {
-          const cell = el("span", "tlx-cell");
-          if (state.masked.has(t)) cell.classList.add("tlx-masked");
-          else cell.style.background = css(colormap(state.cmap, level(scaled, v || 0)));
-          cell.title = "layer " + layer + ", position " + t + " " + JSON.stringify(data.tokens[t]) + ": " + fmt(v);
-          grid.appendChild(cell);
-        });
-      });
-      layerPanel.appendChild(grid);
+      const scale = { peak: peak, low: peak * Math.pow(10, -LOG_DECADES) };
+      const colours = palette(state.cmap).rgb;
+      const image = new ImageData(columns, layers);
+      for (let l = 0; l < layers; l++) {
+        const r = map.rows[l];
+        for (let c = 0; c < columns; c++) {
+          let value = -1;
+          for (let t = c * perColumn, end = Math.min(tokenCount, (c + 1) * perColumn); t < end; t++) {
+            if (!state.masked.has(t)) value = Math.max(value, r[t] || 0);
+          }
+          const rgb = value < 0 ? MASKED_RGB : colours[shade(level(scale, value))];
+          const at = 4 * (l * columns + c);
+          image.data[at] = rgb[0];
+          image.data[at + 1] = rgb[1];
+          image.data[at + 2] = rgb[2];
+          image.data[at + 3] = 255;
+        }
+      }
+      const small = document.createElement("canvas");
+      small.width = columns;
+      small.height = layers;
+      small.getContext("2d").putImageData(image, 0, 0);
+      const ratio = window.devicePixelRatio || 1;
+      const width = LAYER_GUTTER + columns * cell, height = layers * rowHeight;
+      layerCanvas.width = Math.round(width * ratio);
+      layerCanvas.height = Math.round(height * ratio);
+      layerCanvas.style.width = width + "px";
+      layerCanvas.style.height = height + "px";
+      const context = layerCanvas.getContext("2d");
+      context.setTransform(ratio, 0, 0, ratio, 0, 0);
+      context.clearRect(0, 0, width, height);
+      context.imageSmoothingEnabled = false;
+      context.drawImage(small, LAYER_GUTTER, 0, columns * cell, height);
+      context.fillStyle = "#555";
+      context.font = Math.min(11, rowHeight) + "px system-ui, sans-serif";
+      context.textBaseline = "middle";
+      const every = Math.ceil(10 / rowHeight);
+      for (let l = 0; l < layers; l += every) context.fillText("L" + l, 2, (l + 0.5) * rowHeight);
+      layer.map = map;
+      layer.geometry = { layers: layers, columns: columns, perColumn: perColumn, cell: cell, rowHeight: rowHeight };
+      const canvasData = layerCanvas.dataset;
+      canvasData.layers = String(layers);
+      canvasData.columns = String(columns);
+      canvasData.tokensPerColumn = String(perColumn);
+      canvasData.cellWidth = String(cell);
+      canvasData.rowHeight = String(rowHeight);
+      canvasData.gutter = String(LAYER_GUTTER);
+      layerCanvas.setAttribute("aria-label", "layer × token map: " + layers + " layers by " + tokenCount + " tokens" + (perColumn > 1 ? ", " + perColumn + " tokens per column (their largest score)" : ""));
+      layerInfo.textContent = perColumn > 1
+        ? "Each column is " + perColumn + " neighbouring tokens, coloured by their largest score. Point at the map for the scores."
+        : "Point at the map for a cell's score.";
     }
+    function describeLayerCell(event) {
+      const geometry = layer.geometry, map = layer.map;
+      if (!geometry) return;
+      const box = layerCanvas.getBoundingClientRect();
+      const l = Math.floor((event.clientY - box.top) / geometry.rowHeight);
+      const c = Math.floor((event.clientX - box.left - LAYER_GUTTER) / geometry.cell);
+      if (l < 0 || l >= geometry.layers || c < 0 || c >= geometry.columns) return;
+      const r = map.rows[l], first = c * geometry.perColumn;
+      const last = Math.min(r.length, first + geometry.perColumn) - 1;
+      let best = first;
+      for (let t = first; t <= last; t++) if ((r[t] || 0) > (r[best] || 0)) best = t;
+      const masked = state.masked.has(best) ? " (masked)" : "";
+      layerInfo.textContent = first === last
+        ? "layer " + l + ", position " + first + " " + JSON.stringify(data.tokens[first]) + ": " + fmt(r[first]) + masked
+        : "layer " + l + ", positions " + first + " to " + last + ": largest " + fmt(r[best]) + " at position " + best + " " + JSON.stringify(data.tokens[best]) + masked;
+    }
+    layerCanvas.addEventListener("mousemove", describeLayerCell);
+    window.addEventListener("resize", () => {
+      layer.room = null;
+      layer.key = null;
+      if (state.view) renderLayers(state.view);
+    });
     const hasLabels = Boolean(features && features.items.some((item) => item.label));
     function featureName(item) {
       return "feature " + item.id;
@@ -369,8 +488,19 @@
       render();
     }
 
+    function reveal(position) {
+      // Keep the explained token in sight inside the scrolling token box.
+      const span = spans[position];
+      if (tokens.scrollHeight <= tokens.clientHeight) return;
+      const top = span.offsetTop, bottom = top + span.offsetHeight;
+      if (top < tokens.scrollTop || bottom > tokens.scrollTop + tokens.clientHeight) {
+        tokens.scrollTop = Math.max(0, top - tokens.clientHeight / 2);
+      }
+    }
     function render() {
       const view = current();
+      const moved = !state.view || state.view.position !== view.position;
+      state.view = view;
       container.dataset.position = String(view.position);
       container.dataset.scope = view.scope.name;
       container.dataset.mode = view.feature ? "feature" : "scope";
@@ -398,22 +528,35 @@
       legendLow.textContent = state.scale === "log" ? fmt(view.low) : "0";
       legendHigh.textContent = fmt(view.peak);
       legendNote.textContent = (state.scale === "log" ? "log colour" : "linear colour") + "; masked tokens (struck through) are left out of the scale and the shares: " + (state.masked.size ? [...state.masked].sort((a, b) => a - b).join(", ") : "none");
-      spans.forEach((span, t) => {
+      const colours = palette(state.cmap);
+      const labels = view.source !== shown.source;
+      shown.source = view.source;
+      for (let t = 0; t < spans.length; t++) {
+        const span = spans[t];
         const score = view.scores[t];
-        span.dataset.score = fmt(score);
-        span.classList.toggle("tlx-explained", t === view.position);
-        span.classList.toggle("tlx-picked", Boolean(view.feature) && t === state.token);
-        span.classList.toggle("tlx-after", t > view.position);
-        span.classList.toggle("tlx-masked", state.masked.has(t));
-        if (t > view.position) {
-          span.style.background = "";
-          span.style.color = "";
-        } else {
-          const rgb = colormap(state.cmap, level(view, score));
-          span.style.background = css(rgb);
-          span.style.color = ink(rgb);
+        if (labels) {
+          const label = fmt(score);
+          if (label !== shown.scores[t]) span.dataset.score = shown.scores[t] = label;
         }
-      });
+        const after = t > view.position, masked = state.masked.has(t);
+        const explained = t === view.position, picked = Boolean(view.feature) && t === state.token;
+        const flags = (explained ? 1 : 0) | (picked ? 2 : 0) | (after ? 4 : 0) | (masked ? 8 : 0);
+        if (flags !== shown.flags[t]) {
+          shown.flags[t] = flags;
+          span.classList.toggle("tlx-explained", explained);
+          span.classList.toggle("tlx-picked", picked);
+          span.classList.toggle("tlx-after", after);
+          span.classList.toggle("tlx-masked", masked);
+        }
+        let fill = "", text = "";
+        if (!after) {
+          const index = shade(level(view, score));
+          fill = colours.fill[index];
+          text = colours.text[index];
+        }
+        if (fill !== shown.fill[t]) span.style.backgroundColor = shown.fill[t] = fill;
+        if (text !== shown.ink[t]) span.style.color = shown.ink[t] = text;
+      }
       if (state.hovered !== undefined) describe(view, state.hovered);
       renderBars(view);
       renderTop(view);
@@ -423,11 +566,12 @@
         renderFeatures();
         renderDrivers();
       }
+      if (moved) reveal(view.position);
     }
 
     function hover(position) {
       state.hovered = position;
-      const view = current();
+      const view = state.view;
       describe(view, position);
       if (!hoverBox.checked) return;
       if (view.feature) {
@@ -447,6 +591,7 @@
       if (maskBox.checked || event.altKey) {
         if (state.masked.has(position)) state.masked.delete(position);
         else state.masked.add(position);
+        state.maskVersion += 1;
         render();
       } else if (state.feature !== null) {
         pickToken(position);  // the feature keeps the colours; the reverse view follows the token
@@ -482,7 +627,7 @@
     scopeSelect.addEventListener("change", () => { state.scope = Number(scopeSelect.value); state.feature = null; render(); });
     scaleSelect.addEventListener("change", () => { state.scale = scaleSelect.value; render(); });
     cmapSelect.addEventListener("change", () => { state.cmap = cmapSelect.value; render(); });
-    unmask.addEventListener("click", () => { state.masked.clear(); render(); });
+    unmask.addEventListener("click", () => { state.masked.clear(); state.maskVersion += 1; render(); });
     render();
     return { explain: explain, render: render, state: state };
   }
