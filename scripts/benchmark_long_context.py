@@ -189,8 +189,13 @@ def measure(model: str, length: int, method: str, args: argparse.Namespace) -> d
         "--scopes",
         *args.scopes,
     ]
+    env = dict(os.environ)
+    if args.malloc_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=args.timeout, env=env
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"over {args.timeout} s"}
     for line in reversed(done.stdout.splitlines()):
@@ -217,7 +222,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit-gib", type=float, default=12.0)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per measurement")
-    parser.add_argument("--out", help="also write the rows as JSON here")
+    parser.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="run each child with MALLOC_MMAP_THRESHOLD_=BYTES (glibc; e.g. 1048576): blocks that "
+        "large are mapped and handed back when freed, instead of kept in the heap, so the resident "
+        "peak follows the live tensors (default 0: glibc's own adaptive threshold)",
+    )
+    parser.add_argument("--out", help="also write the rows as JSON here (after each row)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
@@ -230,6 +244,7 @@ def main() -> None:
         f"# {platform.node()} {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, {args.threads} threads, device {args.device}, "
         f"limit {args.limit_gib} GiB, scopes {' '.join(args.scopes)}, "
+        f"MALLOC_MMAP_THRESHOLD_ {args.malloc_mmap_threshold or 'unset'}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     header = "model | tokens | method | time (s) | peak (GiB) | per 1k tokens (GiB)"
@@ -257,9 +272,9 @@ def main() -> None:
                     f"{per_1k:.3f}",
                     flush=True,
                 )
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+                if args.out:
+                    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
