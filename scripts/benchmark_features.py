@@ -23,6 +23,7 @@ weights and the allocator's cache from earlier calls included). The scores of
 attribute_features, the 64 calls and the floor are compared (largest absolute difference).
 
     python scripts/benchmark_features.py [--repeats 3] [--tokens 256] [--features 64]
+        [--model gemma3-270m] [--arena]
 """
 
 from __future__ import annotations
@@ -214,6 +215,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--features", type=int, default=64)
     parser.add_argument("--width", type=int, default=16384)
+    parser.add_argument(
+        "--model", default="smollm2-135m", help="a shipped model (default smollm2-135m) or a path"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--arena",
@@ -224,7 +228,7 @@ def main() -> None:
     parser.add_argument("--arena-chunk-size", type=int, default=64)
     args = parser.parse_args()
 
-    model = ts.load_model()
+    model = ts.load_model(args.model)
     tokens = prompt_tokens(model, args.tokens)
     position = len(tokens) - 1
     sae = random_sae(int(model.cfg.d_model), args.width, args.features)
