@@ -13,7 +13,10 @@ Methods:
 * ``tlscopes-plain``: the same with ``checkpoint=False`` (every activation kept);
 * ``plain-recipe``: the best plain recipe with Hugging Face alone: SDPA attention,
   ``gradient_checkpointing_enable()``, parameters frozen, the embeddings a leaf, one
-  input-only backward pass of the last position's top logit (one scope's worth of work).
+  input-only backward pass of the last position's top logit (one scope's worth of work);
+* ``captum-ixg``: captum's ``InputXGradient`` on the Hugging Face model (SDPA attention, no
+  checkpointing), the last position's top token as target (``pip install captum``; not run by
+  default).
 
 Peak memory is the child's largest resident set during the attribution (sampled every 20 ms,
 after loading) on CPU and
@@ -39,7 +42,7 @@ import time
 from pathlib import Path
 
 GIB = 2**30
-METHODS = ("tlscopes", "tlscopes-plain", "plain-recipe")
+METHODS = ("tlscopes", "tlscopes-plain", "plain-recipe", "captum-ixg")
 
 
 # The largest resident set seen since the last _reset_peak (sampled every 20 ms): the load's
@@ -155,6 +158,44 @@ def _run_plain_recipe(name: str, length: int, device: str) -> dict:
     }
 
 
+def _run_captum(name: str, length: int, device: str) -> dict:
+    """captum's InputXGradient as its docs use it on a Hugging Face model: a forward function
+    from the input embeddings to the last position's logits, the top token as the target, eager
+    autograd (no checkpointing). Needs ``pip install captum``."""
+    import torch
+    from captum.attr import InputXGradient
+    from transformers import AutoModelForCausalLM
+
+    from tlscopes.models import packaged_model_dir
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(packaged_model_dir(name)), attn_implementation="sdpa", dtype=torch.float32
+    ).to(device)
+    model.eval()
+    tokens = _prompt(length, int(model.config.bos_token_id or 0)).to(device)
+    loaded = _now_bytes(device)
+    _reset_peak(device)
+    start = time.perf_counter()
+    embeddings = model.get_input_embeddings()(tokens[None]).detach()
+
+    def last_logits(inputs_embeds):
+        return model(inputs_embeds=inputs_embeds, use_cache=False).logits[:, -1]
+
+    with torch.no_grad():
+        target = int(last_logits(embeddings).argmax())
+    attributions = InputXGradient(last_logits).attribute(embeddings, target=target)
+    scores = attributions[0].norm(dim=-1)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "loaded": loaded,
+        "peak": _peak_bytes(device),
+        "top": [int(scores[:-1].argmax())],
+    }
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement, in this process; prints one JSON line."""
     import torch
@@ -163,6 +204,8 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if args.method == "plain-recipe":
         result = _run_plain_recipe(args.model, args.length, args.device)
+    elif args.method == "captum-ixg":
+        result = _run_captum(args.model, args.length, args.device)
     else:
         checkpoint = args.method == "tlscopes"
         result = _run_tlscopes(args.model, args.length, args.device, checkpoint, args.scopes)
@@ -210,7 +253,7 @@ def main() -> None:
     parser.add_argument(
         "--lengths", nargs="+", type=int, default=[1024, 2048, 4096, 8192, 16384, 32768]
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS[:3]), choices=METHODS)
     parser.add_argument(
         "--scopes",
         nargs="+",
