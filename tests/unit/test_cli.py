@@ -370,7 +370,10 @@ def test_an_unknown_model_name_offline_is_one_line_listing_what_works(kind, caps
 
 
 SERVE_CHILD = """
-import sys, time
+import signal, sys, time
+# A terminal's Ctrl-C, whatever the test process passes on: a child inherits an ignored SIGINT,
+# and Python then installs no KeyboardInterrupt for it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from tests import helpers
 import tlscopes.models.loading
 from tlscopes import cli
