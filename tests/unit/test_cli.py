@@ -371,8 +371,9 @@ def test_an_unknown_model_name_offline_is_one_line_listing_what_works(kind, caps
 
 SERVE_CHILD = """
 import signal, sys, time
-# A terminal's Ctrl-C, whatever the test process passes on: a child inherits an ignored SIGINT,
-# and Python then installs no KeyboardInterrupt for it.
+# A terminal's Ctrl-C, whatever the test process passes on: a child inherits an ignored or
+# blocked SIGINT, and Python then raises no KeyboardInterrupt for it.
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from tests import helpers
 import tlscopes.models.loading
