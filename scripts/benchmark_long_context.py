@@ -99,41 +99,51 @@ def _prompt(length: int, bos: int):
     return tokens
 
 
-def _run_tlscopes(
-    name: str, length: int, device: str, checkpoint: bool, scope_names: list[str]
-) -> dict:
-    import torch
-
-    import tlscopes as ts
-
-    model = ts.load_model(name, device=device)
-    tokens = _prompt(length, int(model.tokenizer.bos_token_id or 0))
-    loaded = _now_bytes(device)
-    _reset_peak(device)
-    every = {
-        "semantic": ts.SemanticScope(),
-        "fisher": ts.FisherScope(),
-        "temperature": ts.TemperatureScope(),
-    }
-    scopes = [every[name] for name in scope_names]
-    start = time.perf_counter()
-    results = ts.attribute_many(model, tokens, scopes, checkpoint=checkpoint)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    top = [int(result.scores[0, :-1].argmax()) for result in results]
-    return {"seconds": seconds, "loaded": loaded, "peak": _peak_bytes(device), "top": top}
-
-
-def _run_plain_recipe(name: str, length: int, device: str) -> dict:
+def _hf_model(name: str, device: str):
+    """The shipped model `name` as Hugging Face's own model, SDPA attention, float32."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from tlscopes.models import packaged_model_dir
 
-    model = AutoModelForCausalLM.from_pretrained(
+    return AutoModelForCausalLM.from_pretrained(
         str(packaged_model_dir(name)), attn_implementation="sdpa", dtype=torch.float32
     ).to(device)
+
+
+def _measured(device: str, start: float, loaded: int, top: list[int]) -> dict:
+    """A measurement's row: seconds since `start` (the device synchronised first), the memory
+    after loading and the peak, and the top context token(s) found."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "loaded": loaded, "peak": _peak_bytes(device), "top": top}
+
+
+def _run_tlscopes(
+    name: str, length: int, device: str, checkpoint: bool, scope_names: list[str]
+) -> dict:
+    import tlscopes as ts
+    from tlscopes.core.scopes import scope_from_name
+
+    model = ts.load_model(name, device=device)
+    tokens = _prompt(length, int(model.tokenizer.bos_token_id or 0))
+    loaded = _now_bytes(device)
+    _reset_peak(device)
+    scopes = [scope_from_name(scope) for scope in scope_names]
+    start = time.perf_counter()
+    results = ts.attribute_many(model, tokens, scopes, checkpoint=checkpoint)
+    return _measured(
+        device, start, loaded, [int(result.scores[0, :-1].argmax()) for result in results]
+    )
+
+
+def _run_plain_recipe(name: str, length: int, device: str) -> dict:
+    import torch
+
+    model = _hf_model(name, device)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()  # Hugging Face checkpoints only in training mode; these models have no dropout
     for parameter in model.parameters():
@@ -147,15 +157,7 @@ def _run_plain_recipe(name: str, length: int, device: str) -> dict:
     logits = model.lm_head(hidden)
     (grad,) = torch.autograd.grad(logits.max(), embeddings)
     scores = grad[0].norm(dim=-1)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return {
-        "seconds": seconds,
-        "loaded": loaded,
-        "peak": _peak_bytes(device),
-        "top": [int(scores[:-1].argmax())],
-    }
+    return _measured(device, start, loaded, [int(scores[:-1].argmax())])
 
 
 def _run_captum(name: str, length: int, device: str) -> dict:
@@ -164,13 +166,8 @@ def _run_captum(name: str, length: int, device: str) -> dict:
     autograd (no checkpointing). Needs ``pip install captum``."""
     import torch
     from captum.attr import InputXGradient
-    from transformers import AutoModelForCausalLM
 
-    from tlscopes.models import packaged_model_dir
-
-    model = AutoModelForCausalLM.from_pretrained(
-        str(packaged_model_dir(name)), attn_implementation="sdpa", dtype=torch.float32
-    ).to(device)
+    model = _hf_model(name, device)
     model.eval()
     tokens = _prompt(length, int(model.config.bos_token_id or 0)).to(device)
     loaded = _now_bytes(device)
@@ -185,15 +182,7 @@ def _run_captum(name: str, length: int, device: str) -> dict:
         target = int(last_logits(embeddings).argmax())
     attributions = InputXGradient(last_logits).attribute(embeddings, target=target)
     scores = attributions[0].norm(dim=-1)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return {
-        "seconds": seconds,
-        "loaded": loaded,
-        "peak": _peak_bytes(device),
-        "top": [int(scores[:-1].argmax())],
-    }
+    return _measured(device, start, loaded, [int(scores[:-1].argmax())])
 
 
 def child(args: argparse.Namespace) -> None:
