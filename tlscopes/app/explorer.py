@@ -80,13 +80,13 @@ def explore_payload(
             maps.append(layer_map(attribute_layers(model, text, scope, position=last)))
     section = None
     if sae is not None:
-        explained = attribute_features(model, text, sae, features, position=feature_position)
-        if explained.tokens != list(results[0].tokens[0]):
+        found = attribute_features(model, text, sae, features, position=feature_position)
+        if found.tokens != list(results[0].tokens[0]):
             raise ValueError(
                 "the SAE features were explained on other tokens than the scopes; pass the "
                 "text as a string"
             )
-        section = features_payload(explained, labels=feature_labels)
+        section = features_payload(found, labels=feature_labels)
     return matrix_payload(results, text=text, title=title, layers=maps, features=section)
 
 
