@@ -448,3 +448,33 @@ def test_serve_stops_within_a_second_of_ctrl_c_with_a_request_in_flight(tmp_path
     with pytest.raises(http.client.IncompleteRead):
         stream.read()
     assert not any(tmp_path.glob("tlscopes-app-*"))  # its files removed
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        ("token_ids", "1,x", "--ids takes comma-separated integers"),
+        ("token_ids", ",", "--ids takes comma-separated integers"),
+        ("token_ids", "3,-1", "--ids takes non-negative ids"),
+        ("feature_ids", "7;8", "--features takes 'active' or comma-separated ids"),
+        ("feature_ids", "-2", "--features takes non-negative ids"),
+        ("position_list", "last", "--positions takes comma-separated integers"),
+    ],
+)
+def test_integer_lists_name_their_flag(parse, text, message):
+    from tlscopes.cli import common, explore, features
+
+    function = {"token_ids": common.token_ids, "feature_ids": features.feature_ids}.get(
+        parse, explore.position_list
+    )
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        function(text)
+
+
+def test_integer_lists_parse():
+    from tlscopes.cli import common, explore, features
+
+    assert common.token_ids("1, 17,5") == [1, 17, 5]
+    assert features.feature_ids("active") == "active"
+    assert features.feature_ids("12,407") == [12, 407]
+    assert explore.position_list("-1,5") == [-1, 5]

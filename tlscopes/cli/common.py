@@ -108,17 +108,30 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def int_list(
+    text: str,
+    flag: str,
+    example: str,
+    non_negative: bool,
+    accepts: str = "comma-separated integers",
+) -> list[int]:
+    """Comma-separated integers for `flag`, or an argparse error that names the flag, what it
+    `accepts` and an `example`; `non_negative` refuses values below zero (positions may count
+    from the end)."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"{flag} takes {accepts}, e.g. {example}; got {text!r}")
+    if non_negative and min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{flag} takes non-negative ids, got {text!r}")
+    return values
+
+
 def token_ids(text: str) -> list[int]:
     """argparse type: comma-separated non-negative token ids."""
-    try:
-        ids = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--ids takes comma-separated integers, e.g. 1,17,5; got {text!r}"
-        ) from None
-    if not ids or min(ids) < 0:
-        raise argparse.ArgumentTypeError(f"--ids takes non-negative token ids, got {text!r}")
-    return ids
+    return int_list(text, "--ids", "1,17,5", non_negative=True)
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser, verb: str) -> None:

@@ -10,6 +10,7 @@ from tlscopes.cli.common import (
     SCOPE_NAMES,
     UsageError,
     add_model_arguments,
+    int_list,
     load_with_message,
     non_empty_text,
     refuse_existing,
@@ -36,15 +37,7 @@ def scope_list(text: str) -> list[str]:
 
 def position_list(text: str) -> list[int]:
     """argparse type: comma-separated positions, negative from the end (-1: the last)."""
-    try:
-        positions = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        positions = []
-    if not positions:
-        raise argparse.ArgumentTypeError(
-            f"--positions takes comma-separated integers such as -1 or 5,9,-1; got {text!r}"
-        )
-    return positions
+    return int_list(text, "--positions", "-1 or 5,9,-1", non_negative=False)
 
 
 def add_explore_arguments(parser: argparse.ArgumentParser) -> None:

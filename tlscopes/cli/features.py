@@ -11,6 +11,7 @@ from tlscopes.cli.common import (
     add_model_arguments,
     add_output_arguments,
     add_prompt_arguments,
+    int_list,
     load_with_message,
     positive_int,
     refuse_existing,
@@ -21,15 +22,9 @@ def feature_ids(text: str) -> str | list[int]:
     """argparse type: "active" or comma-separated non-negative feature ids."""
     if text == "active":
         return text
-    try:
-        ids = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--features takes 'active' or comma-separated ids, e.g. 12,407; got {text!r}"
-        ) from None
-    if not ids or min(ids) < 0:
-        raise argparse.ArgumentTypeError(f"--features takes non-negative ids, got {text!r}")
-    return ids
+    return int_list(
+        text, "--features", "12,407", non_negative=True, accepts="'active' or comma-separated ids"
+    )
 
 
 def add_features_arguments(parser: argparse.ArgumentParser) -> None:
