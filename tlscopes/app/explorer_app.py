@@ -27,7 +27,7 @@ from tlscopes.core.engine import attribute
 from tlscopes.core.scopes import SCOPE_NAMES, scope_from_name
 from tlscopes.protocols import TransformerLensModel
 from tlscopes.results import attribution_file
-from tlscopes.sae.features import check_sae_width
+from tlscopes.sae.features import check_sae_fits
 from tlscopes.sae.model import SAE
 from tlscopes.views.explorer_data import matrix_payload
 from tlscopes.views.explorer_page import explorer_html
@@ -197,13 +197,8 @@ class ExplorerApp:
         name = request.get("sae") or None
         sae = self.sae(name)
         label = name or self.sae_names[0]
-        if sae.hook not in model.hook_dict:
-            raise RequestError(
-                f"The SAE {label!r} reads {sae.hook}, which {model_label(model)} does not have; "
-                "pick the model it was trained for."
-            )
         try:
-            check_sae_width(model, sae)
+            check_sae_fits(model, sae)
         except ValueError as error:
             raise RequestError(f"The SAE {label!r} does not fit this model: {error}.") from None
         features = parse_features(request.get("features"), sae)

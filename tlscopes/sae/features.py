@@ -100,11 +100,17 @@ def _requested(sae: SAE, features: str | Sequence[int] | Tensor) -> tuple[int, .
     return ids
 
 
-def check_sae_width(model: TransformerLensModel, sae: SAE) -> None:
-    """Refuses an SAE whose width does not match its hook point on this model, before running
-    it (both numbers in the message), for the hook points whose width the config gives."""
+def check_sae_fits(model: TransformerLensModel, sae: SAE) -> None:
+    """Refuses an SAE that does not fit this model, before running it: one that reads a hook
+    point the model lacks, or whose width does not match its hook point (both numbers in the
+    message; for the hook points whose width the config gives)."""
     cfg = model.cfg
     hook = sae.hook
+    if hook not in model.hook_dict:
+        raise ValueError(
+            f"the SAE reads {hook}, which {getattr(cfg, 'model_name', 'this model')} does not "
+            "have; pick the model the SAE was trained for"
+        )
     if hook.endswith(("hook_resid_post", "hook_resid_pre", "hook_resid_mid", "hook_mlp_out")):
         width, what = int(cfg.d_model), "d_model"
     elif hook.endswith("hook_attn_out"):
@@ -155,7 +161,7 @@ def attribute_features(
     requested = _requested(sae, features)
     if not isinstance(include_bos, bool):
         raise TypeError(f"include_bos must be True or False, got {include_bos!r}")
-    check_sae_width(model, sae)
+    check_sae_fits(model, sae)
     prepared = prepare_inputs(model, inputs, position)
     if prepared.tokens.shape[0] != 1:
         raise ValueError(
@@ -214,5 +220,5 @@ __all__ = [
     "FeatureSetScope",
     "active_features",
     "attribute_features",
-    "check_sae_width",
+    "check_sae_fits",
 ]

@@ -222,7 +222,10 @@ def test_the_features_request_explains_the_sae_features_at_a_position(sae_app, b
         ({"text": TEXT, "features": "3,99"}, "Feature 99 is outside this SAE's 24 features"),
         ({"text": TEXT, "features": [4, 4]}, "repeat an id"),
         ({"text": TEXT, "sae": "wide"}, "'wide' does not fit this model: the SAE reads"),
-        ({"text": TEXT, "sae": "elsewhere"}, "reads blocks.9.hook_resid_post, which tiny"),
+        (
+            {"text": TEXT, "sae": "elsewhere"},
+            "'elsewhere' does not fit this model: the SAE reads blocks.9",
+        ),
         ({"text": TEXT, "position": "40"}, "position 40 is out of range for the 6 tokens"),
         ({"text": " "}, "The text is empty"),
     ],

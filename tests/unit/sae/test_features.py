@@ -8,7 +8,7 @@ import torch
 
 import tlscopes as ts
 from tests.unit.sae.cases import CASES, TEXT, attached_hooks, firing_and_silent, norms, reference
-from tlscopes.sae.features import active_features, check_sae_width
+from tlscopes.sae.features import active_features, check_sae_fits
 
 
 def assert_scores(actual, expected):
@@ -114,9 +114,16 @@ def test_refusals(model, tmp_path):
     )
     message = rf"d_in = {model.cfg.d_model + 3}.*is {model.cfg.d_model} wide"
     with pytest.raises(ValueError, match=message):
-        check_sae_width(model, wide)
+        check_sae_fits(model, wide)
     with pytest.raises(ValueError, match=message):
         ts.attribute_features(model, TEXT, wide)
+    elsewhere = ts.SAE.from_tensors(
+        W_enc=torch.zeros(model.cfg.d_model, 4),
+        b_enc=torch.zeros(4),
+        hook="blocks.9.hook_resid_post",
+    )
+    with pytest.raises(ValueError, match="reads blocks.9.hook_resid_post, which .* does not have"):
+        ts.attribute_features(model, TEXT, elsewhere)
     assert attached_hooks(model) == 0
 
 
