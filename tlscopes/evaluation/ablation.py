@@ -191,6 +191,41 @@ def _filler(model: TransformerLensModel, settings: Settings) -> Tensor | None:
     return filler_embedding(model, filler_token_id(model) if token is None else token)
 
 
+@dataclass(frozen=True)
+class _Outcomes:
+    """Every ablation set of a passage run as one batch: the measured token, its
+    log-probability per set (row 0 the unablated input), each set's KL from the unablated
+    prediction, and the row of each set."""
+
+    measured: int
+    log_probs: Tensor
+    kls: Tensor
+    row_of: dict[tuple[int, ...], int]
+
+    @property
+    def original(self) -> float:
+        return float(self.log_probs[0])
+
+    def deltas(self, sets: Sequence[tuple[int, ...]]) -> list[float]:
+        """Delta_k per set: log p(ablated) - log p(unablated)."""
+        return [float(self.log_probs[self.row_of[s]]) - self.original for s in sets]
+
+
+def _measure_sets(
+    model: TransformerLensModel,
+    passage: Passage,
+    sets: Sequence[tuple[int, ...]],
+    settings: Settings,
+) -> _Outcomes:
+    """Runs the unablated input and every distinct set once, with the settings' ablation;
+    the paper's protocol measures the passage's target, the authors' the top-1 prediction."""
+    every = list(dict.fromkeys([(), *sets]))
+    target = None if settings.protocol == "authors" else passage.target_id
+    outcomes = ablation_outcomes(model, passage, every, target, _filler(model, settings))
+    measured, log_probs, kls = outcomes
+    return _Outcomes(measured, log_probs, kls, {s: row for row, s in enumerate(every)})
+
+
 def aopc_from_scores(
     model: TransformerLensModel,
     text: PassageInput,
@@ -224,15 +259,8 @@ def aopc_from_scores(
         checked[name] = values.detach().cpu()
     seed = passage_seed(settings.seed, task, index)
     _, chosen = _chosen_sets(checked, passage, settings, seed)
-    sets = list(dict.fromkeys([(), *(s for per_name in chosen.values() for s in per_name)]))
-    target = None if settings.protocol == "authors" else passage.target_id
-    _, log_probs, _ = ablation_outcomes(model, passage, sets, target, _filler(model, settings))
-    row_of = {positions: row for row, positions in enumerate(sets)}
-    original = float(log_probs[0])
-    return {
-        name: aopc(settings.fractions, [float(log_probs[row_of[s]]) - original for s in per_name])
-        for name, per_name in chosen.items()
-    }
+    outcome = _measure_sets(model, passage, [s for sets in chosen.values() for s in sets], settings)
+    return {name: aopc(settings.fractions, outcome.deltas(sets)) for name, sets in chosen.items()}
 
 
 def evaluate_passage(
@@ -275,20 +303,15 @@ def passage_rows(
     seed = passage_seed(settings.seed, task, index)
     scores = {name: result.scores[0] for name, result in results.items()}
     counts, chosen = _chosen_sets(scores, passage, settings, seed)
-    filler = _filler(model, settings)
     context = passage.context
     kept = {n: [keep_only(context, s) for s in c] for n, c in chosen.items() if settings.eraser}
     singles = [(int(p),) for p in context] if index < settings.loo_limit else []
-    # The unablated input first; every distinct set once.
     every = [s for sets in (*chosen.values(), *kept.values()) for s in sets]
-    sets = list(dict.fromkeys([(), *every, *singles]))
-    target = None if authors else passage.target_id
-    measured, log_probs, kls = ablation_outcomes(model, passage, sets, target, filler)
-    row_of = {positions: row for row, positions in enumerate(sets)}
-    original = float(log_probs[0])
+    outcome = _measure_sets(model, passage, [*every, *singles], settings)
+    log_probs, row_of, original = outcome.log_probs, outcome.row_of, outcome.original
     rows = []
     for name, result in results.items():
-        deltas = [float(log_probs[row_of[s]]) - original for s in chosen[name]]
+        deltas = outcome.deltas(chosen[name])
         row: dict[str, Any] = {
             "task": task,
             "passage": index,
@@ -310,7 +333,7 @@ def passage_rows(
         row["completeness_gap"] = result.details["completeness_gap"][0] if gap else ""
         row["seed"] = result.details["seed"] if name == "random" else ""
         if authors:
-            row["prediction_id"] = measured
+            row["prediction_id"] = outcome.measured
         if settings.eraser:
             removed = [float(log_probs[row_of[s]]) for s in chosen[name]]
             row["comprehensiveness"] = comprehensiveness(original, removed)
@@ -319,7 +342,7 @@ def passage_rows(
         if settings.loo_limit:
             agreement = ("", "")
             if singles:
-                kl = kls[[row_of[s] for s in singles]]
+                kl = outcome.kls[[row_of[s] for s in singles]]
                 agreement = loo_agreement(scores[name][context].cpu(), kl)
             row["loo_spearman"], row["loo_kendall"] = agreement
         rows.append(row)
