@@ -16,7 +16,13 @@ Methods:
   input-only backward pass of the last position's top logit (one scope's worth of work);
 * ``captum-ixg``: captum's ``InputXGradient`` on the Hugging Face model (SDPA attention, no
   checkpointing), the last position's top token as target (``pip install captum``; not run by
-  default).
+  default);
+* ``inseq-ixg``: inseq's ``input_x_gradient`` as its docs use it: ``inseq.load_model`` on the
+  model's folder (inseq's default eager attention), ``attribute`` of one generated token. inseq
+  takes text, so the prompt is the seeded ids decoded; the row records the length inseq's
+  tokenizer made of it. Not run by default: inseq 0.7.1 pins ``typeguard<=2.13.3`` and CUDA 11
+  libraries, so it goes in its own environment (``pip install --no-deps inseq treescope
+  typeguard==2.13.3`` beside the project's packages) and the benchmark runs from there.
 
 Peak memory is the child's largest resident set during the attribution (sampled every 20 ms,
 after loading) on CPU and
@@ -42,7 +48,7 @@ import time
 from pathlib import Path
 
 GIB = 2**30
-METHODS = ("tlscopes", "tlscopes-plain", "plain-recipe", "captum-ixg")
+METHODS = ("tlscopes", "tlscopes-plain", "plain-recipe", "captum-ixg", "inseq-ixg")
 
 
 # The largest resident set seen since the last _reset_peak (sampled every 20 ms): the load's
@@ -185,6 +191,29 @@ def _run_captum(name: str, length: int, device: str) -> dict:
     return _measured(device, start, loaded, [int(scores[:-1].argmax())])
 
 
+def _run_inseq(name: str, length: int, device: str) -> dict:
+    """inseq's input x gradient of one generated token, loaded the way inseq's docs load a model
+    (by its folder, inseq's default eager attention). Needs inseq (see the module's docstring)."""
+    import inseq
+    from transformers import AutoTokenizer
+
+    from tlscopes.models import packaged_model_dir
+
+    folder = str(packaged_model_dir(name))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    text = tokenizer.decode(_prompt(length, int(tokenizer.bos_token_id or 0))[1:])
+    model = inseq.load_model(folder, "input_x_gradient", device=device)
+    loaded = _now_bytes(device)
+    _reset_peak(device)
+    start = time.perf_counter()
+    output = model.attribute(text, generation_args={"max_new_tokens": 1}, show_progress=False)
+    # [prompt + generated token, 1 step, d_model]: the L2 norm over the embedding's dimensions
+    scores = output.sequence_attributions[0].target_attributions.nan_to_num(0).norm(dim=-1)
+    row = _measured(device, start, loaded, [int(scores[:-1, 0].argmax())])
+    row["inseq_tokens"] = int(scores.shape[0])
+    return row
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement, in this process; prints one JSON line."""
     import torch
@@ -195,6 +224,8 @@ def child(args: argparse.Namespace) -> None:
         result = _run_plain_recipe(args.model, args.length, args.device)
     elif args.method == "captum-ixg":
         result = _run_captum(args.model, args.length, args.device)
+    elif args.method == "inseq-ixg":
+        result = _run_inseq(args.model, args.length, args.device)
     else:
         checkpoint = args.method == "tlscopes"
         result = _run_tlscopes(args.model, args.length, args.device, checkpoint, args.scopes)
@@ -295,16 +326,16 @@ def main() -> None:
                 if "error" in result:
                     stopped.add(method)
                     print(f"{model} | {length} | {method} | — | {result['error']} | —", flush=True)
-                    continue
-                peak = result["peak"] / GIB
-                per_1k = (result["peak"] - result["loaded"]) / GIB / (length / 1000)
-                row["per_1k_gib"] = per_1k
-                print(
-                    f"{model} | {length} | {method} | {result['seconds']:.1f} | {peak:.2f} | "
-                    f"{per_1k:.3f}",
-                    flush=True,
-                )
-                if args.out:
+                else:
+                    peak = result["peak"] / GIB
+                    per_1k = (result["peak"] - result["loaded"]) / GIB / (length / 1000)
+                    row["per_1k_gib"] = per_1k
+                    print(
+                        f"{model} | {length} | {method} | {result['seconds']:.1f} | {peak:.2f} | "
+                        f"{per_1k:.3f}",
+                        flush=True,
+                    )
+                if args.out:  # after every row, errors included
                     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                     Path(args.out).write_text(json.dumps(rows, indent=1))
 
