@@ -30,9 +30,12 @@ BENCH = Path("results/bench")
 DEFAULT_INPUTS = (
     f"{BENCH}/long_context_before_2026-12-07.json=before issue 22 (no checkpointing)",
     f"{BENCH}/long_context_peers_smollm2_2026-12-07.json=one run",
+    f"{BENCH}/long_context_inseq_smollm2_2026-12-07.json=the run after",
+    f"{BENCH}/long_context_gemma_4k_8k_2026-12-07.json=one run",
     f"{BENCH}/long_context_gemma_8k_2026-12-07.txt=separate runs",
     f"{BENCH}/long_context_gemma_16k_2026-12-07.json=separate runs",
     f"{BENCH}/long_context_gemma_32k_2026-12-07.json=separate runs",
+    f"{BENCH}/long_context_gemma_32k_fisher_temperature_2026-12-07.json=Fisher + Temperature",
 )
 # The issue's targets: (model, tokens, GiB).
 TARGETS = (("smollm2-135m", 8192, 3.0), ("gemma3-270m", 16384, 6.0), ("gemma3-270m", 32768, 8.0))
@@ -41,6 +44,7 @@ LABELS = {
     "tlscopes-plain": "tlscopes, every activation kept",
     "plain-recipe": "HF + SDPA + gradient checkpointing",
     "captum-ixg": "captum InputXGradient (HF + SDPA)",
+    "inseq-ixg": "inseq input_x_gradient (HF, eager attention)",
 }
 
 
@@ -56,10 +60,16 @@ def read_rows(path: Path) -> list[dict]:
         for line in text.splitlines():
             cells = [cell.strip() for cell in line.split("|")]
             if len(cells) >= 5 and cells[1].isdigit():
-                peak = float(cells[4]) * GIB
-                rows.append(
-                    {"model": cells[0], "tokens": int(cells[1]), "method": cells[2], "peak": peak}
-                )
+                row = {"model": cells[0], "tokens": int(cells[1]), "method": cells[2]}
+                if KILLED.fullmatch(cells[4]):
+                    row["error"] = cells[4]
+                else:
+                    row["peak"] = float(cells[4]) * GIB
+                rows.append(row)
+    for row in rows:
+        killed = KILLED.fullmatch(str(row.get("error", "")))
+        if killed:
+            row["peak"], row["killed"] = float(killed.group(1)) * GIB, True
     return [row for row in rows if "peak" in row]
 
 
@@ -86,7 +96,7 @@ def curves(inputs: list[str]) -> Curves:
 
 def figure(found: Curves) -> plt.Figure:
     models = sorted(found)
-    fig, axes = plt.subplots(1, len(models), figsize=(6.2 * len(models), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.6 * len(models), 5.6), squeeze=False)
     for axis, model in zip(axes[0], models, strict=True):
         killed_label = "killed at the benchmark's memory limit"
         for label, points in sorted(found[model].items()):
@@ -123,7 +133,7 @@ def figure(found: Curves) -> plt.Figure:
         axis.set_title(model)
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     return fig
 
