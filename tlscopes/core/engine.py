@@ -135,7 +135,8 @@ def scope_gradients(
             passes): each scope's gradients with respect to them are in ``tap_gradients``.
         checkpoint: True recomputes activations in the backward pass a block at a time, with
             attention that keeps no T x T tensor (:mod:`tlscopes.core.checkpointing`): memory
-            linear in the length, about one more forward pass of time; False keeps every
+            linear in the length, about one more forward pass of time (with no scopes, the
+            forward pass alone runs chunked); False keeps every
             activation (faster for short prompts); ``"auto"`` checkpoints once the plain path's
             estimated memory passes half the free memory
             (:func:`tlscopes.core.checkpointing.resolve_checkpoint`). Results are equal either
@@ -172,7 +173,10 @@ def scope_gradients(
             + [(name, capture.tap_hook(name)) for name in taps]
             + [hook for hook in scope_hooks if hook[0] != EMBED_HOOK]
         )
-        recompute = bool(scopes) and resolve_checkpoint(checkpoint, model, tokens.numel())
+        long_prompt = resolve_checkpoint(checkpoint, model, tokens.numel())
+        # Without scopes there is no backward pass to recompute for; a long prompt's forward
+        # pass alone (generation, ablation) still runs chunked, with no T x T tensor.
+        recompute = bool(scopes) and long_prompt
         blocks = BlockProgress(len(getattr(model, "blocks", ())), recompute and bool(progress))
         running.callback(blocks.close)
         recomputing = Recomputing(blocks)
@@ -183,7 +187,7 @@ def scope_gradients(
                 tokens.to(model.W_U.device),
                 hooks + list(observers),
                 grad=bool(scopes),
-                checkpoint=recompute,
+                checkpoint=long_prompt,
                 recomputing=recomputing,
             )
         )

@@ -200,13 +200,13 @@ def hooked_forward(
         checkpoint: run the blocks checkpointed and attention chunked
             (:func:`tlscopes.core.checkpointing.checkpointed_blocks`): memory linear in the
             length, one more forward pass through each block in the backward pass, which must
-            run inside this block (recomputation needs the same hooks and attention).
+            run inside this block (recomputation needs the same hooks and attention). Without
+            `grad` nothing is recomputed: attention is chunked and long MLPs run a chunk of
+            positions at a time, so a forward pass alone forms no T x T tensor either.
         recomputing: the flag that checkpointing sets while it recomputes a block (for
             observers to skip); a fresh one if None.
     """
-    blocks = (
-        checkpointed_blocks(model, recomputing) if checkpoint and grad else contextlib.nullcontext()
-    )
+    blocks = checkpointed_blocks(model, recomputing) if checkpoint else contextlib.nullcontext()
     with (
         model_lock(model),
         torch.inference_mode(False),

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from tlscopes.core.assemble import check_finite_scores, check_top_k
+from tlscopes.core.checkpointing import Checkpoint
 from tlscopes.core.engine import scope_gradients
 from tlscopes.core.inputs import Inputs, prepare_inputs
 from tlscopes.core.scopes import DirectionScope, Scope, SemanticScope
@@ -82,6 +83,8 @@ def attribute_generation(
     stop_at_eos: bool = True,
     top_predictions: int = 10,
     directions_per_pass: int | None = None,
+    checkpoint: Checkpoint = "auto",
+    progress: bool = True,
 ) -> GenerationAttribution:
     """Generates a continuation and explains every generated token's prediction with a scope.
 
@@ -101,6 +104,10 @@ def attribute_generation(
             kept); the others go on. A model without a tokenizer has no eos and never stops early.
         top_predictions: how many of each step's most likely tokens to keep.
         directions_per_pass: as in :func:`tlscopes.core.engine.attribute`; speed and memory only.
+        checkpoint: as in :func:`tlscopes.core.engine.attribute`, for the decoding steps' forward
+            passes (chunked attention on a long prompt, no T x T tensor) and the attribution's
+            backward passes; ``"auto"`` decides from the length. Results are the same either way.
+        progress: as in :func:`tlscopes.core.engine.attribute`.
 
     Returns:
         A GenerationAttribution: ``scores`` [batch, step, pos], 0 after each step's explained
@@ -131,6 +138,7 @@ def attribute_generation(
         sampler=sampler,
         eos_id=stop_id,
         pad_id=pad_id,
+        checkpoint=checkpoint,
     )
     batch, n_steps = len(counts), int(counts.max())
     generated = generated[:, :n_steps]
@@ -151,6 +159,8 @@ def attribute_generation(
         positions=positions,
         rows=rows,
         directions_per_pass=directions_per_pass,
+        checkpoint=checkpoint,
+        progress=progress,
     )
     state_scores = passed.scores(0).cpu()
     check_finite_scores(state_scores)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from tlscopes.core.checkpointing import Checkpoint
 from tlscopes.core.engine import scope_gradients
 from tlscopes.core.inputs import PreparedInputs
 from tlscopes.protocols import TransformerLensModel
@@ -79,12 +80,14 @@ def generate_ids(
     sampler: Sampler,
     eos_id: int | None,
     pad_id: int,
+    checkpoint: Checkpoint = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Continues each prompt of a right-padded batch, one plain forward pass per step.
 
     Each step runs the prompts still generating (over their longest text so far, right-padded,
     which a causal model never sees at a real token) and reads the logits at each one's last
-    token. A prompt stops after generating `eos_id` (None: never).
+    token. A prompt stops after generating `eos_id` (None: never). `checkpoint` as in the
+    engine: a long prompt's steps run with chunked attention (no T x T tensor).
 
     Returns:
         The generated ids [batch, max_new_tokens] (`pad_id` after a prompt stopped) and how
@@ -106,7 +109,9 @@ def generate_ids(
         current = lengths[rows] + step  # every active prompt has generated `step` tokens
         tokens = text[rows, : int(current.max())]
         # No scopes: the engine's forward pass alone, stopped at y, with the logits there.
-        logits = scope_gradients(model, tokens, [], positions=current - 1).logits
+        logits = scope_gradients(
+            model, tokens, [], positions=current - 1, checkpoint=checkpoint
+        ).logits
         chosen = sampler.choose(logits, rows, generators)
         text[rows, current] = chosen
         generated[rows, step] = chosen

@@ -350,3 +350,34 @@ def test_a_hook_inside_the_mlp_keeps_it_whole(loaded, monkeypatch, kind):
     assert relative_error(chunked.scores, plain.scores) <= EXACT
     # Block 0's MLP carries the scope's hook and runs whole; later blocks' MLPs are chunked.
     assert all(n in (5, 2) for n in calls)
+
+
+@pytest.mark.parametrize(("family", "kind"), CASES)
+def test_a_forward_pass_alone_runs_chunked_and_equals_the_plain_one(
+    loaded, small_chunks, family, kind
+):
+    """Without scopes (generation's steps, ablation) a long prompt's forward pass runs with
+    chunked attention and MLPs, nothing recomputed; its logits equal the plain pass's."""
+    from tlscopes.core.engine import scope_gradients
+
+    model = loaded(family, kind)
+    positions = torch.tensor([11, 7])
+    plain = scope_gradients(model, TOKENS, [], positions=positions, checkpoint=False).logits
+    assert not small_chunks
+    chunked = scope_gradients(model, TOKENS, [], positions=positions, checkpoint=True).logits
+    assert bool(small_chunks) == chunks_expected(model)
+    assert relative_error(chunked, plain) <= EXACT
+    assert attached_hooks(model) == 0 and patched_forwards(model) == 0
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_generation_with_checkpointing_equals_the_plain_path(loaded, small_chunks, family, kind):
+    model = loaded(family, kind)
+    scope = ts.FisherScope()
+    plain = ts.attribute_generation(model, TOKENS[:1], scope, max_new_tokens=3, checkpoint=False)
+    assert not small_chunks
+    chunked = ts.attribute_generation(model, TOKENS[:1], scope, max_new_tokens=3, checkpoint=True)
+    assert bool(small_chunks) == chunks_expected(model)
+    assert torch.equal(chunked.generated_ids, plain.generated_ids)
+    assert relative_error(chunked.scores, plain.scores) <= EXACT
