@@ -28,20 +28,20 @@ GIB = 2**30
 KILLED = re.compile(r"over ([\d.]+) GiB")
 BENCH = Path("results/bench")
 DEFAULT_INPUTS = (
-    f"{BENCH}/long_context_before_2026-12-07.json=before issue 22 (no checkpointing)",
+    f"{BENCH}/long_context_before_2026-12-07.json=before issue 22",
     f"{BENCH}/long_context_peers_smollm2_2026-12-07.json=one run",
     f"{BENCH}/long_context_inseq_smollm2_2026-12-07.json=the run after",
-    f"{BENCH}/long_context_gemma_4k_8k_2026-12-07.json=one run",
-    f"{BENCH}/long_context_gemma_8k_2026-12-07.txt=separate runs",
-    f"{BENCH}/long_context_gemma_16k_2026-12-07.json=separate runs",
-    f"{BENCH}/long_context_gemma_32k_2026-12-07.json=separate runs",
+    f"{BENCH}/long_context_gemma_4k_2026-12-07.json=Semantic + Fisher + Temperature",
+    f"{BENCH}/long_context_gemma_8k_2026-12-07.txt=the three, before the MLP chunks",
+    f"{BENCH}/long_context_gemma_16k_2026-12-07.json=Semantic + Fisher + Temperature",
+    f"{BENCH}/long_context_gemma_32k_2026-12-07.json=Semantic",
     f"{BENCH}/long_context_gemma_32k_fisher_temperature_2026-12-07.json=Fisher + Temperature",
 )
 # The issue's targets: (model, tokens, GiB).
 TARGETS = (("smollm2-135m", 8192, 3.0), ("gemma3-270m", 16384, 6.0), ("gemma3-270m", 32768, 8.0))
 LABELS = {
-    "tlscopes": "tlscopes, checkpoint=True",
-    "tlscopes-plain": "tlscopes, every activation kept",
+    "tlscopes": "tlscopes",
+    "tlscopes-plain": "tlscopes, no checkpointing",
     "plain-recipe": "HF + SDPA + gradient checkpointing",
     "captum-ixg": "captum InputXGradient (HF + SDPA)",
     "inseq-ixg": "inseq input_x_gradient (HF, eager attention)",
@@ -96,7 +96,7 @@ def curves(inputs: list[str]) -> Curves:
 
 def figure(found: Curves) -> plt.Figure:
     models = sorted(found)
-    fig, axes = plt.subplots(1, len(models), figsize=(6.6 * len(models), 5.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 6.6), squeeze=False)
     for axis, model in zip(axes[0], models, strict=True):
         killed_label = "killed at the benchmark's memory limit"
         for label, points in sorted(found[model].items()):
@@ -127,13 +127,14 @@ def figure(found: Curves) -> plt.Figure:
         lengths = sorted(
             {p[0] for points in found[model].values() for p in points} | {t for t, _ in targets}
         )
+        lengths = [tokens for tokens in lengths if tokens >= max(lengths) / 16]  # no overlaps
         axis.set_xticks(lengths, [f"{tokens // 1024}k" for tokens in lengths])
         axis.set_xlabel("prompt length (tokens)")
         axis.set_ylabel("peak resident memory (GiB)")
         axis.set_title(model)
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     fig.tight_layout()
     return fig
 
