@@ -27,7 +27,10 @@ Methods:
 Peak memory is the child's largest resident set during the attribution (sampled every 20 ms,
 after loading) on CPU and
 ``torch.cuda.max_memory_allocated`` on a GPU (the script runs unchanged there: pass
-``--device cuda``). "per 1k" is (peak - memory after loading the model) per 1,000 tokens. The
+``--device cuda``). "per 1k" is (peak - memory after loading the model and a 16-token forward
+pass, which pages in memory-mapped weights) per 1,000 tokens (rows measured before 2026-12-07
+20:15 UTC took the memory before that pass, so their "per 1k" also holds the weights paged in
+during the attribution). The
 prompt is seeded random token ids (BOS first); timing excludes loading.
 
     python scripts/benchmark_long_context.py                         # both models, 1k-32k
@@ -87,6 +90,18 @@ def _peak_bytes(device: str) -> int:
     return _PEAK["rss"]
 
 
+def _loaded_bytes(model, tokens, device: str) -> int:
+    """Memory once the model is loaded and its weights touched: a no-grad forward pass over the
+    prompt's first 16 tokens first, since weights read from a memory-mapped file count as
+    resident only once a pass reads them (about the model's size again; 1.07 GB on
+    Gemma-3-270M), which would otherwise be charged to the attribution."""
+    import torch
+
+    with torch.no_grad():
+        model(tokens.reshape(1, -1)[:, :16].to(device))
+    return _now_bytes(device)
+
+
 def _now_bytes(device: str) -> int:
     import psutil
     import torch
@@ -136,7 +151,7 @@ def _run_tlscopes(
 
     model = ts.load_model(name, device=device)
     tokens = _prompt(length, int(model.tokenizer.bos_token_id or 0))
-    loaded = _now_bytes(device)
+    loaded = _loaded_bytes(model, tokens, device)
     _reset_peak(device)
     scopes = [scope_from_name(scope) for scope in scope_names]
     start = time.perf_counter()
@@ -155,7 +170,7 @@ def _run_plain_recipe(name: str, length: int, device: str) -> dict:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     tokens = _prompt(length, int(model.config.bos_token_id or 0)).to(device)
-    loaded = _now_bytes(device)
+    loaded = _loaded_bytes(model, tokens, device)
     _reset_peak(device)
     start = time.perf_counter()
     embeddings = model.get_input_embeddings()(tokens[None]).detach().requires_grad_(True)
@@ -176,7 +191,7 @@ def _run_captum(name: str, length: int, device: str) -> dict:
     model = _hf_model(name, device)
     model.eval()
     tokens = _prompt(length, int(model.config.bos_token_id or 0)).to(device)
-    loaded = _now_bytes(device)
+    loaded = _loaded_bytes(model, tokens, device)
     _reset_peak(device)
     start = time.perf_counter()
     embeddings = model.get_input_embeddings()(tokens[None]).detach()
@@ -203,7 +218,7 @@ def _run_inseq(name: str, length: int, device: str) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     text = tokenizer.decode(_prompt(length, int(tokenizer.bos_token_id or 0))[1:])
     model = inseq.load_model(folder, "input_x_gradient", device=device)
-    loaded = _now_bytes(device)
+    loaded = _loaded_bytes(model.model, _prompt(16, int(tokenizer.bos_token_id or 0)), device)
     _reset_peak(device)
     start = time.perf_counter()
     output = model.attribute(text, generation_args={"max_new_tokens": 1}, show_progress=False)
