@@ -216,9 +216,10 @@ def _run_inseq(name: str, length: int, device: str) -> dict:
 
     folder = str(packaged_model_dir(name))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    text = tokenizer.decode(_prompt(length, int(tokenizer.bos_token_id or 0))[1:])
+    tokens = _prompt(length, int(tokenizer.bos_token_id or 0))
+    text = tokenizer.decode(tokens[1:])
     model = inseq.load_model(folder, "input_x_gradient", device=device)
-    loaded = _loaded_bytes(model.model, _prompt(16, int(tokenizer.bos_token_id or 0)), device)
+    loaded = _loaded_bytes(model.model, tokens, device)
     _reset_peak(device)
     start = time.perf_counter()
     output = model.attribute(text, generation_args={"max_new_tokens": 1}, show_progress=False)

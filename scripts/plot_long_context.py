@@ -4,7 +4,8 @@ condition (issue 22).
 
 Reads the rows that ``scripts/benchmark_long_context.py`` writes, either its ``--out`` JSON or
 its printed table (``model | tokens | method | time (s) | peak (GiB) | ...``). Each input is
-given as ``PATH=CONDITION``; rows with an error are left out. The default inputs are the
+given as ``PATH=CONDITION``. A run killed at the memory limit is drawn at that limit with a
+cross; rows with other errors are left out. The default inputs are the
 measurements committed under ``results/bench/`` on 2026-12-07.
 
     python scripts/plot_long_context.py                                  # the docs' figure
@@ -61,10 +62,10 @@ def read_rows(path: Path) -> list[dict]:
             cells = [cell.strip() for cell in line.split("|")]
             if len(cells) >= 5 and cells[1].isdigit():
                 row = {"model": cells[0], "tokens": int(cells[1]), "method": cells[2]}
-                if KILLED.fullmatch(cells[4]):
-                    row["error"] = cells[4]
-                else:
+                try:
                     row["peak"] = float(cells[4]) * GIB
+                except ValueError:  # the peak column of a failed run holds its error
+                    row["error"] = cells[4]
                 rows.append(row)
     for row in rows:
         killed = KILLED.fullmatch(str(row.get("error", "")))

@@ -221,8 +221,9 @@ def _measure_sets(
     the paper's protocol measures the passage's target, the authors' the top-1 prediction."""
     every = list(dict.fromkeys([(), *sets]))
     target = None if settings.protocol == "authors" else passage.target_id
-    outcomes = ablation_outcomes(model, passage, every, target, _filler(model, settings))
-    measured, log_probs, kls = outcomes
+    measured, log_probs, kls = ablation_outcomes(
+        model, passage, every, target, _filler(model, settings)
+    )
     return _Outcomes(measured, log_probs, kls, {s: row for row, s in enumerate(every)})
 
 
