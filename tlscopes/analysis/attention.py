@@ -95,7 +95,7 @@ def streamed_key_importance(
 
     Raises:
         ValueError: for more than one prompt, or a model whose attention the chunked path does
-            not reproduce (the GPT-2 and GPT-NeoX bridges): use :func:`attention_patterns`.
+            not reproduce (ALiBi, for one: Bloom): use :func:`attention_patterns`.
     """
     from tlscopes.models.chunked_attention import chunked_attention
 

@@ -1,9 +1,10 @@
 """Query-chunked attention: the model's own arithmetic, never a T x T tensor kept or formed whole.
 
 A TransformerBridge's rotary attention (``PositionEmbeddingsAttentionBridge``: Llama, Mistral,
-Qwen2, Qwen3, Gemma 2, Gemma 3) and a HookedTransformer's ``Attention`` and
-``GroupedQueryAttention`` compute [batch, head, query, key] scores, a mask, a softmax and
-pattern @ v. At 8,192 tokens one such tensor of Gemma-3-270M is 1 GiB in float32, and the
+Qwen2, Qwen3, Gemma 2, Gemma 3), its joint-QKV attention (``JointQKVAttentionBridge`` and
+``JointQKVPositionEmbeddingsAttentionBridge``: GPT-2, GPT-NeoX, Pythia) and a
+HookedTransformer's ``Attention`` and ``GroupedQueryAttention`` compute [batch, head, query,
+key] scores, a mask, a softmax and pattern @ v. At 8,192 tokens one such tensor of Gemma-3-270M is 1 GiB in float32, and the
 explicit path keeps several for the backward pass.
 
 :func:`chunked_attention` swaps each supported module's ``forward``, for the duration of a
@@ -27,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -177,8 +178,21 @@ def _bridge_rotary(attention: Any, q: Tensor, k: Tensor, embeddings: Any) -> tup
     return apply_rotary_pos_emb(q, k, cos, sin)
 
 
+class _BridgeArithmetic(NamedTuple):
+    """What differs between the bridges' explicit attention: the score scale, an optional
+    soft-cap, the dtype the softmax is taken in (None: the scores'), and whether q and k are
+    cast to float32 for the scores (GPT-2's ``reorder_and_upcast_attn``)."""
+
+    scaling: float
+    softcap: float | None = None
+    softmax_dtype: torch.dtype | None = None
+    upcast_scores: bool = False
+
+
 def _bridge_chunk(
     attention: Any,
+    arithmetic: _BridgeArithmetic,
+    window: int | None,
     k: Tensor,
     v: Tensor,
     mask: Tensor | None,
@@ -186,18 +200,17 @@ def _bridge_chunk(
     q: Tensor,
     lo: int,
 ) -> Tensor:
-    """One query chunk of the bridge's explicit attention, in its own order of operations."""
-    hf_attention = attention.original_component
+    """One query chunk of a bridge's explicit attention, in its own order of operations."""
     n_queries = q.shape[-2]
-    # The model's own mask carries any window; without one the layer's is read off the module.
-    window = getattr(hf_attention, "sliding_window", None) if mask is None else None
+    # The model's own mask carries any window; without one the layer's is passed in.
+    window = window if mask is None else None
     start, end = key_span(lo, n_queries, k.shape[-2], window, every_key=reader is not None)
     k, v = k[..., start:end, :], v[..., start:end, :]
-    scaling = getattr(hf_attention, "scaling", q.shape[-1] ** -0.5)
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scaling
-    softcap = getattr(hf_attention, "attn_logit_softcapping", None)
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
+    if arithmetic.upcast_scores:
+        q, k = q.to(torch.float32), k.to(torch.float32)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * arithmetic.scaling
+    if arithmetic.softcap is not None:
+        scores = torch.tanh(scores / arithmetic.softcap) * arithmetic.softcap
     if mask is None:
         # No mask from the model (:func:`chunked_attention` asks Hugging Face for none): causal,
         # and the layer's sliding window (a key is hidden once it is `window` or more tokens
@@ -218,10 +231,10 @@ def _bridge_chunk(
         )
     masked_softmax = getattr(attention, "_masked_softmax", None)  # TransformerLens 4.x
     if masked_softmax is not None:
-        pattern = masked_softmax(scores, dtype=torch.float32).to(q.dtype)
+        pattern = masked_softmax(scores, dtype=arithmetic.softmax_dtype)
     else:
-        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    pattern = attention._scrub_compatibility_pattern_nans(pattern)
+        pattern = F.softmax(scores, dim=-1, dtype=arithmetic.softmax_dtype)
+    pattern = attention._scrub_compatibility_pattern_nans(pattern.to(v.dtype))
     if reader is not None:
         reader(lo, pattern.detach())
     return torch.matmul(pattern, v)
@@ -264,14 +277,152 @@ def _bridge_chunked_forward(
         from transformers.models.llama.modeling_llama import repeat_kv
 
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    arithmetic = _BridgeArithmetic(
+        scaling=getattr(hf_attention, "scaling", q.shape[-1] ** -0.5),
+        softcap=getattr(hf_attention, "attn_logit_softcapping", None),
+        softmax_dtype=torch.float32,
+    )
+    window = getattr(hf_attention, "sliding_window", None)
     chunk = query_chunk(batch, q.shape[1], pos)
-    chunk_fn = functools.partial(_bridge_chunk, attention, k, v, mask, reader)
+    chunk_fn = functools.partial(_bridge_chunk, attention, arithmetic, window, k, v, mask, reader)
     z = chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled())
     z = z.transpose(1, 2).reshape(batch, pos, -1)
     weight = getattr(getattr(attention.o, "original_component", None), "weight", None)
     if isinstance(weight, Tensor) and weight.dtype.is_floating_point and z.dtype != weight.dtype:
         z = z.to(weight.dtype)
     return attention.hook_out(attention.o(z)), None
+
+
+# --- TransformerBridge, joint QKV (GPT-2, GPT-NeoX) ------------------------------------------
+
+
+def _joint_bridge_classes() -> tuple[type, ...]:
+    classes = []
+    try:
+        from transformer_lens.model_bridge.generalized_components.joint_qkv_attention import (
+            JointQKVAttentionBridge,
+        )
+
+        classes.append(JointQKVAttentionBridge)
+        from transformer_lens.model_bridge.generalized_components.joint_qkv_position_embeddings_attention import (  # noqa: E501
+            JointQKVPositionEmbeddingsAttentionBridge,
+        )
+
+        classes.append(JointQKVPositionEmbeddingsAttentionBridge)
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+def _is_rotary_joint(attention: Any) -> bool:
+    return type(attention).__name__ == "JointQKVPositionEmbeddingsAttentionBridge"
+
+
+def joint_bridge_module_supports_chunking(attention: Any) -> bool:
+    """Whether :func:`chunked_attention` reproduces this joint-QKV TransformerBridge module.
+
+    TransformerLens' ``JointQKVAttentionBridge`` (GPT-2 and other fused-QKV models) and
+    ``JointQKVPositionEmbeddingsAttentionBridge`` (GPT-NeoX and Pythia: rotary, partial rotary
+    included) themselves, not subclasses (Bloom's ALiBi and others compute their own way),
+    causal self-attention whose q, k and v are projected from the block's input: not the split
+    q/k/v or attention-input forks, nor per-head results, which TransformerLens computes on a
+    separate path.
+    """
+    classes = _joint_bridge_classes()
+    if type(attention) not in classes:
+        return False
+    config = getattr(attention, "config", None)
+    return (
+        getattr(attention, "original_component", None) is not None
+        and getattr(attention, "is_causal", False)
+        and not getattr(attention, "is_cross_attention", True)
+        and all(
+            hasattr(attention, name)
+            for name in ("q", "k", "v", "hook_in", "hook_out", "hook_hidden_states")
+        )
+        and callable(getattr(attention, "_reshape_qkv_to_heads", None))
+        and not any(
+            getattr(config, flag, False)
+            for flag in ("use_split_qkv_input", "use_attn_in", "use_attn_result")
+        )
+        and (not _is_rotary_joint(attention) or hasattr(attention, "_apply_rotary_pos_emb"))
+    )
+
+
+def _cache_is_empty(attention: Any, kwargs: dict[str, Any]) -> bool:
+    """No KV cache in the call, or one that holds nothing yet for this layer (a forward pass
+    over a whole prompt): the queries are then every key's, and the chunks' masks hold."""
+    cache = kwargs.get("past_key_values")
+    cache = kwargs.get("layer_past") if cache is None else cache
+    if cache is None:
+        return True
+    layer = getattr(attention, "_layer_idx", None)
+    length = getattr(cache, "get_seq_length", None)
+    if layer is None or length is None:
+        return False
+    try:
+        return int(length(layer)) == 0
+    except (IndexError, KeyError, TypeError):
+        return False
+
+
+def _joint_chunked_forward(
+    attention: Any, original: Any, reader: PatternReader | None, *args: Any, **kwargs: Any
+) -> Any:
+    """The joint-QKV bridge's forward (``JointQKVAttentionBridge.forward`` and its
+    ``_reconstruct_attention``: same hook points, split projections, rotary, grouped keys,
+    scale and upcast), with the queries taken a chunk at a time."""
+    if "query_input" in kwargs:
+        hidden_states = kwargs["query_input"]
+    else:
+        hidden_states = kwargs.get("hidden_states", args[0] if args else None)
+    mask = kwargs.get("attention_mask")
+    embeddings = kwargs.get("position_embeddings")
+    rotary = _is_rotary_joint(attention)
+    if (
+        attention.training
+        or not isinstance(hidden_states, Tensor)
+        or hidden_states.ndim != 3
+        or not _cache_is_empty(attention, kwargs)
+        or kwargs.get("cycle_offset")
+        or (mask is not None and (mask.ndim != 4 or mask.shape[-2] != hidden_states.shape[1]))
+        or (rotary and not (isinstance(embeddings, tuple) and len(embeddings) == 2))
+        or _scores_or_pattern_hooked(attention)
+    ):
+        return original(*args, **kwargs)
+    config = attention.config
+    hidden_states = attention.hook_in(hidden_states)
+    heads = int(config.n_heads)
+    kv_heads = int(getattr(config, "n_key_value_heads", None) or heads)
+    q, k, v = attention.q(hidden_states), attention.k(hidden_states), attention.v(hidden_states)
+    q, k, v, batch, pos, head_dim = attention._reshape_qkv_to_heads(q, k, v, heads, kv_heads)
+    if rotary:
+        cos, sin = attention._apply_position_embedding_hooks(embeddings)
+        q, k = attention._apply_rotary_pos_emb(q, k, cos, sin)
+    # An empty cache (GPT-NeoX passes one on every call) is filled as the module's own forward
+    # fills it; the keys it hands back are these.
+    k, v = attention._update_kv_cache(k, v, **kwargs)
+    if kv_heads != heads:
+        k = k.repeat_interleave(heads // kv_heads, dim=1)
+        v = v.repeat_interleave(heads // kv_heads, dim=1)
+    scaling = head_dim**-0.5
+    layer = getattr(attention, "_layer_idx", None)
+    if (
+        not rotary
+        and getattr(config, "scale_attn_by_inverse_layer_idx", False)
+        and layer is not None
+    ):
+        scaling /= float(layer + 1)
+    arithmetic = _BridgeArithmetic(
+        scaling=scaling,
+        upcast_scores=not rotary and bool(getattr(attention, "_reorder_and_upcast_attn", False)),
+    )
+    chunk = query_chunk(batch, q.shape[1], pos)
+    chunk_fn = functools.partial(_bridge_chunk, attention, arithmetic, None, k, v, mask, reader)
+    z = chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled())
+    z = attention._reshape_attn_output(z, batch, pos, heads, head_dim)
+    out = attention._apply_output_projection(z)
+    return attention.hook_out(attention.hook_hidden_states(out)), None
 
 
 # --- HookedTransformer ------------------------------------------------------------------------
@@ -417,6 +568,18 @@ def _no_hugging_face_masks(model: TransformerLensModel, *, every: bool) -> Itera
         config._attn_implementation = previous
 
 
+def _hooked_forward_for(attention: Any) -> Callable[..., Any] | None:
+    return _hooked_chunked_forward if hooked_module_supports_chunking(attention) else None
+
+
+def _bridge_forward_for(attention: Any) -> Callable[..., Any] | None:
+    if bridge_module_supports_chunking(attention):
+        return _bridge_chunked_forward
+    if joint_bridge_module_supports_chunking(attention):
+        return _joint_chunked_forward
+    return None
+
+
 @contextlib.contextmanager
 def chunked_attention(
     model: TransformerLensModel, read_patterns: Callable[[int, int, Tensor], None] | None = None
@@ -424,8 +587,8 @@ def chunked_attention(
     """Runs a model's attention without keeping (or forming whole) any T x T tensor.
 
     Each supported attention module (:func:`bridge_module_supports_chunking`,
-    :func:`hooked_module_supports_chunking`) runs the fused SDPA kernel where that is exact
-    and the query-chunked path otherwise. Yields the number of modules switched; every
+    :func:`joint_bridge_module_supports_chunking`, :func:`hooked_module_supports_chunking`)
+    runs the fused SDPA kernel where that is exact and the query-chunked path otherwise. Yields the number of modules switched; every
     module's own ``forward`` is restored on exit, also after an error.
 
     Args:
@@ -439,10 +602,10 @@ def chunked_attention(
 
     hooked = hooked_transformer_class()
     if hooked is not None and isinstance(model, hooked):
-        supports, chunked_forward = hooked_module_supports_chunking, _hooked_chunked_forward
+        forward_for = _hooked_forward_for
         fusable, fused, check = module_supports_fusion, _fused_forward, AllOnesMaskCheck()
     elif is_bridge(model):
-        supports, chunked_forward = bridge_module_supports_chunking, _bridge_chunked_forward
+        forward_for = _bridge_forward_for
         fusable, fused = bridge_module_supports_fusion, _bridge_fused_forward
         check = CausalMaskCheck()
     else:
@@ -452,7 +615,8 @@ def chunked_attention(
     try:
         for layer, block in enumerate(getattr(model, "blocks", [])):
             attention = block.attn
-            if not supports(attention) or "forward" in attention.__dict__:
+            chunked_forward = forward_for(attention)
+            if chunked_forward is None or "forward" in attention.__dict__:
                 continue
             # The fused kernel where it is exact; where a call is not, the chunked path.
             reader = None if read_patterns is None else functools.partial(read_patterns, layer)

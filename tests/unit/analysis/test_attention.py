@@ -109,7 +109,9 @@ def test_score_share_and_masked_results():
 # Long prompts: key importance without a T x T pattern --------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral", "gemma2", "gemma3", "qwen3"])
+@pytest.mark.parametrize(
+    "family", ["llama", "mistral", "gemma2", "gemma3", "qwen3", "gpt2", "neox"]
+)
 def test_streamed_key_importance_equals_the_whole_patterns(tmp_path, monkeypatch, family):
     import tlscopes as ts
     from tests import helpers
@@ -149,11 +151,18 @@ def test_streamed_key_importance_equals_the_whole_patterns(tmp_path, monkeypatch
 
 
 def test_streamed_key_importance_refuses_what_it_cannot_chunk(tmp_path):
-    import tlscopes as ts
-    from tests import helpers
-    from tlscopes.analysis.attention import sink_heads, streamed_key_importance
+    from transformers import BloomConfig, BloomForCausalLM
 
-    helpers.save_hf_family("gpt2", str(tmp_path))
+    import tlscopes as ts
+    from tlscopes.analysis.attention import sink_heads, streamed_key_importance
+    from tlscopes.testing.toy import build_tokenizer
+
+    # Bloom's ALiBi attention is one the chunked path does not reproduce.
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = BloomConfig(vocab_size=len(tokenizer), hidden_size=16, n_layer=2, n_head=2)
+    BloomForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
     model = ts.load_model(str(tmp_path), kind="bridge", dtype=torch.float64)
     with pytest.raises(ValueError, match="not chunked in 2 of 2 layers; use key_importance"):
         streamed_key_importance(model, torch.tensor([0, 8, 13, 6]))

@@ -98,7 +98,9 @@ def chunks_expected(model) -> bool:
     """Whether some attention layer takes the chunked path (not the fused kernel) here."""
     if is_bridge(model):
         return any(
-            chunked_attention.bridge_module_supports_chunking(block.attn) for block in model.blocks
+            chunked_attention.bridge_module_supports_chunking(block.attn)
+            or chunked_attention.joint_bridge_module_supports_chunking(block.attn)
+            for block in model.blocks
         )
     return any(
         chunked_attention.hooked_module_supports_chunking(block.attn)
@@ -370,7 +372,7 @@ def test_a_forward_pass_alone_runs_chunked_and_equals_the_plain_one(
     assert attached_hooks(model) == 0 and patched_forwards(model) == 0
 
 
-@pytest.mark.parametrize("family", ["gemma3", "llama"])
+@pytest.mark.parametrize("family", ["gemma3", "llama", "neox"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_generation_with_checkpointing_equals_the_plain_path(loaded, small_chunks, family, kind):
     model = loaded(family, kind)

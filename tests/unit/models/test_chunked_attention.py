@@ -20,6 +20,7 @@ from tlscopes.models.chunked_attention import (
     bridge_module_supports_chunking,
     chunked,
     hooked_module_supports_chunking,
+    joint_bridge_module_supports_chunking,
     key_span,
     query_chunk,
 )
@@ -29,13 +30,6 @@ FAMILIES = sorted(helpers.HF_FAMILIES)
 KINDS = ["bridge", "hooked"] if HAS_HOOKED else ["bridge"]
 CASES = [(family, kind) for family in FAMILIES for kind in KINDS]
 TOKENS = torch.tensor([[0, 8, 13, 6, 9, 17, 30, 12, 22, 5], [0, 23, 7, 41, 15, 11, 27, 19, 3, 36]])
-# Which layers take the chunked path, per family and kind (the rest keep their own forward).
-# Bridge: every rotary attention of TransformerLens' PositionEmbeddingsAttentionBridge; GPT-2
-# and GPT-NeoX use the joint-QKV bridge. Hooked: TransformerLens' own attention classes.
-CHUNKED = {
-    ("gpt2", "bridge"): False,
-    ("neox", "bridge"): False,
-}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +48,9 @@ def loaded(tmp_path_factory):
 
 def supports(model, attention):
     if is_bridge(model):
-        return bridge_module_supports_chunking(attention)
+        return bridge_module_supports_chunking(attention) or joint_bridge_module_supports_chunking(
+            attention
+        )
     return hooked_module_supports_chunking(attention)
 
 
@@ -76,13 +72,24 @@ def embedding_gradient(model, tokens):
 @pytest.mark.parametrize(("family", "kind"), CASES)
 def test_chunked_attention_equals_the_models_own(loaded, monkeypatch, family, kind):
     model = loaded(family, kind)
-    expected_chunked = CHUNKED.get((family, kind), True)
-    assert all(supports(model, block.attn) == expected_chunked for block in model.blocks)
+    # Every family's attention takes the chunked path: the bridge's rotary and joint-QKV
+    # modules and TransformerLens' own attention classes.
+    assert all(supports(model, block.attn) for block in model.blocks)
     monkeypatch.setattr(chunked_attention, "CHUNK_SCORE_ELEMENTS", 150)
     logits, grad = embedding_gradient(model, TOKENS)
+    chunks = []
+    for name in ("_bridge_chunk", "_hooked_chunk"):
+        original = getattr(chunked_attention, name)
+        monkeypatch.setattr(
+            chunked_attention,
+            name,
+            lambda *a, original=original, **k: chunks.append(a[-1]) or original(*a, **k),
+        )
     with chunked_attention.chunked_attention(model) as switched:
-        assert switched == (model.cfg.n_layers if expected_chunked else 0)
+        assert switched == model.cfg.n_layers
         chunked_logits, chunked_grad = embedding_gradient(model, TOKENS)
+    if is_bridge(model):  # float64: every bridge layer runs its chunks (no fused kernel)
+        assert len(chunks) >= 2 * model.cfg.n_layers and set(chunks) >= {0, 1}
     scale = logits.abs().max()
     assert float((chunked_logits - logits).abs().max() / scale) <= 1e-12
     assert float((chunked_grad - grad).abs().max() / grad.abs().max()) <= 1e-12
@@ -196,3 +203,39 @@ def test_hugging_face_builds_no_t_by_t_mask_where_each_layer_knows_its_window(
     # Gemma's layers carry their windows: no mask. Mistral's window lives only in the mask.
     assert all((mask is not None) == builds_masks for mask in masks)
     assert config._attn_implementation == before
+
+
+# GPT-2's two attention options: scores divided by (layer + 1), and q k^T taken in float32
+# (the softmax then runs in float32 and is cast back), which holds even a float64 model to
+# float32 rounding wherever the chunks' matmuls differ in shape from the whole one.
+GPT2_OPTIONS = [
+    ({"scale_attn_by_inverse_layer_idx": True}, torch.float64, 1e-12),
+    ({"reorder_and_upcast_attn": True}, torch.float64, 1e-6),
+    (
+        {"scale_attn_by_inverse_layer_idx": True, "reorder_and_upcast_attn": True},
+        torch.float32,
+        1e-5,
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "dtype", "tolerance"), GPT2_OPTIONS)
+def test_gpt2s_attention_options_are_reproduced(tmp_path, monkeypatch, options, dtype, tolerance):
+    helpers.save_hf_family("gpt2", str(tmp_path / "options"), **options)
+    helpers.save_hf_family("gpt2", str(tmp_path / "plain"))
+    model = ts.load_model(str(tmp_path / "options"), kind="bridge", dtype=dtype)
+    plain = ts.load_model(str(tmp_path / "plain"), kind="bridge", dtype=dtype)
+    upcast = options.get("reorder_and_upcast_attn", False)
+    assert all(block.attn._reorder_and_upcast_attn == upcast for block in model.blocks)
+    assert model.cfg.scale_attn_by_inverse_layer_idx == options.get(
+        "scale_attn_by_inverse_layer_idx", False
+    )
+    monkeypatch.setattr(chunked_attention, "CHUNK_SCORE_ELEMENTS", 150)
+    logits, grad = embedding_gradient(model, TOKENS)
+    with chunked_attention.chunked_attention(model) as switched:
+        assert switched == model.cfg.n_layers
+        chunked_logits, chunked_grad = embedding_gradient(model, TOKENS)
+    assert float((chunked_logits - logits).abs().max() / logits.abs().max()) <= tolerance
+    assert float((chunked_grad - grad).abs().max() / grad.abs().max()) <= tolerance
+    if not upcast:  # the layer scale changes the logits (the same weights without it differ)
+        assert float((embedding_gradient(plain, TOKENS)[0] - logits).abs().max()) > 1e-3
