@@ -50,8 +50,13 @@ from tlscopes.protocols import TransformerLensModel
 
 # Called with a chunk's first query position and its pattern [batch, head_index, chunk, key_pos].
 PatternReader = Callable[[int, Tensor], None]
-# Score elements (batch x head x query x key) one chunk may form: 2^24 is 64 MiB in float32.
+# Score elements (batch x head x query x key) one chunk may form at most: 2^24 is 64 MiB in
+# float32. Below that a chunk forms CHUNK_SCORES_PER_KEY of them per key and prompt (its queries
+# times heads), so that the few score-sized tensors a chunk holds in its backward pass grow with
+# the prompt like every other buffer, instead of adding a fixed ~0.5 GiB that dominates the
+# memory of prompts of a few thousand tokens.
 CHUNK_SCORE_ELEMENTS = 2**24
+CHUNK_SCORES_PER_KEY = 1024
 _BRIDGE_FLAGS = (
     "use_split_qkv_input",
     "use_attn_in",
@@ -64,10 +69,14 @@ _BRIDGE_FLAGS = (
 
 
 def query_chunk(batch: int, heads: int, n_keys: int, elements: int | None = None) -> int:
-    """Queries per chunk so that one chunk's scores hold about `elements` numbers (None:
-    ``CHUNK_SCORE_ELEMENTS``), at least 1."""
-    elements = CHUNK_SCORE_ELEMENTS if elements is None else elements
-    return max(1, elements // max(1, batch * heads * n_keys))
+    """Queries per chunk so that one chunk's scores hold about `elements` numbers, at least 1.
+
+    None: ``CHUNK_SCORES_PER_KEY`` per key and prompt (``CHUNK_SCORES_PER_KEY / heads``
+    queries), at most ``CHUNK_SCORE_ELEMENTS``."""
+    keys = max(1, batch * n_keys)
+    if elements is None:
+        elements = min(CHUNK_SCORE_ELEMENTS, CHUNK_SCORES_PER_KEY * keys)
+    return max(1, elements // max(1, heads * keys))
 
 
 def chunked(

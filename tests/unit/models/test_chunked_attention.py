@@ -138,6 +138,9 @@ def test_chunks_cover_every_query_once():
     assert seen == [(0, 4), (4, 4), (8, 2)]
     torch.testing.assert_close(out, q * 2)
     assert query_chunk(1, 4, 1000, elements=8000) == 2 and query_chunk(8, 8, 10**6) == 1
+    # By default 1,024 scores per key (256 queries of 4 heads), at most 2^24 in all.
+    assert query_chunk(1, 4, 4096) == 256 and query_chunk(2, 8, 1024) == 128
+    assert query_chunk(1, 4, 32768) == 128 and query_chunk(1, 4, 16384) == 256
 
 
 def test_a_chunk_reads_only_the_keys_its_queries_can_see():
