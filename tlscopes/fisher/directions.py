@@ -155,10 +155,13 @@ def fisher_directions(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> 
     each at least once: it would miss a wanted eigenvector only if that start block were
     orthogonal to it. Inside a near-degenerate cluster only the Rayleigh quotient and the
     cluster's subspace are defined. Where the certificate cannot be met (a flat p, a cluster)
-    F is formed instead, with the accuracy and the cost of `fisher_directions_exact`. Signs follow
+    F is formed instead (a block of W_U's columns at a time, so W_U is not copied), with the
+    accuracy and the cost of `fisher_directions_exact`. Signs follow
     `fisher_directions_exact` (largest-magnitude entry positive). Costs one streaming pass
     over W_U's tail columns for most real next-token distributions; W_U is read in its own
-    memory order and never copied (scripts/benchmark_fisher.py measures it).
+    memory order and never copied (scripts/benchmark_fisher.py measures it). W_U and probs are
+    read as constants: no gradient flows through the directions, and a W_U that requires grad
+    records no graph.
 
     Args:
         W_U: unembedding in TransformerLens orientation [d_model, d_vocab].
@@ -174,4 +177,5 @@ def fisher_directions(W_U: Unembedding, probs: Probabilities, rank: int = 1) -> 
             non-finite W_U columns where probs > 0.
     """
     _check(W_U, probs, rank)
+    W_U, probs = W_U.detach(), probs.detach()
     return _fisher_directions_fast(W_U, probs, rank, _tolerance(W_U.dtype))

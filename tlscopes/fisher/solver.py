@@ -41,6 +41,8 @@ _HEAVY_TAIL = 0.1
 # Extra Ritz vectors carried beyond `rank`, and pseudo-random guard vectors in every start.
 _OVERSAMPLE = 4
 _MAX_PASSES = 6
+# Columns of W_U per product in the dense fallback (8,192 x 640 float32: 20 MiB).
+_FALLBACK_COLUMNS = 8192
 # The deep tail's share of F may reach this fraction of tolerance * lambda_1.
 _DEEP_TAIL = 0.25
 # How closely the head's own eigenvectors are found before the first pass (relative).
@@ -315,10 +317,21 @@ def _fisher_directions_fast(W_U: Tensor, probs: Tensor, rank: int, tolerance: fl
             return _finish(*result, W_U.dtype)
     # As slow as the reference, and as accurate: reached for a tail too heavy for the split
     # (a flat p) or a spectrum the certificate cannot resolve within _MAX_PASSES passes.
-    second_moment = (W * p) @ W.T / total
+    second_moment = _second_moment(W, p) / total
     w_bar = ((W @ p) / total).to(W.dtype)
     values, vectors = torch.linalg.eigh(second_moment - torch.outer(w_bar, w_bar))
     return _finish(values.flip(0)[:rank], vectors.flip(1)[:, :rank], W_U.dtype)
+
+
+def _second_moment(W: Tensor, p: Tensor) -> Tensor:
+    """W diag(p) W^T in W's dtype, _FALLBACK_COLUMNS columns at a time (summed in float64), so
+    no copy of W is made: the whole (W * p) was 671 MB at Gemma-3's shape, whatever the
+    prompt's length."""
+    total = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64, device=W.device)
+    for start in range(0, W.shape[1], _FALLBACK_COLUMNS):
+        part = W[:, start : start + _FALLBACK_COLUMNS]
+        total += ((part * p[start : start + _FALLBACK_COLUMNS]) @ part.T).double()
+    return total.to(W.dtype)
 
 
 def _normalised(probs: Tensor, dtype: torch.dtype) -> tuple[Tensor, float]:

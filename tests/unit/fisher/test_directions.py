@@ -259,9 +259,21 @@ def test_column_norms_follow_in_place_changes(small_head) -> None:
     assert_guarantee(W_U, probs, 1)
 
 
-def test_fallback_to_the_formed_matrix_is_exact(monkeypatch) -> None:
+@pytest.mark.parametrize("columns", [8192, 7], ids=["one block", "blocks of 7 columns"])
+def test_fallback_to_the_formed_matrix_is_exact(monkeypatch, columns) -> None:
+    # The formed matrix is summed a block of columns at a time (no copy of W_U); any block size
+    # gives the reference's answer.
     monkeypatch.setattr(fisher_solver, "_block_krylov", lambda *args: None)
+    monkeypatch.setattr(fisher_solver, "_FALLBACK_COLUMNS", columns)
     assert_matches_exact(build_unembedding(), build_probs(temperature=FLAT), 3)
+
+
+def test_an_unembedding_that_requires_grad_records_no_graph() -> None:
+    W_U = build_unembedding().requires_grad_(True)
+    for temperature in (PEAKED, FLAT):
+        values, vectors = fisher_directions(W_U, build_probs(temperature=temperature), 2)
+        assert not values.requires_grad and not vectors.requires_grad
+        assert values.grad_fn is None and vectors.grad_fn is None
 
 
 def test_rank_up_to_d_model() -> None:
