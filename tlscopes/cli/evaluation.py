@@ -56,8 +56,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="merge the per-rank files of a sharded run in DIR (RANK/WORLD_SIZE set by torchrun "
-        "or accelerate) into per_passage.csv, and print its table; loads no model. Refused "
-        "while a shard lacks passages (they are named) unless --allow-partial",
+        "or accelerate) into per_passage.csv, and write and print its summary (aopc.csv); loads "
+        "no model. Refused while a shard lacks passages (they are named) unless --allow-partial",
     )
     parser.add_argument(
         "--allow-partial",
@@ -230,8 +230,9 @@ def _merge(directory: Path, allow_partial: bool) -> int:
         read_finished,
         read_json,
     )
+    from tlscopes.evaluation.runner import write_summaries
     from tlscopes.evaluation.sharding import describe_missing, merge_shards
-    from tlscopes.evaluation.summaries import format_table, summarize
+    from tlscopes.evaluation.summaries import format_table
 
     try:
         missing = merge_shards(directory, allow_partial=allow_partial)
@@ -244,7 +245,9 @@ def _merge(directory: Path, allow_partial: bool) -> int:
     print(f"merged {directory / PER_PASSAGE}")
     if missing:
         print(f"partial merge (recorded in run.json): {describe_missing(missing)}")
-    print(format_table(summarize(frame, fractions)))
+    # Ranks write no summary: without this, an aopc.csv from before the run was sharded (a
+    # one-process start, resumed on several) would be left describing fewer passages.
+    print(format_table(write_summaries(directory, frame, fractions)))
     return 0
 
 

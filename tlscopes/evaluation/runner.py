@@ -366,10 +366,19 @@ def _write_summary(
     failed write there is a warning) and returns the per-passage rows."""
     rows = _read_per_passage(path, header, warn=False)
     frame = pd.DataFrame(columns=header) if rows is None else rows.frame
-    _write_if_changed(output / SUMMARY, summarize(frame, fractions))
+    write_summaries(output, frame, fractions)
+    return frame
+
+
+def write_summaries(output: Path, frame: pd.DataFrame, fractions: Sequence[float]) -> pd.DataFrame:
+    """Writes `frame`'s aopc.csv (and, where its rows name the top-1 prediction,
+    aopc_target_aligned.csv) into `output` if it changed; returns the summary. The ranks of a
+    sharded run write none; whoever merges them writes the whole run's."""
+    summary = summarize(frame, fractions)
+    _write_if_changed(output / SUMMARY, summary)
     if "prediction_id" in frame.columns:
         _write_if_changed(output / ALIGNED_SUMMARY, summarize(target_aligned(frame), fractions))
-    return frame
+    return summary
 
 
 def _write_if_changed(target: Path, summary: pd.DataFrame) -> None:

@@ -108,7 +108,8 @@ def test_shards_resume_and_merge_without_torch_distributed(one_process, tmp_path
 
     args = cli.build_parser().parse_args(["evaluate", "--merge", str(tmp_path)])
     assert cli.commands()["evaluate"].run(args) == 0  # tlscopes evaluate --merge DIR
-    for name in (PER_PASSAGE, SKIPPED):
+    # The summary too: the ranks write none, and the merge writes the whole run's.
+    for name in (PER_PASSAGE, SKIPPED, SUMMARY):
         assert (tmp_path / name).read_text() == (one_process / name).read_text(), name
     merge_shards(tmp_path)  # nothing left to merge: unchanged
     assert (tmp_path / PER_PASSAGE).read_text() == (one_process / PER_PASSAGE).read_text()
