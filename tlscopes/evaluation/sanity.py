@@ -461,8 +461,10 @@ def summarize_sanity(per_passage: pd.DataFrame, *, n_resamples: int = 2000) -> p
     order = {name: i for i, name in enumerate(dict.fromkeys(per_passage["method"]))}
     frame = pd.DataFrame(records)
     frame["_order"] = frame["method"].map(order)
-    frame = frame.sort_values(["task", "mode", "_order", "n_blocks", "blocks"], kind="stable")
-    return frame.drop(columns="_order").reset_index(drop=True)
+    # Blocks in numeric order ("2" before "10"): each block alone, or a cascade's range.
+    frame["_first"] = frame["blocks"].astype(str).str.split("-").str[0].astype(int)
+    frame = frame.sort_values(["task", "mode", "_order", "n_blocks", "_first"], kind="stable")
+    return frame.drop(columns=["_order", "_first"]).reset_index(drop=True)
 
 
 @dataclass(frozen=True)

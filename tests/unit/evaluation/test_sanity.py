@@ -211,6 +211,21 @@ def test_run_sanity_resumes_and_refuses_other_settings(tmp_path):
         )
 
 
+def test_blocks_are_summarised_and_drawn_in_numeric_order():
+    import pandas as pd
+
+    row = dict(task="lambada", method="fisher", mode="independent", n_blocks=1, n_context=5)
+    values = dict(spearman=0.5, jaccard=0.5, logit_spearman=0.5, target_logp_change=0.0)
+    rows = [
+        {**row, **values, "passage": 0, "text_sha": "x", "blocks": str(block), "top1_same": 1}
+        for block in (10, 2, 0, 11, 1)
+    ]
+    summary = sanity.summarize_sanity(pd.DataFrame(rows))
+    assert summary["blocks"].tolist() == ["0", "1", "2", "10", "11"]
+    (line, _) = sanity.plot_sanity(summary).axes[0].get_lines()
+    assert list(line.get_xdata()) == [0, 1, 2, 10, 11]
+
+
 def test_plot_has_one_line_per_method():
     model = helpers.build_bridge()
     rows = sanity.sanity_rows(model, PROMPT, ["fisher", "random"])
