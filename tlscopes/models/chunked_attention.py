@@ -4,8 +4,8 @@ A TransformerBridge's rotary attention (``PositionEmbeddingsAttentionBridge``: L
 Qwen2, Qwen3, Gemma 2, Gemma 3), its joint-QKV attention (``JointQKVAttentionBridge`` and
 ``JointQKVPositionEmbeddingsAttentionBridge``: GPT-2, GPT-NeoX, Pythia) and a
 HookedTransformer's ``Attention`` and ``GroupedQueryAttention`` compute [batch, head, query,
-key] scores, a mask, a softmax and pattern @ v. At 8,192 tokens one such tensor of Gemma-3-270M is 1 GiB in float32, and the
-explicit path keeps several for the backward pass.
+key] scores, a mask, a softmax and pattern @ v. At 8,192 tokens one such tensor of
+Gemma-3-270M is 1 GiB in float32, and the explicit path keeps several for the backward pass.
 
 :func:`chunked_attention` swaps each supported module's ``forward``, for the duration of a
 ``with`` block, for one that computes the same q, k and v (same hook points, norms, rotary,
@@ -597,8 +597,9 @@ def chunked_attention(
 
     Each supported attention module (:func:`bridge_module_supports_chunking`,
     :func:`joint_bridge_module_supports_chunking`, :func:`hooked_module_supports_chunking`)
-    runs the fused SDPA kernel where that is exact and the query-chunked path otherwise. Yields the number of modules switched; every
-    module's own ``forward`` is restored on exit, also after an error.
+    runs the fused SDPA kernel where that is exact and the query-chunked path otherwise.
+    Yields the number of modules switched; every module's own ``forward`` is restored on exit,
+    also after an error.
 
     Args:
         read_patterns: called as ``read_patterns(layer, first_query, pattern)`` with each
