@@ -80,15 +80,26 @@ def query_chunk(batch: int, heads: int, n_keys: int, elements: int | None = None
 
 
 def chunked(
-    chunk_fn: Callable[[Tensor, int], Tensor], q: Tensor, chunk: int, *, recompute: bool = True
+    chunk_fn: Callable[..., Tensor],
+    q: Tensor,
+    chunk: int,
+    *inputs: Tensor | None,
+    recompute: bool = True,
 ) -> Tensor:
-    """``cat([chunk_fn(q[:, :, lo:hi], lo) for each chunk], dim=2)``, each under a checkpoint.
+    """``cat([chunk_fn(q[:, :, lo:hi], lo, *inputs) for each chunk], dim=2)``, each under a
+    checkpoint.
 
     Args:
-        chunk_fn: maps queries [batch, head_index, chunk, d_head] and the chunk's first query
-            position to its output [batch, head_index, chunk, d_head]; it reads k and v itself.
+        chunk_fn: maps queries [batch, head_index, chunk, d_head], the chunk's first query
+            position and `inputs` to its output [batch, head_index, chunk, d_head].
         q: all queries [batch, head_index, pos, d_head].
         chunk: queries per chunk.
+        inputs: the other tensors a chunk reads (keys, values, a mask). They are handed to
+            each checkpoint as inputs, never captured in `chunk_fn`: a checkpoint saves its
+            inputs like any saved tensor, so inside a block's own checkpoint they are dropped
+            after the forward pass and recomputed with the block; what its function captures it
+            keeps until the backward pass reaches it, which kept every layer's keys and values
+            alive at once.
         recompute: checkpoint each chunk (its pattern is recomputed in the backward pass)
             rather than keeping it; off when no graph is recorded.
     """
@@ -97,9 +108,9 @@ def chunked(
     for lo in range(0, n_queries, chunk):
         part = q[:, :, lo : lo + chunk]
         if recompute:
-            parts.append(checkpoint(chunk_fn, part, lo, use_reentrant=False))
+            parts.append(checkpoint(chunk_fn, part, lo, *inputs, use_reentrant=False))
         else:
-            parts.append(chunk_fn(part, lo))
+            parts.append(chunk_fn(part, lo, *inputs))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
@@ -202,12 +213,12 @@ def _bridge_chunk(
     attention: Any,
     arithmetic: _BridgeArithmetic,
     window: int | None,
-    k: Tensor,
-    v: Tensor,
-    mask: Tensor | None,
     reader: PatternReader | None,
     q: Tensor,
     lo: int,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
 ) -> Tensor:
     """One query chunk of a bridge's explicit attention, in its own order of operations."""
     n_queries = q.shape[-2]
@@ -293,8 +304,8 @@ def _bridge_chunked_forward(
     )
     window = getattr(hf_attention, "sliding_window", None)
     chunk = query_chunk(batch, q.shape[1], pos)
-    chunk_fn = functools.partial(_bridge_chunk, attention, arithmetic, window, k, v, mask, reader)
-    z = chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled())
+    chunk_fn = functools.partial(_bridge_chunk, attention, arithmetic, window, reader)
+    z = chunked(chunk_fn, q, chunk, k, v, mask, recompute=torch.is_grad_enabled())
     z = z.transpose(1, 2).reshape(batch, pos, -1)
     weight = getattr(getattr(attention.o, "original_component", None), "weight", None)
     if isinstance(weight, Tensor) and weight.dtype.is_floating_point and z.dtype != weight.dtype:
@@ -427,8 +438,8 @@ def _joint_chunked_forward(
         upcast_scores=not rotary and bool(getattr(attention, "_reorder_and_upcast_attn", False)),
     )
     chunk = query_chunk(batch, q.shape[1], pos)
-    chunk_fn = functools.partial(_bridge_chunk, attention, arithmetic, None, k, v, mask, reader)
-    z = chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled())
+    chunk_fn = functools.partial(_bridge_chunk, attention, arithmetic, None, reader)
+    z = chunked(chunk_fn, q, chunk, k, v, mask, recompute=torch.is_grad_enabled())
     z = attention._reshape_attn_output(z, batch, pos, heads, head_dim)
     out = attention._apply_output_projection(z)
     return attention.hook_out(attention.hook_hidden_states(out)), None
@@ -465,7 +476,7 @@ def hooked_module_supports_chunking(attention: Any) -> bool:
 
 
 def _hooked_chunk(
-    attention: Any, k: Tensor, v: Tensor, reader: PatternReader | None, q: Tensor, lo: int
+    attention: Any, reader: PatternReader | None, q: Tensor, lo: int, k: Tensor, v: Tensor
 ) -> Tensor:
     """One query chunk of TransformerLens' explicit attention ([batch, head, chunk, d_head])."""
     cfg = attention.cfg
@@ -524,8 +535,9 @@ def _hooked_chunked_forward(
     if q.device != k.device:
         k, v = k.to(q.device), v.to(q.device)
     chunk = query_chunk(q.shape[0], q.shape[1], k.shape[2])
-    chunk_fn = functools.partial(_hooked_chunk, attention, k, v, reader)
-    return hooked_output(attention, chunked(chunk_fn, q, chunk, recompute=torch.is_grad_enabled()))
+    chunk_fn = functools.partial(_hooked_chunk, attention, reader)
+    z = chunked(chunk_fn, q, chunk, k, v, recompute=torch.is_grad_enabled())
+    return hooked_output(attention, z)
 
 
 def fused_attention_applies(model: TransformerLensModel, attention: Any) -> bool:

@@ -12,8 +12,12 @@ position p of a prompt equals explaining the last position of its first p + 1 to
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import tlscopes as ts
 from tests import helpers
@@ -211,6 +215,43 @@ def test_blocks_are_recomputed_in_the_backward_pass(loaded, monkeypatch, kind):
     ts.attribute(model, TOKENS, ts.SemanticScope(21), checkpoint=True)
     # Once per block in the forward pass, once more when the backward pass recomputes it.
     assert plain == model.cfg.n_layers and len(calls) == 2 * model.cfg.n_layers
+    assert patched_forwards(model) == 0
+
+
+@pytest.mark.parametrize(("family", "kind"), [(f, k) for f in ("gemma3", "gpt2") for k in KINDS])
+def test_a_checkpointed_forward_keeps_no_layers_queries_keys_or_values(
+    loaded, small_chunks, family, kind
+):
+    """Between the forward and the backward pass a checkpointed block keeps its input and
+    nothing of its attention. Keys and values captured by the chunk function (rather than
+    handed to the chunks' checkpoints as inputs) stayed alive for every layer at once."""
+    model = loaded(family, kind)
+    d_head, n_tokens = model.cfg.d_head, TOKENS.shape[1]
+    made = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else [out]:
+                if (
+                    isinstance(tensor, torch.Tensor)
+                    and tensor.ndim == 4
+                    and tensor.shape[-1] == d_head
+                    and n_tokens in tensor.shape[1:3]
+                ):
+                    made.append(weakref.ref(tensor))
+            return out
+
+    leaf = torch.randn(*TOKENS.shape, model.cfg.d_model, dtype=model.cfg.dtype)
+    leaf.requires_grad_(True)
+    with checkpointing.checkpointed_blocks(model), Record():
+        with model.hooks(fwd_hooks=[("hook_embed", lambda tensor, hook: leaf)]):
+            logits = model(TOKENS)
+    gc.collect()
+    # GPT-2's HookedTransformer attention runs the fused kernel; the others run chunks.
+    assert bool(small_chunks) == chunks_expected(model) and len(made) >= model.cfg.n_layers
+    assert logits.grad_fn is not None
+    assert sum(ref() is not None for ref in made) == 0
     assert patched_forwards(model) == 0
 
 

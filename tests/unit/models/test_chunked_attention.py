@@ -9,6 +9,8 @@ own forward; every forward is restored on exit, also after an error.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -80,11 +82,12 @@ def test_chunked_attention_equals_the_models_own(loaded, monkeypatch, family, ki
     chunks = []
     for name in ("_bridge_chunk", "_hooked_chunk"):
         original = getattr(chunked_attention, name)
-        monkeypatch.setattr(
-            chunked_attention,
-            name,
-            lambda *a, original=original, **k: chunks.append(a[-1]) or original(*a, **k),
-        )
+
+        def counted(*a, original=original, **k):
+            chunks.append(inspect.signature(original).bind(*a, **k).arguments["lo"])
+            return original(*a, **k)
+
+        monkeypatch.setattr(chunked_attention, name, counted)
     with chunked_attention.chunked_attention(model) as switched:
         assert switched == model.cfg.n_layers
         chunked_logits, chunked_grad = embedding_gradient(model, TOKENS)
