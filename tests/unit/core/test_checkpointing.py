@@ -13,6 +13,7 @@ position p of a prompt equals explaining the last position of its first p + 1 to
 from __future__ import annotations
 
 import gc
+import platform
 import weakref
 
 import pytest
@@ -328,6 +329,25 @@ def test_progress_counts_every_block_run_and_recomputed(loaded, recorded_bars, k
         ("forward", n_layers, n_layers),
         ("backward (3 passes)", 3 * n_layers, 3 * n_layers),
     ]
+
+
+def test_the_free_heap_is_handed_back_after_every_block_run_and_recomputed(loaded, monkeypatch):
+    model = loaded("gemma3", "bridge")
+    trims = []
+    monkeypatch.setattr(checkpointing, "_malloc_trim", lambda: trims.append)
+    ts.attribute(model, TOKENS, ts.FisherScope(rank=3), checkpoint=True, directions_per_pass=1)
+    # Once per block in the forward pass and once per block in each of the 3 backward passes.
+    assert trims == [0] * (4 * model.cfg.n_layers)
+    trims.clear()
+    ts.attribute(model, TOKENS, ts.FisherScope(rank=3), checkpoint=False)
+    assert trims == []
+
+
+def test_the_heap_release_is_glibcs_malloc_trim_or_nothing():
+    trim = checkpointing._malloc_trim()
+    if platform.libc_ver()[0] == "glibc":
+        assert trim is not None and trim(0) in (0, 1)
+    checkpointing.release_free_heap()  # a no-op where the C library has no malloc_trim
 
 
 def test_progress_counts_only_the_blocks_an_internal_direction_depends_on(loaded, recorded_bars):
