@@ -6,7 +6,7 @@ Reads the rows that ``scripts/benchmark_long_context.py`` writes, either its ``-
 its printed table (``model | tokens | method | time (s) | peak (GiB) | ...``). Each input is
 given as ``PATH=CONDITION``. A run killed at the memory limit is drawn at that limit with a
 cross; rows with other errors are left out. The default inputs are the
-measurements committed under ``results/bench/`` on 2026-12-07.
+measurements committed under ``results/bench/`` on 2026-12-07 and 2026-12-08.
 
     python scripts/plot_long_context.py                                  # the docs' figure
     python scripts/plot_long_context.py rows.json=quiet --out curve.png
@@ -37,6 +37,7 @@ DEFAULT_INPUTS = (
     f"{BENCH}/long_context_gemma_16k_2026-12-07.json=Semantic + Fisher + Temperature",
     f"{BENCH}/long_context_gemma_32k_2026-12-07.json=Semantic",
     f"{BENCH}/long_context_gemma_32k_fisher_temperature_2026-12-07.json=Fisher + Temperature",
+    f"{BENCH}/long_context_gemma_keys_fix_2026-12-08.json=all three, keys fix (2026-12-08)",
 )
 # The issue's targets: (model, tokens, GiB).
 TARGETS = (("smollm2-135m", 8192, 3.0), ("gemma3-270m", 16384, 6.0), ("gemma3-270m", 32768, 8.0))
