@@ -84,7 +84,7 @@ def chunked(
     q: Tensor,
     chunk: int,
     *inputs: Tensor | None,
-    recompute: bool = True,
+    recompute: bool | None = None,
 ) -> Tensor:
     """``cat([chunk_fn(q[:, :, lo:hi], lo, *inputs) for each chunk], dim=2)``, each under a
     checkpoint.
@@ -101,8 +101,11 @@ def chunked(
             keeps until the backward pass reaches it, which kept every layer's keys and values
             alive at once.
         recompute: checkpoint each chunk (its pattern is recomputed in the backward pass)
-            rather than keeping it; off when no graph is recorded.
+            rather than keeping it; None: whenever a graph is recorded
+            (:func:`torch.is_grad_enabled`).
     """
+    if recompute is None:
+        recompute = torch.is_grad_enabled()
     n_queries = q.shape[2]
     parts = []
     for lo in range(0, n_queries, chunk):
@@ -305,7 +308,7 @@ def _bridge_chunked_forward(
     window = getattr(hf_attention, "sliding_window", None)
     chunk = query_chunk(batch, q.shape[1], pos)
     chunk_fn = functools.partial(_bridge_chunk, attention, arithmetic, window, reader)
-    z = chunked(chunk_fn, q, chunk, k, v, mask, recompute=torch.is_grad_enabled())
+    z = chunked(chunk_fn, q, chunk, k, v, mask)
     z = z.transpose(1, 2).reshape(batch, pos, -1)
     weight = getattr(getattr(attention.o, "original_component", None), "weight", None)
     if isinstance(weight, Tensor) and weight.dtype.is_floating_point and z.dtype != weight.dtype:
@@ -439,7 +442,7 @@ def _joint_chunked_forward(
     )
     chunk = query_chunk(batch, q.shape[1], pos)
     chunk_fn = functools.partial(_bridge_chunk, attention, arithmetic, None, reader)
-    z = chunked(chunk_fn, q, chunk, k, v, mask, recompute=torch.is_grad_enabled())
+    z = chunked(chunk_fn, q, chunk, k, v, mask)
     z = attention._reshape_attn_output(z, batch, pos, heads, head_dim)
     out = attention._apply_output_projection(z)
     return attention.hook_out(attention.hook_hidden_states(out)), None
@@ -536,7 +539,7 @@ def _hooked_chunked_forward(
         k, v = k.to(q.device), v.to(q.device)
     chunk = query_chunk(q.shape[0], q.shape[1], k.shape[2])
     chunk_fn = functools.partial(_hooked_chunk, attention, reader)
-    z = chunked(chunk_fn, q, chunk, k, v, recompute=torch.is_grad_enabled())
+    z = chunked(chunk_fn, q, chunk, k, v)
     return hooked_output(attention, z)
 
 
